@@ -1,0 +1,64 @@
+"""The command line: one sub-module per group of commands.
+
+Every command module exposes `register(subparsers)`, which adds its parsers and
+sets `func` (args -> int exit status). A `GruqError`, a bad argument or a
+failed argument check exits with status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from gruq.errors import GruqError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error instead of usage plus error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"gruq: error: {message}\n")
+        raise SystemExit(2)
+
+
+def emit(obj: dict[str, Any]) -> None:
+    """Print one JSON object on stdout: the --json contract."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m gruq", description="Mixed-precision quantization search for GRUs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for module in commands():
+        module.register(sub)
+    return parser
+
+
+def commands() -> list[Any]:
+    """The command modules, imported lazily so `--help` stays fast."""
+    import importlib
+
+    names = ["gruq.cli.core", "gruq.cli.search", "gruq.cli.export", "gruq.cli.reproduce"]
+    found = []
+    for name in names:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GruqError as exc:
+        sys.stderr.write(f"gruq: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("gruq: interrupted\n")
+        return 130

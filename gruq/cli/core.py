@@ -1,0 +1,108 @@
+"""Commands on one model: tasks, train, evaluate, verify."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from gruq.cli import emit
+from gruq.cli.args import add_json, add_task, bits, natural, positive
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tasks", help="list the tasks and their splits")
+    add_json(p)
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("train", help="train the float model into assets/")
+    p.add_argument("--task", required=True)
+    p.add_argument("--epochs", type=positive)
+    p.add_argument("--seed", type=natural, default=0)
+    p.add_argument("--out", help="checkpoint path (default: assets/<task>.pt)")
+    add_json(p)
+    p.set_defaults(func=cmd_train)
+
+    for name, func, text in (("evaluate", cmd_evaluate, "accuracy, size and BOPs of a genome"),
+                             ("verify", cmd_verify, "integer engine against the simulation")):
+        p = sub.add_parser(name, help=text)
+        add_task(p)
+        p.add_argument("--bits", type=bits, required=True, help="one width for all, or 17 comma-separated")
+        p.add_argument("--split", choices=("train", "val", "test"), default="test")
+        if name == "evaluate":
+            p.add_argument("--finetune-epochs", type=natural, default=0)
+            p.add_argument("--seed", type=natural, default=0)
+        add_json(p)
+        p.set_defaults(func=func)
+
+
+def _bar(desc: str, total: int) -> tqdm:
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from gruq import tasks
+
+    rows = tasks.summaries()
+    if args.json:
+        emit({"tasks": rows})
+    else:
+        print(f"{'task':8} {'steps':>5} {'feat':>4} {'cls':>3} {'train':>6} {'val':>5} {'test':>5}")
+        for r in rows:
+            print(f"{r['name']:8} {r['steps']:5} {r['features']:4} {r['classes']:3} "
+                  f"{r['train']:6} {r['val']:5} {r['test']:5}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gruq import tasks
+    from gruq.model import checkpoint_path
+    from gruq.train import train_float
+
+    data = tasks.load(args.task)
+    epochs = args.epochs or data.epochs
+    with _bar(f"train {data.name}", epochs) as bar:
+        def progress(epoch: int, total: int, metrics: dict) -> None:
+            bar.update(1)
+            bar.set_postfix(val=f"{metrics['val']:.3f}")
+
+        ckpt = train_float(data, epochs, args.seed, progress=progress)
+    path = Path(args.out) if args.out else checkpoint_path(args.task)
+    ckpt.save(path)
+    record = {**ckpt.meta, "checkpoint": str(path)}
+    if args.json:
+        emit(record)
+    else:
+        print(f"{data.name}: float val {record['val_accuracy']:.4f}, test {record['test_accuracy']:.4f}, "
+              f"{record['seconds']} s -> {path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from gruq.evaluate import evaluate
+
+    record = evaluate(args.task, args.bits, args.split, args.finetune_epochs, args.seed, args.checkpoint)
+    if args.json:
+        emit(record)
+    else:
+        print(f"{record['task']} {args.split}: accuracy {record['accuracy']:.4f}, "
+              f"size {record['size_bytes']:.0f} B, {record['bops']} BOPs")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from gruq.evaluate import load, verify
+
+    data, _ = load(args.task, args.checkpoint)
+    with _bar("verify", len(data.split(args.split))) as bar:
+        record = verify(args.task, args.bits, args.split, args.checkpoint,
+                        progress=lambda done, total: bar.update(done - bar.n))
+    if args.json:
+        emit(record)
+    else:
+        state = "identical" if record["identical"] else "MISMATCH"
+        print(f"{state}: {record['sequences']} sequences, {record['mismatched_codes']} codes and "
+              f"{record['mismatched_logits']} logits differ")
+    return 0 if record["identical"] else 1

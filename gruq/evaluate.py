@@ -1,0 +1,123 @@
+"""Scoring genomes: accuracy, size and BOPs; verification against the engine.
+
+`Evaluator` is what the search calls: picklable (it holds only names and
+numbers, loading the task and checkpoint lazily in whichever process uses it)
+and it scores a batch of genomes in one simulated forward pass per chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from gruq import engine, tasks
+from gruq.fakequant import Simulation
+from gruq.genome import Genome, ModelShape, bops, size_bytes, validate
+from gruq.model import Checkpoint, load_checkpoint
+from gruq.scheme import build
+from gruq.tasks.base import Split, Task
+from gruq.train import finetune, seed_for
+
+CHUNK = 4  # genomes per simulated pass: measured fastest on 2 cores (bench/)
+
+
+@lru_cache(maxsize=8)
+def load(task: str, checkpoint: str | None = None) -> tuple[Task, Checkpoint]:
+    """A task's data and float checkpoint, cached per process."""
+    data = tasks.load(task)
+    return data, load_checkpoint(task, Path(checkpoint) if checkpoint else None)
+
+
+@torch.no_grad()
+def logits(ckpt: Checkpoint, genomes: Sequence[Genome], X: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
+    """Integer logits (P, N, C) of the simulation, `chunk` genomes per pass."""
+    x = torch.as_tensor(X)
+    out = [Simulation(ckpt.model, ckpt.calibration, genomes[i:i + chunk]).forward(x)
+           for i in range(0, len(genomes), chunk)]
+    return torch.cat(out).numpy().astype(np.int64)
+
+
+def accuracies(ckpt: Checkpoint, genomes: Sequence[Genome], split: Split) -> list[float]:
+    """Accuracy of each genome on `split`, post-training quantization."""
+    if not genomes:
+        return []
+    pred = logits(ckpt, list(genomes), split.X).argmax(axis=2)
+    return [float(v) for v in (pred == split.y).mean(axis=1)]
+
+
+def tuned(ckpt: Checkpoint, genome: Genome, task: Task, epochs: int, seed: int) -> Checkpoint:
+    """The checkpoint fine-tuned for `genome` (itself when epochs is 0)."""
+    return finetune(ckpt, genome, task.train, epochs, seed_for(genome, seed)) if epochs > 0 else ckpt
+
+
+@dataclass
+class Evaluator:
+    """Validation (or other split) accuracy of genomes for one task."""
+
+    task: str
+    split: str = "val"
+    finetune_epochs: int = 0
+    seed: int = 0
+    checkpoint: str | None = None
+    _shape: ModelShape | None = field(default=None, repr=False)
+
+    def _load(self) -> tuple[Task, Checkpoint]:
+        return load(self.task, self.checkpoint)
+
+    @property
+    def shape(self) -> ModelShape:
+        if self._shape is None:
+            self._shape = self._load()[0].shape
+        return self._shape
+
+    def accuracy(self, genomes: Sequence[Genome]) -> list[float]:
+        data, ckpt = self._load()
+        split = data.split(self.split)
+        if self.finetune_epochs <= 0:
+            return accuracies(ckpt, genomes, split)
+        return [accuracies(tuned(ckpt, g, data, self.finetune_epochs, self.seed), [g], split)[0] for g in genomes]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_shape": None}
+
+
+def evaluate(task: str, genome: Genome, split: str = "test", finetune_epochs: int = 0, seed: int = 0,
+             checkpoint: str | None = None) -> dict:
+    """The `gruq evaluate` record for one genome."""
+    genome = validate(genome)
+    data, _ = load(task, checkpoint)
+    ev = Evaluator(task, split, finetune_epochs, seed, checkpoint)
+    return {
+        "task": data.name, "bits": list(genome), "split": split, "accuracy": ev.accuracy([genome])[0],
+        "size_bytes": size_bytes(genome, data.shape), "bops": bops(genome, data.shape),
+    }
+
+
+def verify(task: str, genome: Genome, split: str = "test", checkpoint: str | None = None,
+           chunk: int = 256, progress=None) -> dict:
+    """Run the integer engine and the simulation on a whole split; compare every code.
+
+    Codes are compared for all 17 operators at every step of every sequence.
+    """
+    genome = validate(genome)
+    data, ckpt = load(task, checkpoint)
+    X = data.split(split).X
+    im = build(genome, ckpt.model, ckpt.calibration)
+    sim = Simulation(ckpt.model, ckpt.calibration, [genome])
+    bad_codes = bad_logits = 0
+    for i in range(0, len(X), chunk):
+        xb = X[i:i + chunk]
+        ref_logits, ref_codes = engine.run(im, im.quantize_input(xb), trace=True)
+        with torch.no_grad():
+            sim_logits, sim_codes = sim.forward(torch.as_tensor(xb), trace=True)
+        bad_logits += int((sim_logits[0].numpy() != ref_logits).any(axis=1).sum())
+        bad_codes += sum(int((sim_codes[n][0].numpy() != ref_codes[n]).sum()) for n in ref_codes)
+        if progress:
+            progress(min(i + chunk, len(X)), len(X))
+    return {"identical": bad_codes == 0 and bad_logits == 0, "sequences": len(X),
+            "mismatched_codes": bad_codes, "mismatched_logits": bad_logits}
