@@ -7,7 +7,7 @@ and it scores a batch of genomes in one simulated forward pass per chunk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from gruq import engine, tasks
+from gruq.errors import GruqError
 from gruq.fakequant import Simulation
 from gruq.genome import Genome, ModelShape, bops, size_bytes, validate
 from gruq.model import Checkpoint, load_checkpoint
@@ -28,9 +29,15 @@ CHUNK = 4  # genomes per simulated pass: measured fastest on 2 cores (bench/)
 
 @lru_cache(maxsize=8)
 def load(task: str, checkpoint: str | None = None) -> tuple[Task, Checkpoint]:
-    """A task's data and float checkpoint, cached per process."""
+    """A task's data and float checkpoint, cached per process; refuses a checkpoint
+    made for another input width or class count. The hidden size is the model's."""
     data = tasks.load(task)
-    return data, load_checkpoint(task, Path(checkpoint) if checkpoint else None)
+    ckpt = load_checkpoint(task, Path(checkpoint) if checkpoint else None)
+    m = ckpt.model
+    if (m.gru.input_size, m.head.out_features) != (data.features, data.classes):
+        raise GruqError(f"the checkpoint takes {m.gru.input_size} features and {m.head.out_features} classes; "
+                        f"task {data.name} has {data.features} and {data.classes}")
+    return replace(data, hidden=m.hidden), ckpt
 
 
 @torch.no_grad()
@@ -50,9 +57,13 @@ def accuracies(ckpt: Checkpoint, genomes: Sequence[Genome], split: Split) -> lis
     return [float(v) for v in (pred == split.y).mean(axis=1)]
 
 
-def tuned(ckpt: Checkpoint, genome: Genome, task: Task, epochs: int, seed: int) -> Checkpoint:
-    """The checkpoint fine-tuned for `genome` (itself when epochs is 0)."""
-    return finetune(ckpt, genome, task.train, epochs, seed_for(genome, seed)) if epochs > 0 else ckpt
+def tuned(ckpt: Checkpoint, genome: Genome, task: Task, epochs: int, seed: int,
+          samples: int | None = None) -> Checkpoint:
+    """The checkpoint fine-tuned for `genome` (itself when epochs is 0); `samples`
+    caps the training sequences per epoch (see `gruq.train.finetune`)."""
+    if epochs <= 0:
+        return ckpt
+    return finetune(ckpt, genome, task.train, epochs, seed_for(genome, seed), samples=samples)
 
 
 @dataclass
@@ -64,6 +75,7 @@ class Evaluator:
     finetune_epochs: int = 0
     seed: int = 0
     checkpoint: str | None = None
+    finetune_samples: int | None = None  # training sequences per fine-tuning epoch (None: all)
     _shape: ModelShape | None = field(default=None, repr=False)
 
     def _load(self) -> tuple[Task, Checkpoint]:
@@ -80,18 +92,19 @@ class Evaluator:
         split = data.split(self.split)
         if self.finetune_epochs <= 0:
             return accuracies(ckpt, genomes, split)
-        return [accuracies(tuned(ckpt, g, data, self.finetune_epochs, self.seed), [g], split)[0] for g in genomes]
+        return [accuracies(tuned(ckpt, g, data, self.finetune_epochs, self.seed, self.finetune_samples), [g], split)[0]
+                for g in genomes]
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_shape": None}
 
 
 def evaluate(task: str, genome: Genome, split: str = "test", finetune_epochs: int = 0, seed: int = 0,
-             checkpoint: str | None = None) -> dict:
+             checkpoint: str | None = None, finetune_samples: int | None = None) -> dict:
     """The `gruq evaluate` record for one genome."""
     genome = validate(genome)
     data, _ = load(task, checkpoint)
-    ev = Evaluator(task, split, finetune_epochs, seed, checkpoint)
+    ev = Evaluator(task, split, finetune_epochs, seed, checkpoint, finetune_samples)
     return {
         "task": data.name, "bits": list(genome), "split": split, "accuracy": ev.accuracy([genome])[0],
         "size_bytes": size_bytes(genome, data.shape), "bops": bops(genome, data.shape),
@@ -121,3 +134,8 @@ def verify(task: str, genome: Genome, split: str = "test", checkpoint: str | Non
             progress(min(i + chunk, len(X)), len(X))
     return {"identical": bad_codes == 0 and bad_logits == 0, "sequences": len(X),
             "mismatched_codes": bad_codes, "mismatched_logits": bad_logits}
+
+
+def finetune_front(task: str, genomes: Sequence[Genome], epochs: int, seed: int = 0) -> list[float]:
+    """Validation accuracy of each genome after `epochs` of fine-tuning (the final front's option)."""
+    return Evaluator(task, "val", epochs, seed).accuracy(genomes)

@@ -1,53 +1,63 @@
-"""The fake-quant simulation in torch: the integer cell on float64 tensors.
+"""The fake-quant simulation in torch: the integer cell for a population of genomes.
 
-Tensors hold integer codes in float64, which represents every code, product
-and sum of this cell exactly (all stay far below 2^53), and scaling by a power
-of two is exact, so rounding floor(v * 2^-s + 1/2) equals the integer engine's
-(v + 2^(s-1)) >> s bit for bit. Two things make it the hot path's tool:
+A population of genomes runs as one leading batch dimension P: every format
+constant is a (P, 1, 1) tensor, so one forward pass scores P genomes. Tensors
+hold integer codes in floating point; the two paths below are bit-exact with
+the integer engine (`gruq.engine`) for every genome.
 
-- a population of genomes runs as one leading batch dimension P: every format
-  constant is a (P, 1, 1) tensor, so one forward pass scores P genomes;
-- with `ste=True`, rounding and look-up tables pass gradients straight through
-  (clipped at saturation), for quantization-aware fine-tuning.
+**The reference path** (`trace=True`, or `ste=True`) computes the 17 operators
+one by one, exactly as the engine does, on float64 tensors. float64 represents
+every code, product and sum of this cell exactly (all stay far below 2^53),
+scaling by a power of two is exact, so floor(v * 2^-s + 1/2) equals the
+engine's (v + 2^(s-1)) >> s bit for bit. With `ste=True`, rounding and look-up
+tables pass gradients straight through (clipped at saturation), for
+quantization-aware fine-tuning.
+
+**The fast path** (`trace=False`, `ste=False`: what the search uses) computes
+the same numbers with far fewer, cheaper tensor passes. See `_Fast` for how and
+for the proof that it is exact; it checks its preconditions from the actual
+weights and formats and falls back to the reference path when one fails.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from gruq.fixedpoint import INT32_MAX, INT32_MIN, Format
+from gruq.fixedpoint import INT32_MAX, INT32_MIN, Format, activation_lut, sigmoid
 from gruq.genome import Genome
 from gruq.model import Calibration, GRUClassifier
 from gruq.ops import HIDDEN_LINEAR, INPUT_LINEAR, OPS
-from gruq.scheme import Formats, formats, weight_exponents
+from gruq.scheme import formats, weight_exponents
 
 LUT_SIZE = 256  # 2^8: the widest input code any genome has
-F64 = torch.float64
+F64, F32, I32 = torch.float64, torch.float32, torch.int32
+ELEMENTS = 1 << 18  # target size of one (genomes, sequences, hidden) block of the fast path
 
 
-def _col(values: Sequence[float]) -> torch.Tensor:
+def _col(values: Sequence[float], dtype: torch.dtype = F64) -> torch.Tensor:
     """Per-genome constants as a (P, 1, 1) tensor that broadcasts over (P, N, H)."""
-    return torch.tensor(values, dtype=F64).view(-1, 1, 1)
+    return torch.tensor(values, dtype=dtype).view(-1, 1, 1)
 
 
-def _pow2(exps: Sequence[int]) -> torch.Tensor:
-    return _col([2.0 ** e for e in exps])
+def _pow2(exps: Sequence[int], dtype: torch.dtype = F64) -> torch.Tensor:
+    return _col([2.0 ** e for e in exps], dtype)
 
 
-@dataclass
-class _Q:
-    """A format across the population: bounds and, when needed, the scale."""
+@lru_cache(maxsize=4096)
+def _lut(name: str, fmt_in: Format, fmt_out: Format) -> np.ndarray:
+    """The engine's own activation table (the very same function and call)."""
+    lut = activation_lut(sigmoid if name != "tanh_n" else np.tanh, fmt_in, fmt_out)
+    lut.flags.writeable = False
+    return lut
 
-    lo: torch.Tensor
-    hi: torch.Tensor
 
-    @classmethod
-    def of(cls, fmts: Sequence[Format]) -> "_Q":
-        return cls(_col([f.lo for f in fmts]), _col([f.hi for f in fmts]))
+def _quantize(v: torch.Tensor, frac: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Codes of real values: round-half-up of v * 2^frac, saturated (float64, exact)."""
+    return torch.clamp(torch.floor(v * frac + 0.5), lo, hi)
 
 
 class _Rounding:
@@ -56,66 +66,81 @@ class _Rounding:
     def __init__(self, ste: bool) -> None:
         self.ste = ste
 
-    def __call__(self, v: torch.Tensor, q: _Q) -> torch.Tensor:
+    def __call__(self, v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         r = torch.floor(v + 0.5)
         if self.ste:
             r = v + (r - v).detach()
-        return torch.clamp(r, q.lo, q.hi)
-
-
-def _luts(fmts: Sequence[Formats], fn: Callable, src: str, dst: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack one activation table per genome; return (flat table, per-genome offset)."""
-    from gruq.fixedpoint import activation_lut
-
-    table = np.zeros((len(fmts), LUT_SIZE))
-    offsets = []
-    for p, f in enumerate(fmts):
-        lut = activation_lut(fn, f.out[src], f.out[dst])
-        table[p, :len(lut)] = lut
-        offsets.append(p * LUT_SIZE - f.out[src].lo)
-    return torch.tensor(table.ravel(), dtype=F64), torch.tensor(offsets, dtype=torch.long).view(-1, 1, 1)
+        return torch.clamp(r, lo, hi)
 
 
 class Simulation:
     """The quantized cell for a population of genomes over one model."""
 
     def __init__(self, model: GRUClassifier, calib: Calibration, genomes: Sequence[Genome], ste: bool = False):
-        from gruq.fixedpoint import sigmoid
-
         self.model, self.genomes = model, list(genomes)
         wexp = weight_exponents(model)
         self.fmts = [formats(g, calib, wexp) for g in self.genomes]
         self.round = _Rounding(ste)
         self.ste = ste
-        out = lambda name: [f.out[name] for f in self.fmts]  # noqa: E731
-        self.q = {name: _Q.of(out(name)) for name in self.fmts[0].out}
-        self.lut = {
-            "sig_r": _luts(self.fmts, sigmoid, "add_r", "sig_r"),
-            "sig_z": _luts(self.fmts, sigmoid, "add_z", "sig_z"),
-            "tanh_n": _luts(self.fmts, np.tanh, "add_n", "tanh_n"),
+        fm = self.fmts
+        names = list(fm[0].out)
+        self.lo = {n: _col([f.out[n].lo for f in fm]) for n in names}
+        self.hi = {n: _col([f.out[n].hi for f in fm]) for n in names}
+        self.frac = {n: [f.out[n].frac for f in fm] for n in names}
+        self.acc = {n: [f.acc_frac[n] for f in fm] for n in fm[0].acc_frac}
+        self.int32 = (_col([INT32_MIN]), _col([INT32_MAX]))
+        self.lut = {name: self._table(name, src) for name, src in (("sig_r", "add_r"), ("sig_z", "add_z"),
+                                                                    ("tanh_n", "add_n"))}
+        # the scale factors of the reference path, once (not in the time loop)
+        fr, acc = self.frac, self.acc
+        shift = lambda dst, src: _pow2([d - s for d, s in zip(fr[dst], src)])  # noqa: E731
+        add = lambda a, b: [x + y for x, y in zip(a, b)]  # noqa: E731
+        self._scale = {
+            "xr": shift("add_r", acc["lin_xr"]), "hr": shift("add_r", acc["lin_hr"]),
+            "xz": shift("add_z", acc["lin_xz"]), "hz": shift("add_z", acc["lin_hz"]),
+            "rn": shift("mul_rn", add(fr["sig_r"], acc["lin_hn"])),
+            "xn": shift("add_n", acc["lin_xn"]), "mn": shift("add_n", fr["mul_rn"]),
+            "sub": shift("sub_z", fr["sig_z"]), "one": _pow2(fr["sig_z"]),
+            "zn": shift("mul_zn", add(fr["sub_z"], fr["tanh_n"])),
+            "zh": shift("mul_zh", add(fr["sig_z"], fr["add_h"])),
+            "nh": shift("add_h", fr["mul_zn"]), "hh": shift("add_h", fr["mul_zh"]),
         }
-        self.frac = {name: [f.out[name].frac for f in self.fmts] for name in self.fmts[0].out}
-        self.acc = {name: [f.acc_frac[name] for f in self.fmts] for name in self.fmts[0].acc_frac}
+        self._in_scale = {n: _pow2([-e for e in fr[src]]) for n, src in
+                          (("sig_r", "add_r"), ("sig_z", "add_z"), ("tanh_n", "add_n"))}
+        self._out_scale = {n: _pow2(fr[n]) for n in ("sig_r", "sig_z", "tanh_n")}
+
+    def _table(self, name: str, src: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One activation table per genome, flat; and each genome's offset into it."""
+        table = np.zeros((len(self.fmts), LUT_SIZE))
+        offsets = []
+        for p, f in enumerate(self.fmts):
+            lut = _lut(name, f.out[src], f.out[name])
+            table[p, :len(lut)] = lut
+            offsets.append(p * LUT_SIZE - f.out[src].lo)
+        return torch.tensor(table.ravel(), dtype=F64), torch.tensor(offsets, dtype=torch.long).view(-1, 1, 1)
 
     # -- parameters -------------------------------------------------------
+    def _codes(self, v: torch.Tensor, fmts: Sequence[Format]) -> torch.Tensor:
+        """Codes of a parameter tensor under each genome's format: (P, *v.shape)."""
+        lo, hi = _col([f.lo for f in fmts]), _col([f.hi for f in fmts])
+        return self.round(v.to(F64).unsqueeze(0) * _pow2([f.frac for f in fmts]), lo, hi)
+
+    def _linear(self, op: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight codes (P, H, in) and bias codes (P, 1, H) of one linear operator."""
+        name = OPS[op]
+        w = self._codes(self.model.linear_weight(op), [f.weight[name] for f in self.fmts])
+        b = self._codes(self.model.linear_bias(op).view(1, -1), [Format(32, f.acc_frac[name]) for f in self.fmts])
+        return w, b
+
     def _weights(self, ops: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes of the weights of `ops`, stacked as (P, in, 3H), and biases (P, 1, 3H)."""
-        ws, bs = [], []
-        int32 = _Q(_col([INT32_MIN]), _col([INT32_MAX]))
-        for op in ops:
-            name = OPS[op]
-            wf = [f.weight[name] for f in self.fmts]
-            w = self.model.linear_weight(op).to(F64).unsqueeze(0)
-            ws.append(self.round(w * _pow2([f.frac for f in wf]), _Q.of(wf)))
-            b = self.model.linear_bias(op).to(F64).view(1, 1, -1)
-            bs.append(self.round(b * _pow2(self.acc[name]), int32))
+        ws, bs = zip(*(self._linear(op) for op in ops))
         return torch.cat(ws, dim=1).transpose(1, 2), torch.cat(bs, dim=2)
 
     def _head(self) -> tuple[torch.Tensor, torch.Tensor]:
-        hf = [f.head_weight for f in self.fmts]
-        w = self.round(self.model.head.weight.to(F64).unsqueeze(0) * _pow2([f.frac for f in hf]), _Q.of(hf))
-        int32 = _Q(_col([INT32_MIN]), _col([INT32_MAX]))
-        b = self.round(self.model.head.bias.to(F64).view(1, 1, -1) * _pow2([f.logit_frac for f in self.fmts]), int32)
+        """Head weight codes (P, H, C) and bias codes (P, 1, C)."""
+        w = self._codes(self.model.head.weight, [f.head_weight for f in self.fmts])
+        b = self._codes(self.model.head.bias.view(1, -1), [Format(32, f.logit_frac) for f in self.fmts])
         return w.transpose(1, 2), b
 
     def input_codes(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,68 +148,293 @@ class Simulation:
         fx = self.fmts[0].x
         return torch.clamp(torch.floor(torch.ldexp(x.to(F64), torch.tensor(fx.frac)) + 0.5), fx.lo, fx.hi)
 
+    def logit_scale(self) -> torch.Tensor:
+        """2^-f of the logits per genome, to turn codes into real logits for a loss."""
+        return _pow2([-f.logit_frac for f in self.fmts])
+
     # -- forward ----------------------------------------------------------
-    def _lookup(self, name: str, v: torch.Tensor, fn: Callable, in_frac: str, out_frac: int | None = None):
+    def forward(self, x: torch.Tensor, trace: bool = False):
+        """Logit codes (P, N, C) for float inputs x (N, T, F); optionally every op's codes.
+
+        Without `trace` and `ste` this takes the fast path (no autograd graph);
+        otherwise, or when the fast path cannot prove itself exact for these
+        weights and genomes, the reference path.
+        """
+        if not (trace or self.ste):
+            fast = _Fast.plan(self)
+            if fast is not None:
+                return fast.run(self.input_codes(x))
+        return self._reference(x, trace)
+
+    def _lookup(self, name: str, v: torch.Tensor, fn: Callable) -> torch.Tensor:
         table, offset = self.lut[name]
         out = torch.take(table, v.detach().long() + offset)
         if not self.ste:
             return out
         # straight-through: the gradient of fn at the real input, in output codes
-        src = {"sig_r": "add_r", "sig_z": "add_z", "tanh_n": "add_n"}[name]
-        smooth = fn(v * _pow2([-e for e in self.frac[src]])) * _pow2(self.frac[name])
+        smooth = fn(v * self._in_scale[name]) * self._out_scale[name]
         return smooth + (out - smooth).detach()
 
-    def _rescale(self, v: torch.Tensor, frac_in: Sequence[int], dst: str) -> torch.Tensor:
-        """Codes at scale 2^-frac_in, exactly re-expressed at dst's scale (before rounding)."""
-        return v * _pow2([fo - fi for fo, fi in zip(self.frac[dst], frac_in)])
-
-    def forward(self, x: torch.Tensor, trace: bool = False):
-        """Logit codes (P, N, C) for float inputs x (N, T, F); optionally every op's codes."""
-        R, q, fr, acc = self.round, self.q, self.frac, self.acc
+    def _reference(self, x: torch.Tensor, trace: bool):
+        """The 17 operators one by one, as the engine computes them (float64)."""
+        R, lo, hi, s = self.round, self.lo, self.hi, self._scale
         wx, bx = self._weights(INPUT_LINEAR)
         wh, bh = self._weights(HIDDEN_LINEAR)
         wo, bo = self._head()
         xc = self.input_codes(x)
         P, (N, T, _), H = len(self.genomes), x.shape, self.model.hidden
         h = torch.zeros(P, N, H, dtype=F64)
-        int32 = _Q(_col([INT32_MIN]), _col([INT32_MAX]))
-        sig_frac = lambda n: fr[n]  # noqa: E731
+        i32lo, i32hi = self.int32
         traced: dict[str, list[torch.Tensor]] = {}
         for t in range(T):
-            ax = torch.clamp(torch.matmul(xc[:, t], wx) + bx, int32.lo, int32.hi)
-            ah = torch.clamp(torch.bmm(h, wh) + bh, int32.lo, int32.hi)
+            ax = torch.clamp(torch.matmul(xc[:, t], wx) + bx, i32lo, i32hi)
+            ah = torch.clamp(torch.bmm(h, wh) + bh, i32lo, i32hi)
             c = {
                 "lin_xr": ax[..., :H], "lin_xz": ax[..., H:2 * H], "lin_xn": ax[..., 2 * H:],
                 "lin_hr": ah[..., :H], "lin_hz": ah[..., H:2 * H], "lin_hn": ah[..., 2 * H:],
             }
-            c["add_r"] = R(self._rescale(c["lin_xr"], acc["lin_xr"], "add_r")
-                           + self._rescale(c["lin_hr"], acc["lin_hr"], "add_r"), q["add_r"])
-            c["sig_r"] = self._lookup("sig_r", c["add_r"], torch.sigmoid, "add_r")
-            c["add_z"] = R(self._rescale(c["lin_xz"], acc["lin_xz"], "add_z")
-                           + self._rescale(c["lin_hz"], acc["lin_hz"], "add_z"), q["add_z"])
-            c["sig_z"] = self._lookup("sig_z", c["add_z"], torch.sigmoid, "add_z")
-            prod_frac = [a + b for a, b in zip(sig_frac("sig_r"), acc["lin_hn"])]
-            c["mul_rn"] = R(self._rescale(c["sig_r"] * c["lin_hn"], prod_frac, "mul_rn"), q["mul_rn"])
-            c["add_n"] = R(self._rescale(c["lin_xn"], acc["lin_xn"], "add_n")
-                           + self._rescale(c["mul_rn"], fr["mul_rn"], "add_n"), q["add_n"])
-            c["tanh_n"] = self._lookup("tanh_n", c["add_n"], torch.tanh, "add_n")
-            one = _pow2(fr["sig_z"])
-            c["sub_z"] = R(self._rescale(one - c["sig_z"], fr["sig_z"], "sub_z"), q["sub_z"])
-            zn_frac = [a + b for a, b in zip(fr["sub_z"], fr["tanh_n"])]
-            c["mul_zn"] = R(self._rescale(c["sub_z"] * c["tanh_n"], zn_frac, "mul_zn"), q["mul_zn"])
-            zh_frac = [a + b for a, b in zip(fr["sig_z"], fr["add_h"])]
-            c["mul_zh"] = R(self._rescale(c["sig_z"] * h, zh_frac, "mul_zh"), q["mul_zh"])
-            c["add_h"] = R(self._rescale(c["mul_zn"], fr["mul_zn"], "add_h")
-                           + self._rescale(c["mul_zh"], fr["mul_zh"], "add_h"), q["add_h"])
+            c["add_r"] = R(c["lin_xr"] * s["xr"] + c["lin_hr"] * s["hr"], lo["add_r"], hi["add_r"])
+            c["sig_r"] = self._lookup("sig_r", c["add_r"], torch.sigmoid)
+            c["add_z"] = R(c["lin_xz"] * s["xz"] + c["lin_hz"] * s["hz"], lo["add_z"], hi["add_z"])
+            c["sig_z"] = self._lookup("sig_z", c["add_z"], torch.sigmoid)
+            c["mul_rn"] = R(c["sig_r"] * c["lin_hn"] * s["rn"], lo["mul_rn"], hi["mul_rn"])
+            c["add_n"] = R(c["lin_xn"] * s["xn"] + c["mul_rn"] * s["mn"], lo["add_n"], hi["add_n"])
+            c["tanh_n"] = self._lookup("tanh_n", c["add_n"], torch.tanh)
+            c["sub_z"] = R((s["one"] - c["sig_z"]) * s["sub"], lo["sub_z"], hi["sub_z"])
+            c["mul_zn"] = R(c["sub_z"] * c["tanh_n"] * s["zn"], lo["mul_zn"], hi["mul_zn"])
+            c["mul_zh"] = R(c["sig_z"] * h * s["zh"], lo["mul_zh"], hi["mul_zh"])
+            c["add_h"] = R(c["mul_zn"] * s["nh"] + c["mul_zh"] * s["hh"], lo["add_h"], hi["add_h"])
             h = c["add_h"]
             if trace:
                 for name, v in c.items():
                     traced.setdefault(name, []).append(v)
-        logits = torch.clamp(torch.bmm(h, wo) + bo, int32.lo, int32.hi)
+        logits = torch.clamp(torch.bmm(h, wo) + bo, i32lo, i32hi)
         if trace:
             return logits, {name: torch.stack(v, dim=2) for name, v in traced.items()}
         return logits
 
-    def logit_scale(self) -> torch.Tensor:
-        """2^-f of the logits per genome, to turn codes into real logits for a loss."""
-        return _pow2([-f.logit_frac for f in self.fmts])
+
+def _fits(terms: Sequence[tuple[torch.Tensor, torch.Tensor]], mantissa: int) -> bool:
+    """Are all partial sums of these terms exact in a float with `mantissa` bits?
+
+    Each term is (B, e): an integer multiple of 2^e, at most B in magnitude
+    (tensors over genomes, or broadcastable to them). Every partial sum of such
+    terms, in any order, is a multiple of 2^emin (emin = the smallest e of the
+    genome) bounded by sum(B * 2^e); it is exactly representable when that
+    bound is below 2^(mantissa + emin) (and emin is far from underflow).
+    """
+    exps = torch.stack(torch.broadcast_tensors(*[e for _, e in terms]))
+    emin = exps.min(dim=0).values
+    total = sum(b * torch.exp2(e - emin) for b, e in terms)
+    return bool((total < 2.0 ** mantissa).all()) and bool((emin > -100).all())
+
+
+class _Fast:
+    """The no-grad fast path: the same codes as the engine, in ~30 tensor passes a step.
+
+    Notation: for a genome, an add's pre-rounding value is v (real, at the add's
+    scale), its code sat(floor(v + 1/2)) with sat = clamp to [lo, hi] =
+    [-2^(b-1), 2^(b-1) - 1]. Everything below is per genome, batched over P.
+
+    1. The three adds that feed a look-up table (add_r, add_z, add_n) are never
+       materialised. With k = 8 - b, w = clamp(floor(2^k (v + 1/2)), -128, 127)
+       determines the code: floor(w / 2^k) = sat(floor(v + 1/2)) (floor of a
+       floor; and w saturates exactly when the code does, since
+       127 = 2^k hi + 2^k - 1 and -128 = 2^k lo). So the tables are re-indexed
+       by w + 128 in [0, 255] for every genome, and one clamp with scalar bounds
+       replaces a clamp with per-genome bounds. The scale 2^k, the 1/2 and the
+       +128 are folded into the weights and biases of the matrix products, so
+       u = 2^k (v + 1/2) + 128 comes straight out of them; clamp(u, 0, 255)
+       converted to int32 truncates, which is floor for u >= 0.
+    2. The int32 saturation of the six accumulators is dropped when it cannot
+       trigger: sum_i |W_ji| max|input| + |b_j| <= 2^31 - 1 for every unit j
+       (checked from the actual codes).
+    3. sub_z, mul_zn and mul_zh only depend on the codes of add_z, add_n and h,
+       each at most 8 bits: two 256 x 256 tables per genome give
+       mul_zn * 2^(f_h - f_mul_zn) + 1/2 and mul_zh * 2^(f_h - f_mul_zh), built
+       with the engine's own arithmetic (`requantize`) from its own activation
+       tables. add_h = sat(floor(sum of the two)).
+    4. mul_rn = sat(floor(sig_r * lin_hn * 2^e + 1/2)) with sig_r * 2^e read
+       from the table (lin_hn is too wide for a table).
+    5. Float32 where exact: the matrix products, the adds and the tables run in
+       float32 when every partial sum provably fits 24 bits (`_fits`, from the
+       actual weight codes and formats: a product of an 8-bit weight code and an
+       8-bit input code times a power of two is exact, and every partial sum of
+       such terms, in any order, is a multiple of the finest scale bounded by
+       the sum of the terms' bounds); otherwise in float64 (53 bits), and if
+       even that fails, the reference path. mul_rn (an 8-bit code times a wide
+       accumulator) is always computed in float64, and indices in int32.
+    """
+
+    def __init__(self, sim: Simulation, dtype: torch.dtype, parts: dict) -> None:
+        self.sim, self.dtype = sim, dtype
+        self.P, self.F, self.H = len(sim.genomes), sim.model.gru.input_size, sim.model.hidden
+        dt, p = dtype, parts
+        self.w_r, self.b_r = p["w_r"].to(dt), p["b_r"].to(dt)
+        self.w_z, self.b_z = p["w_z"].to(dt), p["b_z"].to(dt)
+        self.w_l, self.b_l = p["w_l"].to(dt), p["b_l"].to(dt)
+        self.w_n, self.b_n = p["w_n"].to(dt), p["b_n"].to(dt)
+        self.sig_r = p["sig_r"]  # float64 (P * 256,)
+        self.zn = torch.cat([torch.zeros(128, dtype=F64), p["zn"].reshape(-1)]).to(dt)  # 128 pad: see run()
+        self.zh = p["zh"].reshape(-1).to(dt)
+        self.c_n = p["c_n"].to(dt)
+        self.rn_lo, self.rn_hi = sim.lo["mul_rn"], sim.hi["mul_rn"]
+        self.h_lo, self.h_hi = sim.lo["add_h"].to(dt), sim.hi["add_h"].to(dt)
+        self.head = sim._head()
+
+    # -- the plan ---------------------------------------------------------
+    @classmethod
+    def plan(cls, sim: Simulation) -> "_Fast | None":
+        """The fast path for `sim`, or None when its exactness cannot be proved."""
+        with torch.no_grad():
+            parts, bounds = cls._parts(sim)
+            if not bounds["int32"] or not _fits(bounds["mul_rn"], 53):
+                return None
+            for dtype, mantissa in ((F32, 24), (F64, 53)):
+                if all(_fits(bounds[k], mantissa) for k in ("r", "z", "lin_hn", "n", "add_h")):
+                    return cls(sim, dtype, parts)
+        return None
+
+    @staticmethod
+    def _parts(sim: Simulation) -> tuple[dict, dict]:
+        """Scaled weights, biases and tables (float64) and the exactness bounds."""
+        fm, fr, acc = sim.fmts, sim.frac, sim.acc
+        e = lambda v: torch.tensor(v, dtype=F64).view(-1, 1, 1)  # noqa: E731  exponents (P, 1, 1)
+        x8 = 2.0 ** 7  # max |x code| (8-bit input)
+        hmax = e([2 ** (f.h.bits - 1) for f in fm])
+        lin = {op: sim._linear(op) for op in INPUT_LINEAR + HIDDEN_LINEAR}
+        # per unit j: sum_i |W_ji| max|in| + |b_j|, shape (P, 1, H)
+        mag = {OPS[op]: (w.abs().sum(2).unsqueeze(1) * (x8 if op in INPUT_LINEAR else hmax) + b.abs())
+               for op, (w, b) in lin.items()}
+        parts: dict = {}
+        bounds: dict = {"int32": all(bool((m <= INT32_MAX).all()) for m in mag.values())}
+        F = sim.model.gru.input_size
+        for gate, (ox, oh) in (("r", (0, 1)), ("z", (4, 5))):
+            add = f"add_{gate}"
+            k = e([8 - f.out[add].bits for f in fm])
+            ex = k + e(fr[add]) - e(acc[OPS[ox]])
+            eh = k + e(fr[add]) - e(acc[OPS[oh]])
+            (wx, bx), (wh, bh) = lin[ox], lin[oh]
+            parts[f"w_{gate}"] = torch.cat([wx.transpose(1, 2) * torch.exp2(ex), wh.transpose(1, 2) * torch.exp2(eh)], 1)
+            parts[f"b_{gate}"] = bx * torch.exp2(ex) + bh * torch.exp2(eh) + torch.exp2(k - 1) + 128
+            bounds[gate] = [(mag[OPS[ox]], ex), (mag[OPS[oh]], eh), (1.0, k - 1), (128.0, e([0]))]
+        wl, bl = lin[9]
+        parts["w_l"], parts["b_l"] = wl.transpose(1, 2), bl
+        bounds["lin_hn"] = [(mag["lin_hn"], e([0]))]
+        k = e([8 - f.out["add_n"].bits for f in fm])
+        ex = k + e(fr["add_n"]) - e(acc["lin_xn"])
+        cn = k + e(fr["add_n"]) - e(fr["mul_rn"])
+        wn, bn = lin[8]
+        parts["w_n"], parts["b_n"] = wn.transpose(1, 2) * torch.exp2(ex), bn * torch.exp2(ex) + torch.exp2(k - 1) + 128
+        parts["c_n"] = torch.exp2(cn)
+        bounds["n"] = [(mag["lin_xn"], ex), (e([2 ** (f.out["mul_rn"].bits - 1) for f in fm]), cn),
+                       (1.0, k - 1), (128.0, e([0]))]
+        er = e(fr["mul_rn"]) - e(fr["sig_r"]) - e(acc["lin_hn"])
+        bounds["mul_rn"] = [(mag["lin_hn"] * e([2 ** f.out["sig_r"].bits for f in fm]), er), (1.0, e([-1]))]
+        s1 = e(fr["add_h"]) - e(fr["mul_zn"])
+        s2 = e(fr["add_h"]) - e(fr["mul_zh"])
+        bounds["add_h"] = [(e([2 ** (f.out["mul_zn"].bits - 1) for f in fm]), s1),
+                           (e([2 ** (f.out["mul_zh"].bits - 1) for f in fm]), s2), (1.0, e([-1]))]
+        parts.update(_Fast._tables(sim, er, s1, s2))
+        assert parts["w_r"].shape[1] == F + sim.model.hidden
+        return parts, bounds
+
+    @staticmethod
+    def _tables(sim: Simulation, er: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> dict:
+        """sig_r * 2^er by w_r + 128; the mul_zn and mul_zh tables by (w_z + 128, w_n + 128 or h + 128)."""
+        fm = sim.fmts
+        w = np.arange(256) - 128
+
+        def by_w(name: str, src: str) -> torch.Tensor:
+            """Each genome's activation codes indexed by w + 128: code = floor(w / 2^k)."""
+            rows = []
+            for f in fm:
+                fin = f.out[src]
+                rows.append(_lut(name, fin, f.out[name])[np.floor_divide(w, 2 ** (8 - fin.bits)) - fin.lo])
+            return torch.tensor(np.stack(rows), dtype=F64)  # (P, 256)
+
+        col = lambda v: torch.tensor(v, dtype=F64).view(-1, 1)  # noqa: E731
+        pw = lambda v: torch.exp2(col(v))  # noqa: E731
+        fr = sim.frac
+        sig_r, sig_z, tanh_n = by_w("sig_r", "add_r"), by_w("sig_z", "add_z"), by_w("tanh_n", "add_n")
+        # sub_z = requantize(2^f_sig_z - sig_z, f_sig_z, sub_z): a shift of the exact difference
+        sub_z = torch.clamp(torch.floor((pw(fr["sig_z"]) - sig_z) * pw(fr["sub_z"]) / pw(fr["sig_z"]) + 0.5),
+                            col([f.out["sub_z"].lo for f in fm]), col([f.out["sub_z"].hi for f in fm]))
+        lo = lambda n: col([f.out[n].lo for f in fm]).unsqueeze(2)  # noqa: E731
+        hi = lambda n: col([f.out[n].hi for f in fm]).unsqueeze(2)  # noqa: E731
+        pw3 = lambda v: pw(v).unsqueeze(2)  # noqa: E731
+        # mul_zn = requantize(sub_z * tanh_n, f_sub_z + f_tanh_n, mul_zn), by (w_z, w_n)
+        zn_shift = [a - b - c for a, b, c in zip(fr["mul_zn"], fr["sub_z"], fr["tanh_n"])]
+        zn = torch.clamp(torch.floor(sub_z.unsqueeze(2) * tanh_n.unsqueeze(1) * pw3(zn_shift) + 0.5),
+                         lo("mul_zn"), hi("mul_zn"))
+        # mul_zh = requantize(sig_z * h, f_sig_z + f_h, mul_zh), by (w_z, h + 128)
+        h = torch.arange(-128, 128, dtype=F64).view(1, 1, 256)
+        zh_shift = [a - b - c for a, b, c in zip(fr["mul_zh"], fr["sig_z"], fr["add_h"])]
+        zh = torch.clamp(torch.floor(sig_z.unsqueeze(2) * h * pw3(zh_shift) + 0.5), lo("mul_zh"), hi("mul_zh"))
+        return {
+            "sig_r": (sig_r * torch.exp2(er.view(-1, 1))).reshape(-1),
+            "zn": zn * torch.exp2(s1) + 0.5,
+            "zh": zh * torch.exp2(s2),
+        }
+
+    # -- the run ----------------------------------------------------------
+    def run(self, xc: torch.Tensor) -> torch.Tensor:
+        """Logit codes (P, N, C) for input codes xc (N, T, F), in blocks of genomes and sequences."""
+        with torch.no_grad():
+            N = xc.shape[0]
+            per = max(1, ELEMENTS // max(1, N * self.H))
+            xt = xc.to(self.dtype).transpose(0, 1).contiguous()  # (T, N, F)
+            out = []
+            for p0 in range(0, self.P, per):
+                g = slice(p0, min(p0 + per, self.P))
+                n_tile = N if per > 1 else max(1, ELEMENTS // self.H)
+                out.append(torch.cat([self._block(g, xt[:, i:i + n_tile]) for i in range(0, N, n_tile)], dim=1))
+            return torch.cat(out)
+
+    def _block(self, g: slice, xt: torch.Tensor) -> torch.Tensor:
+        P, (T, N, F), H, dt = g.stop - g.start, xt.shape, self.H, self.dtype
+        w_r, b_r, w_z, b_z = self.w_r[g], self.b_r[g], self.w_z[g], self.b_z[g]
+        w_l, b_l, w_n, b_n = self.w_l[g], self.b_l[g], self.w_n[g], self.b_n[g]
+        sig_r = self.sig_r[g.start * 256:g.stop * 256]
+        zn = self.zn[g.start * 65536:g.stop * 65536 + 128]
+        zh = self.zh[g.start * 65536:g.stop * 65536]
+        c_n, rn_lo, rn_hi, h_lo, h_hi = self.c_n[g], self.rn_lo[g], self.rn_hi[g], self.h_lo[g], self.h_hi[g]
+        half = torch.full((1, 1, 1), 0.5, dtype=F64)
+        off_r = (torch.arange(P, dtype=I32) * 256).view(P, 1, 1)
+        base = (torch.arange(P, dtype=I32) * 65536 + 128).view(P, 1, 1)
+
+        xh = torch.zeros(P, N, F + H, dtype=dt)  # [x_t | h]
+        h = xh[..., F:]
+        u_r, u_z, lin, u_n = (torch.empty(P, N, H, dtype=dt) for _ in range(4))
+        i_r, i_z, i_n, i_h = (torch.empty(P, N, H, dtype=I32) for _ in range(4))
+        lin64 = lin if dt == F64 else torch.empty(P, N, H, dtype=F64)
+        rn = torch.empty(P, N, H, dtype=F64)
+        rn_dt = rn if dt == F64 else torch.empty(P, N, H, dtype=dt)
+        s_r = torch.empty(P * N * H, dtype=F64)
+        m1, m2 = torch.empty(P, N, H, dtype=dt), torch.empty(P, N, H, dtype=dt)
+        for t in range(T):
+            xh[..., :F] = xt[t]
+            torch.baddbmm(b_r, xh, w_r, out=u_r)
+            torch.baddbmm(b_z, xh, w_z, out=u_z)
+            torch.baddbmm(b_l, h, w_l, out=lin)
+            torch.baddbmm(b_n, xh[..., :F], w_n, out=u_n)
+            # r: sig_r * 2^e by w_r, then mul_rn in float64
+            i_r.copy_(u_r.clamp_(0, 255)).add_(off_r)
+            torch.index_select(sig_r, 0, i_r.view(-1), out=s_r)
+            if lin64 is not lin:
+                lin64.copy_(lin)
+            torch.addcmul(half, s_r.view(P, N, H), lin64, out=rn).floor_()
+            torch.minimum(torch.maximum(rn, rn_lo, out=rn), rn_hi, out=rn)
+            if rn_dt is not rn:
+                rn_dt.copy_(rn)
+            # n and z: indices into the two tables; int32 arithmetic
+            i_n.copy_(u_n.addcmul_(rn_dt, c_n).clamp_(0, 255))
+            torch.add(base, i_z.copy_(u_z.clamp_(0, 255)), alpha=256, out=i_z)
+            torch.index_select(zn, 0, torch.add(i_z, i_n, out=i_n).view(-1), out=m1.view(-1))
+            torch.index_select(zh, 0, torch.add(i_z, i_h.copy_(h), out=i_h).view(-1), out=m2.view(-1))
+            # add_h
+            torch.add(m1, m2, out=m1).floor_()
+            torch.minimum(torch.maximum(m1, h_lo, out=m1), h_hi, out=h)
+        wo, bo = self.head
+        lo, hi = self.sim.int32
+        return torch.clamp(torch.bmm(h.to(F64), wo[g]) + bo[g], lo, hi)

@@ -50,13 +50,15 @@ def frac_bits(bits: int, exponent: int) -> int:
 
 
 def round_shift(v: np.ndarray | int, s: int) -> np.ndarray | int:
-    """Round-half-up of v / 2^s for integer v: add half, arithmetic shift right.
+    """Round-half-up of v / 2^s for integer v; a negative s is an exact left shift.
 
-    A negative s is an exact left shift. Works on Python ints and int64 arrays.
+    Computed as ((v >> (s-1)) + 1) >> 1, which equals (v + 2^(s-1)) >> s
+    (floor(floor(a) / 2) = floor(a / 2)) but cannot overflow int64, and a
+    shift of 63 or more leaves just the sign, as an exact shift would.
     """
     if s <= 0:
         return v << -s
-    return (v + (1 << (s - 1))) >> s
+    return ((v >> min(s - 1, 63)) + 1) >> 1
 
 
 def saturate(v: np.ndarray, fmt: Format) -> np.ndarray:
@@ -70,9 +72,14 @@ def requantize(v: np.ndarray, frac_in: int, fmt: Format) -> np.ndarray:
 
 
 def quantize(x: np.ndarray, fmt: Format) -> np.ndarray:
-    """Codes of real values x: round-half-up of x * 2^f, saturated. Float64 is exact here."""
-    scaled = np.ldexp(np.asarray(x, dtype=np.float64), fmt.frac)
-    return saturate(np.floor(scaled + 0.5).astype(np.int64), fmt)
+    """Codes of real values x: exact round-half-up of x * 2^f, saturated.
+
+    floor(y + 0.5) would round the largest double below 0.5 up (the sum is
+    inexact); y - floor(y) is exact, so comparing it with 0.5 is not.
+    """
+    y = np.ldexp(np.asarray(x, dtype=np.float64), fmt.frac)
+    fl = np.floor(y)
+    return np.clip(fl + (y - fl >= 0.5), fmt.lo, fmt.hi).astype(np.int64)
 
 
 def align_add(a: np.ndarray, frac_a: int, b: np.ndarray, frac_b: int, fmt: Format) -> np.ndarray:

@@ -7,6 +7,7 @@ shape, so the search, the reports and the export agree on them by construction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Iterable, Sequence
 
 from gruq.errors import GruqError
@@ -32,7 +33,7 @@ class ModelShape:
 
 def validate(bits: Iterable[int]) -> Genome:
     """Return `bits` as a genome, or explain in one line why it is not one."""
-    genome = tuple(bits)
+    genome = tuple(int(b) if isinstance(b, Integral) and not isinstance(b, bool) else b for b in bits)
     if len(genome) != N_OPS:
         raise GruqError(f"a genome has {N_OPS} bit widths, one per operator; got {len(genome)}")
     for name, b in zip(OPS, genome):

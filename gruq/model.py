@@ -120,14 +120,29 @@ class Checkpoint:
     meta: dict  # task, epochs, seconds, float accuracies, seed
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         m = self.model
-        torch.save({
-            "state": m.state_dict(),
-            "shape": [m.gru.input_size, m.hidden, m.head.out_features],
-            "calibration": self.calibration.to_dict(),
-            "meta": self.meta,
-        }, path)
+        try:
+            torch.save({
+                "state": m.state_dict(),
+                "shape": [m.gru.input_size, m.hidden, m.head.out_features],
+                "calibration": self.calibration.to_dict(),
+                "meta": self.meta,
+            }, writable(path))
+        except OSError as exc:
+            raise GruqError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+
+
+def writable(path: Path) -> Path:
+    """`path`, once its folder exists; a GruqError if it cannot be a file (checked
+    before long work such as training, so that nothing is lost at the end)."""
+    path = Path(path)
+    if path.is_dir():
+        raise GruqError(f"{path} is a folder; give a file path for the checkpoint")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GruqError(f"cannot create folder {path.parent}: {exc.strerror or exc}") from None
+    return path
 
 
 def checkpoint_path(task: str) -> Path:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import time
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from gruq.errors import GruqError
 from gruq.fakequant import Simulation
 from gruq.genome import Genome, validate
 from gruq.model import Checkpoint, GRUClassifier, calibrate
@@ -17,13 +19,34 @@ from gruq.tasks.base import Split, Task
 
 Progress = Callable[[int, int, dict], None]  # (epoch, epochs, metrics)
 
+FINETUNE_LR = 1e-3  # Adam, cosine decay over the epochs
+FINETUNE_BATCH = 128
 
-def _batches(split: Split, batch: int, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+
+def _batches(split: Split, batch: int, gen: torch.Generator,
+             samples: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled mini-batches of one epoch; with `samples`, only the first `samples`
+    sequences of this epoch's permutation (a fresh seeded subset each epoch)."""
     order = torch.randperm(len(split), generator=gen)
+    if samples is not None:
+        order = order[:samples]
     X, y = torch.as_tensor(split.X), torch.as_tensor(split.y)
     for i in range(0, len(order), batch):
         idx = order[i:i + batch]
         yield X[idx], y[idx]
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread: float reductions then do not depend on how many
+    threads a process has, so fine-tuning gives the same weights in a worker
+    pool as on the command line."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @torch.no_grad()
@@ -71,16 +94,31 @@ def train_float(task: Task, epochs: int | None = None, seed: int = 0, lr: float 
 
 
 def finetune(ckpt: Checkpoint, genome: Genome, train: Split, epochs: int, seed: int = 0,
-             lr: float = 1e-3, batch: int = 128, progress: Progress | None = None) -> Checkpoint:
+             lr: float = FINETUNE_LR, batch: int = FINETUNE_BATCH, progress: Progress | None = None,
+             samples: int | None = None) -> Checkpoint:
     """Quantization-aware fine-tuning of a copy of the float model under `genome`.
 
     Straight-through rounding through the exact simulation; activation ranges
     stay those calibrated on the float model (recalibrating after fine-tuning
     measured worse), weight scales follow the weights. Deterministic for a seed.
+
+    `samples` caps the sequences seen per epoch: each epoch trains on the first
+    `samples` of its seeded shuffle (a different subset every epoch), which
+    bounds the cost on large training splits. None (the default), or a value
+    of at least the split's size, trains on the whole split, as before.
     """
     genome = validate(genome)
+    if samples is not None and samples < 1:
+        raise GruqError(f"fine-tuning samples per epoch must be at least 1; got {samples}")
     if epochs <= 0:
         return ckpt
+    with single_thread():
+        model = _qat(ckpt, genome, train, epochs, seed, lr, batch, progress, samples)
+    return Checkpoint(model=model, calibration=ckpt.calibration, meta={**ckpt.meta, "finetuned": list(genome)})
+
+
+def _qat(ckpt: Checkpoint, genome: Genome, train: Split, epochs: int, seed: int, lr: float, batch: int,
+         progress: Progress | None, samples: int | None = None) -> GRUClassifier:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = copy.deepcopy(ckpt.model)
@@ -89,8 +127,8 @@ def finetune(ckpt: Checkpoint, genome: Genome, train: Split, epochs: int, seed: 
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(epochs):
         model.train()
-        total = 0.0
-        for xb, yb in _batches(train, batch, gen):
+        total, seen = 0.0, 0
+        for xb, yb in _batches(train, batch, gen, samples):
             sim = Simulation(model, ckpt.calibration, [genome], ste=True)
             logits = (sim.forward(xb) * sim.logit_scale())[0]
             loss = loss_fn(logits, yb)
@@ -98,12 +136,13 @@ def finetune(ckpt: Checkpoint, genome: Genome, train: Split, epochs: int, seed: 
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            total += float(loss) * len(yb)
+            total += float(loss.detach()) * len(yb)
+            seen += len(yb)
         sched.step()
         if progress:
-            progress(epoch + 1, epochs, {"loss": total / len(train)})
+            progress(epoch + 1, epochs, {"loss": total / seen})
     model.eval()
-    return Checkpoint(model=model, calibration=ckpt.calibration, meta={**ckpt.meta, "finetuned": list(genome)})
+    return model
 
 
 def seed_for(genome: Genome, seed: int) -> int:

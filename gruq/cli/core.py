@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "evaluate":
             p.add_argument("--finetune-epochs", type=natural, default=0)
             p.add_argument("--seed", type=natural, default=0)
+            p.add_argument("--finetune-samples", type=positive, metavar="N",
+                           help="training sequences per fine-tuning epoch, a seeded subset (default: all)")
         add_json(p)
         p.set_defaults(func=func)
 
@@ -58,10 +60,11 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gruq import tasks
-    from gruq.model import checkpoint_path
+    from gruq.model import checkpoint_path, writable
     from gruq.train import train_float
 
     data = tasks.load(args.task)
+    path = writable(Path(args.out) if args.out else checkpoint_path(args.task))
     epochs = args.epochs or data.epochs
     with _bar(f"train {data.name}", epochs) as bar:
         def progress(epoch: int, total: int, metrics: dict) -> None:
@@ -69,7 +72,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.set_postfix(val=f"{metrics['val']:.3f}")
 
         ckpt = train_float(data, epochs, args.seed, progress=progress)
-    path = Path(args.out) if args.out else checkpoint_path(args.task)
     ckpt.save(path)
     record = {**ckpt.meta, "checkpoint": str(path)}
     if args.json:
@@ -83,7 +85,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from gruq.evaluate import evaluate
 
-    record = evaluate(args.task, args.bits, args.split, args.finetune_epochs, args.seed, args.checkpoint)
+    record = evaluate(args.task, args.bits, args.split, args.finetune_epochs, args.seed, args.checkpoint,
+                      args.finetune_samples)
     if args.json:
         emit(record)
     else:

@@ -1,0 +1,186 @@
+"""Explorer: one quantization scheme operator by operator, and a what-if editor."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+import ui
+from gruq import figures, store, views
+from gruq.errors import GruqError
+from gruq.genome import MAX_BITS, MIN_BITS, bops, homogeneous, size_bytes
+from gruq.ops import DESCRIPTION, LINEAR, OPS
+from gruq.views import KB
+
+ui.setup("Explorer")
+st.title("Explorer: one scheme, operator by operator")
+st.markdown("Pick a solution (from a run's front, or the same bits everywhere), then **move any operator's bits** "
+            "to see what happens to accuracy and size. Everything below follows the bits you set.")
+
+db = ui.db_path()
+try:
+    runs = ui.list_runs()
+except GruqError as exc:
+    st.error(str(exc))
+    runs = []
+
+clicked = None
+if st.query_params.get("bits"):
+    try:
+        clicked = views.genome_from(st.query_params["bits"])
+    except GruqError as exc:
+        st.warning(f"Ignoring the bits in the address: {exc}")
+
+# ---------------------------------------------------------------- where the scheme comes from
+
+options: list[tuple[str, tuple[int, ...]]] = []
+front = None
+run = None
+c1, c2 = st.columns(2)
+with c1:
+    if runs:
+        run = ui.choose_run(runs, key="explorer_run")
+        task = run["task"]
+    else:
+        from gruq import tasks as _tasks
+
+        task = st.selectbox("Task", list(_tasks.NAMES), index=1, format_func=lambda n: ui.TASK_LABELS[n], key="explorer_task")
+if run is not None:
+    try:
+        points = views.points_frame(store.individuals(db, run["run_id"]))
+        cost = "bops" if run["objective"] == "bops" else "size_bytes"
+        front = views.front_frame(points, cost)
+    except GruqError as exc:
+        st.error(str(exc))
+        front = None
+try:
+    shape = ui.shape_of(task)
+except GruqError as exc:
+    st.error(str(exc))
+    st.stop()
+if clicked is not None:
+    options.append(("the point you clicked", clicked))
+if front is not None:
+    for a, sz, g in zip(front["accuracy"], front["size_bytes"], front["genome"]):
+        options.append((f"front: {100 * a:.1f}% at {sz / KB:.2f} kB", tuple(g)))
+for b in range(MAX_BITS, MIN_BITS - 1, -1):
+    options.append((f"all {b}-bit", homogeneous(b)))
+with c2:
+    labels = [o[0] for o in options]
+    start_label = st.selectbox("Start from", labels, index=0, key=f"start_{task}_{run['run_id'] if run else ''}")
+start = dict(options)[start_label]
+
+# ---------------------------------------------------------------- what-if sliders
+
+source = (task, start)
+if st.session_state.get("whatif_source") != source or any(f"wi_{n}" not in st.session_state for n in OPS):
+    for name, b in zip(OPS, start):
+        st.session_state[f"wi_{name}"] = int(b)
+    st.session_state["whatif_source"] = source
+
+with st.container(border=True):
+    h1, h2 = st.columns([4, 1])
+    h1.subheader("What if? Set each operator's bits")
+    if h2.button("Back to the start", key="whatif_reset"):
+        for name, b in zip(OPS, start):
+            st.session_state[f"wi_{name}"] = int(b)
+        st.rerun()
+    cols = st.columns(6)
+    for i, name in enumerate(OPS):
+        with cols[i % 6]:
+            st.slider(f"{name}{' (weights)' if i in LINEAR else ''}", MIN_BITS, MAX_BITS, key=f"wi_{name}",
+                      help=f"{DESCRIPTION[name]}: its bits set the {'weights' if i in LINEAR else 'output'}")
+genome = tuple(int(st.session_state[f"wi_{name}"]) for name in OPS)
+edited = genome != tuple(start)
+
+# ---------------------------------------------------------------- scores
+
+full = homogeneous(MAX_BITS)
+size, size8 = size_bytes(genome, shape), size_bytes(full, shape)
+ops_, ops8 = bops(genome, shape), bops(full, shape)
+val = val_start = val8 = test = None
+with ui.explained():
+    with st.spinner("Scoring on validation data..."):
+        val = ui.val_accuracy(task, genome)
+        val_start = ui.val_accuracy(task, tuple(start))
+        val8 = ui.val_accuracy(task, full)
+    test = ui.test_result(task, genome)
+c = st.columns(4)
+c[0].metric("accuracy, validation", f"{100 * val:.1f}%" if val is not None else "—",
+            delta=(f"{100 * (val - val_start):+.1f} pp vs start" if edited and val is not None else None),
+            help=f"all-8-bit: {100 * val8:.1f}%" if val8 is not None else None)
+c[1].metric("accuracy, test (integer engine)", f"{100 * test['accuracy']:.1f}%" if test else "—",
+            help="Integer-only inference on the held-out test data: the numbers a chip would produce.")
+c[2].metric("model size", f"{size / KB:.2f} kB", delta=f"{-100 * (1 - size / size8):.0f}% vs all-8-bit",
+            delta_color="inverse" if size < size8 else "off")
+c[3].metric("bit operations per sequence", f"{ops_ / 1e6:.2f} M", delta=f"{-100 * (1 - ops_ / ops8):.0f}% vs all-8-bit",
+            delta_color="inverse" if ops_ < ops8 else "off")
+if val is not None and val8 is not None:
+    st.caption(f"The all-8-bit model: {100 * val8:.1f}% on validation data, {size8 / KB:.2f} kB. "
+               f"This scheme is {100 * (val - val8):+.1f} points from it and {100 * (1 - size / size8):.0f}% smaller "
+               f"(at most {100 * (1 - size_bytes(homogeneous(MIN_BITS), shape) / size8):.0f}% is possible: biases "
+               "and the classifier are always kept).")
+if run is not None and run["config"].get("finetune_epochs"):
+    st.caption("This run fine-tuned every scheme; the accuracies here are without fine-tuning.")
+
+st.plotly_chart(figures.cell_diagram(genome), key="explorer_cell", config={"displayModeBar": False})
+
+c1, c2 = st.columns([11, 9])
+with c1:
+    st.markdown("**Bits per operator**")
+    table = views.genome_table(genome, shape).drop(columns=["#", "bytes at 8 bits"])
+    st.dataframe(table, hide_index=True, key="explorer_table", height=35 * 18 + 3,
+                 column_config={"weight bytes": st.column_config.NumberColumn("bytes", format="%.0f"),
+                                "bits set": st.column_config.TextColumn("sets the")})
+with c2:
+    st.markdown("**Where the bytes go** (weights of the six linear operators, and the part every scheme pays)")
+    eight = views.size_breakdown(full, shape)
+    st.plotly_chart(figures.size_bars(views.size_breakdown(genome, shape), eight), key="explorer_sizes",
+                    config={"displayModeBar": False})
+if test:
+    c1, c2 = st.columns([11, 9])
+    with c1:
+        st.markdown(f"**Confusion matrix on test data** ({test['n']} sequences never used by the search; "
+                    "the diagonal counts the right answers)")
+        st.plotly_chart(figures.confusion_chart(test["confusion"], test["labels"]), key="explorer_cm",
+                        config={"displayModeBar": False})
+    with c2:
+        st.markdown("**How to read this**")
+        st.markdown(
+            "- Red boxes in the diagram are narrow (2-3 bits), blue ones wide (7-8 bits).\n"
+            "- Only the six thick-bordered **linear** operators store weights, so only they change the size; "
+            "the others change the arithmetic, and so the accuracy and the bit operations.\n"
+            "- Test accuracy comes from the integer-only engine, the same arithmetic a microcontroller runs; "
+            "validation accuracy is what the search ranked schemes by."
+        )
+
+# ---------------------------------------------------------------- downloads
+
+st.subheader("Downloads")
+d = st.columns(3)
+record = {"task": task, "bits": dict(zip(OPS, genome)), "genome": list(genome), "size_bytes": size, "bops": ops_,
+          "val_accuracy": val, "test_accuracy": test["accuracy"] if test else None}
+d[0].download_button("This scheme (JSON)", json.dumps(record, indent=1), file_name="gruq-genome.json",
+                     mime="application/json", key="dl_genome", on_click="ignore")
+if front is not None and len(front):
+    d[1].download_button("The run's front (CSV)", views.front_csv(front), file_name=f"gruq-run{run['run_id']}-front.csv",
+                         mime="text/csv", key="dl_front", on_click="ignore")
+try:
+    import gruq.export  # noqa: F401
+
+    has_export = True
+except ImportError:
+    has_export = False
+if has_export:
+    with d[2]:
+        want = st.session_state.get("export_for") == (task, genome)
+        if not want and st.button("Build the integer model + C code", key="build_export",
+                                  help="The integer model file, a C99 kernel and a check program, as a zip."):
+            st.session_state["export_for"] = (task, genome)
+            want = True
+        if want:
+            with ui.explained():
+                data = ui.export_zip(task, genome)
+                st.download_button("Download the export (zip)", data, file_name="gruq-export.zip",
+                                   mime="application/zip", key="dl_export", on_click="ignore")

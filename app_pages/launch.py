@@ -1,0 +1,211 @@
+"""Launch: choose a task, an objective, limits and a budget; start a search.
+
+This page (the default page of app.py) collects the
+settings, checks them with gruq's own validation and starts a background run
+process that writes to the run store; the Live run page then follows it.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import ui
+from gruq.errors import GruqError
+from gruq.genome import MAX_BITS, MIN_BITS
+from gruq.ops import DESCRIPTION, LINEAR, OPS
+from gruq.views import KB
+
+ui.setup("Launch a search")
+st.title("gruq · find the smallest GRU that still works")
+st.markdown(
+    "A recurrent network (GRU) has **17 arithmetic operators** per cell. gruq gives each one its own number "
+    "of bits (2 to 8) and uses a genetic algorithm to find the schemes with the **best accuracy for each model "
+    "size**. Choose a task and your limits below, launch, and watch the trade-offs appear live. "
+    "New to quantization? Start with the **Learn** page."
+)
+
+
+@st.cache_data(show_spinner="Loading the task...")
+def task_facts(task: str) -> dict:
+    """Summary, shape and size bounds of a task."""
+    from gruq import tasks
+    from gruq.genome import homogeneous, size_bytes
+    from gruq.model import checkpoint_path
+
+    data = tasks.load(task)
+    shape = data.shape
+    return {**data.summary(), "hidden": shape.hidden, "size8": size_bytes(homogeneous(MAX_BITS), shape),
+            "size2": size_bytes(homogeneous(MIN_BITS), shape), "checkpoint": str(checkpoint_path(task))}
+
+
+@st.cache_data(show_spinner=False)
+def float_accuracy(task: str, mtime_ns: int) -> float | None:
+    """The float model's validation accuracy, from its checkpoint (cached per file version)."""
+    from gruq.model import load_checkpoint
+
+    return load_checkpoint(task).meta.get("val_accuracy")
+
+
+def checkpoint_facts(task: str) -> dict:
+    from gruq.model import checkpoint_path
+
+    path = checkpoint_path(task)
+    if not path.is_file():
+        return {"trained": False, "float_val": None}
+    try:
+        return {"trained": True, "float_val": float_accuracy(task, path.stat().st_mtime_ns)}
+    except GruqError as exc:
+        st.error(str(exc))
+        return {"trained": False, "float_val": None}
+
+
+# ---------------------------------------------------------------- task
+
+st.header("1 · Task")
+from gruq import tasks as _tasks  # noqa: E402  (cheap: no data is loaded here)
+
+OWN = "my own data (.npz)"
+choice = st.radio("Which sequences should the GRU classify?", [*_tasks.NAMES, OWN], index=1, key="task_choice",
+                  format_func=lambda n: ui.TASK_LABELS.get(n, "your own data: upload a .npz with X (N, T, F) and y (N)"))
+task: str | None = choice
+if choice == OWN:
+    task = ui.own_task_picker()
+facts = None
+if task:
+    try:
+        facts = {**task_facts(task), **checkpoint_facts(task)}
+    except GruqError as exc:
+        st.error(str(exc))
+if facts:
+    c = st.columns(4)
+    c[0].metric("steps x features", f"{facts['steps']} x {facts['features']}")
+    c[1].metric("classes", facts["classes"])
+    c[2].metric("model size, all 8-bit", f"{facts['size8'] / KB:.2f} kB")
+    c[3].metric("float accuracy (validation)",
+                f"{100 * facts['float_val']:.1f}%" if facts["float_val"] is not None else "not trained")
+    st.caption(f"Sequences: {facts['train']} to train, {facts['val']} to score schemes during the search "
+               f"(validation), {facts['test']} held out to report (test). GRU with {facts['hidden']} hidden units.")
+    if not facts["trained"] and task is not None:
+        ui.training_panel(task)
+
+# ---------------------------------------------------------------- objective and limits
+
+st.header("2 · What to minimise, and your limits")
+objective = st.radio("Beside accuracy, minimise", ["size", "bops"], horizontal=True, key="objective",
+                     format_func=lambda o: {"size": "model size (bytes of weights)",
+                                            "bops": "bit operations per sequence (BOPs: compute cost)"}[o])
+c1, c2 = st.columns(2)
+with c1:
+    size_mode = st.radio("Maximum model size", ["none", "kB", "% of all-8-bit"], horizontal=True, key="size_mode")
+    max_kb = max_pct = None
+    if size_mode == "kB":
+        default = round((facts["size8"] * 0.6 if facts else 10_000) / KB, 2)
+        max_kb = st.number_input("Largest size allowed (kB = 1000 bytes)", min_value=0.01, value=default,
+                                 step=0.1, format="%.2f", key="max_kb")
+        if facts:
+            st.caption(f"Reachable: from {facts['size2'] / KB:.2f} kB (everything at 2 bits) "
+                       f"to {facts['size8'] / KB:.2f} kB (all 8 bits).")
+    elif size_mode == "% of all-8-bit":
+        max_pct = st.number_input("Largest size allowed (% of the all-8-bit model)", min_value=1.0, max_value=100.0,
+                                  value=60.0, step=1.0, key="max_pct")
+        if facts:
+            st.caption(f"Reachable: {100 * facts['size2'] / facts['size8']:.0f}% to 100% "
+                       f"(biases and the classifier are always kept).")
+with c2:
+    min_acc_pct = st.number_input("Minimum accuracy on validation data (%; 0 = none)", min_value=0.0,
+                                  max_value=100.0, value=0.0, step=1.0, key="min_acc")
+    if facts and facts["float_val"] is not None and min_acc_pct > 100 * facts["float_val"]:
+        st.warning(f"The unquantized model itself scores {100 * facts['float_val']:.1f}% on validation data: "
+                   "a higher floor will probably leave no solution.")
+
+with st.expander("Allowed bits per operator (optional): narrow a range, or pin an operator to one width"):
+    st.caption("Each operator of the GRU cell (see the Learn page). Thick-bordered ones in the diagram, the "
+               "linear operators, hold the weights: only their bits change the model's size. "
+               "Setting both ends to the same value pins the operator.")
+    ranges: dict[str, tuple[int, int]] = {}
+    cols = st.columns(3)
+    for i, name in enumerate(OPS):
+        kind = "weights" if i in LINEAR else "output"
+        with cols[i % 3]:
+            ranges[name] = st.slider(f"{name} · {DESCRIPTION[name]} ({kind})", MIN_BITS, MAX_BITS,
+                                     (MIN_BITS, MAX_BITS), key=f"range_{name}")
+
+# ---------------------------------------------------------------- budget
+
+st.header("3 · Budget")
+c = st.columns(4)
+pop = c[0].number_input("Population (schemes per generation)", min_value=4, max_value=512, value=16, step=4, key="pop")
+gens = c[1].number_input("Generations (the first included)", min_value=1, max_value=500, value=8, step=1, key="gens")
+ft = c[2].number_input("Fine-tuning epochs per scheme (0 = none, much faster)", min_value=0, max_value=50, value=0,
+                       key="ft")
+seed = c[3].number_input("Seed (same seed, same result)", min_value=0, max_value=2**31 - 1, value=0, key="seed")
+st.caption(f"The search will score at most {int(pop) * int(gens)} schemes. On vowels a generation of 16 takes about "
+           "a second without fine-tuning; larger tasks take longer.")
+
+# ---------------------------------------------------------------- check and launch
+
+
+def build_config() -> dict:
+    cfg: dict = {"task": task, "pop": int(pop), "gens": int(gens), "seed": int(seed), "objective": objective,
+                 "finetune_epochs": int(ft)}
+    if max_kb is not None:
+        cfg["max_size_kb"] = float(max_kb)
+    if max_pct is not None:
+        cfg["max_size_pct"] = float(max_pct)
+    if min_acc_pct > 0:
+        cfg["min_accuracy"] = float(min_acc_pct) / 100.0
+    cfg["bits_ranges"] = {n: [lo, hi] for n, (lo, hi) in ranges.items() if lo < hi and (lo, hi) != (MIN_BITS, MAX_BITS)}
+    cfg["pins"] = {n: lo for n, (lo, hi) in ranges.items() if lo == hi}
+    return cfg
+
+
+def check(cfg: dict) -> list[str]:
+    """What cannot work, in words (empty if the run can start): gruq's own checks."""
+    from gruq.search.config import SearchConfig
+    from gruq.search.constraints import resolve
+
+    if not cfg["task"]:
+        return ["Choose a task (or upload your data) first."]
+    problems = []
+    try:
+        sc = SearchConfig.from_dict(cfg)
+        if facts:
+            from gruq.genome import ModelShape
+
+            resolve(sc, ModelShape(facts["features"], facts["hidden"], facts["classes"], facts["steps"]))
+    except GruqError as exc:
+        problems.append(str(exc))
+    if facts and not facts["trained"]:
+        problems.append("The search needs the trained float model of this task first (see above).")
+    return problems
+
+
+st.header("4 · Launch")
+cfg = build_config()
+problems = check(cfg)
+for p in problems:
+    st.error(p)
+if not problems:
+    st.success("These settings can run. The search works in the background: you can close the browser and "
+               "come back; runs are kept in " + str(ui.db_path()) + ".")
+if st.button("Launch the search", type="primary", disabled=bool(problems), key="launch"):
+    from gruq.search.launch import launch
+
+    try:
+        with st.spinner("Starting the run..."):
+            run_id = launch(ui.db_path(), cfg)
+    except GruqError as exc:
+        st.error(str(exc))
+    else:
+        st.session_state["run_id"] = run_id
+        st.session_state["launched"] = run_id
+        st.switch_page("app_pages/live_run.py", query_params={"run": str(run_id)})
+
+runs = ui.list_runs()
+if runs:
+    st.divider()
+    st.subheader("Earlier runs")
+    st.caption("Open one on the Live run page; runs survive a reload or a restart of this app.")
+    st.dataframe([{"run": r["run_id"], "task": ui.task_label(r["task"]), "status": r["status"],
+                   "generations": f"{r['generations_done']}/{r['generations']}", "schemes scored": r["evaluations"],
+                   "started": r["created_at"]} for r in runs[:20]], hide_index=True)

@@ -1,0 +1,205 @@
+"""Live run: the Pareto front of a search as it grows, and which solution to pick."""
+
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+import ui
+from gruq import figures, store, views
+from gruq.errors import GruqError
+from gruq.genome import MAX_BITS, MIN_BITS, bops, homogeneous, size_bytes
+from gruq.views import KB
+
+ui.setup("Live run")
+st.title("Live run: accuracy against size")
+
+db = ui.db_path()
+try:
+    runs = ui.list_runs()
+except GruqError as exc:
+    st.error(str(exc))
+    st.stop()
+if not runs:
+    st.info("No runs yet. Launch one on the first page.")
+    st.page_link("app_pages/launch.py", label="Launch a search", icon=":material/rocket_launch:")
+    st.stop()
+
+run = ui.choose_run(runs, key="live_run")
+run_id = run["run_id"]
+ACTIVE = ("queued", "running")
+active = run["status"] in ACTIVE and run["alive"]
+
+
+def open_in_explorer(genome: tuple[int, ...]) -> None:
+    st.session_state["explore"] = {"run_id": run_id, "task": run["task"], "bits": list(genome)}
+    st.switch_page("app_pages/explorer.py", query_params={"run": str(run_id), "bits": ",".join(map(str, genome))})
+
+
+def controls(r: dict) -> list[dict]:
+    """Status, progress, times, and the Cancel / Resume buttons."""
+    from gruq.search import launch
+
+    curve = store.hypervolume_curve(db, run_id)
+    p = views.progress(r, curve)
+    status = r["status"]
+    if status in ACTIVE and not r["alive"]:
+        status_text = f"{status}, but its process has stopped (was the machine restarted?)"
+    else:
+        status_text = status
+    c = st.columns([3, 1.1, 1.1, 0.8])
+    c[0].progress(p["fraction"], text=f"**{status_text}** · generation {p['done']} of {p['planned']} done "
+                                      f"· {r['evaluations']} schemes scored")
+    c[1].metric("elapsed", views.duration(p["elapsed"]))
+    c[2].metric("remaining (estimate)", views.duration(p["remaining"]) if status in ACTIVE else "—")
+    with c[3]:
+        if status in ACTIVE and r["alive"]:
+            if st.button("Cancel", key="cancel", help="Stop after the current batch; the run can be resumed."):
+                with ui.explained():
+                    launch.cancel(db, run_id)
+                    st.toast(f"Stopping run {run_id}...")
+        elif status in ("cancelled", "failed") or (status in ACTIVE and not r["alive"]):
+            if st.button("Resume", key="resume", type="primary", help="Continue from the last finished generation."):
+                with ui.explained():
+                    launch.resume(db, run_id)
+                    st.rerun(scope="app")
+    if r.get("error") and status != "finished":
+        st.warning(f"Run {run_id} stopped: {r['error']}")
+    if status == "failed":
+        log = launch.log_path(db, run_id)
+        if log.exists():
+            with st.expander("The run's output"):
+                lines = [ln for ln in re.split(r"[\r\n]+", log.read_text(errors="replace")) if ln.strip()]
+                st.code("\n".join(lines[-20:]))
+    return curve
+
+
+@st.fragment(run_every=1.5 if active else None)
+def live() -> None:
+    try:
+        r = store.run_detail(db, run_id)
+    except GruqError as exc:
+        st.error(str(exc))
+        return
+    if active and not (r["status"] in ACTIVE and r["alive"]):
+        st.rerun(scope="app")  # the run just ended: redraw once and stop polling
+    curve = controls(r)
+    cfg = r["config"]
+    st.caption("Settings: " + " · ".join(views.config_summary(cfg)))
+
+    task = r["task"]
+    try:
+        shape = ui.shape_of(task)
+    except GruqError as exc:
+        st.error(str(exc))
+        return
+    cost = "bops" if r["objective"] == "bops" else "size_bytes"
+    points = views.points_frame(store.individuals(db, run_id))
+    front = views.distinct_tradeoffs(views.front_frame(points, cost), cost)
+    try:
+        base_acc = ui.baseline_accuracies(task, 0, int(cfg.get("seed", 0)))
+        base = views.baselines(shape, base_acc)
+    except GruqError as exc:
+        st.warning(f"Baselines unavailable: {exc}")
+        base = None
+    acc8 = float(base["accuracy"].iloc[-1]) if base is not None else None
+
+    # the limit: the run's own size limit, or one the reader chooses
+    size8 = size_bytes(homogeneous(MAX_BITS), shape)
+    size2 = size_bytes(homogeneous(MIN_BITS), shape)
+    run_limit = views.max_size_bytes(cfg, shape)
+    if cost == "size_bytes":
+        lo_kb, hi_kb = round(size2 / KB, 2), round(size8 / KB, 2)
+        default = round((run_limit if run_limit is not None else 0.5 * (size2 + size8)) / KB, 2)
+        limit_kb = st.slider("Your size limit (kB): the star marks the best scheme that fits", lo_kb, hi_kb,
+                             min(max(default, lo_kb), hi_kb), step=max(0.01, round((hi_kb - lo_kb) / 200, 2)),
+                             key=f"limit_{run_id}",
+                             help="Starts at the run's maximum size if it has one. Move it to see what fits a smaller chip.")
+        limit = limit_kb * KB
+    else:
+        b2, b8 = (bops(homogeneous(b), shape) for b in (MIN_BITS, MAX_BITS))
+        lim = st.slider("Your compute limit (million bit operations per sequence)", b2 / 1e6, b8 / 1e6, (b2 + b8) / 2e6,
+                        key=f"limit_{run_id}")
+        limit = lim * 1e6
+    min_acc = cfg.get("min_accuracy")
+    best = views.best_under(front, limit, cost, min_acc)
+    best_text = None
+    if best is not None:
+        s = views.pick_summary(best, shape, acc8, cost)
+        unit = f"{limit / KB:.2f} kB" if cost == "size_bytes" else f"{limit / 1e6:.1f} M BOPs"
+        best_text = (f"<b>best under {unit}</b><br>accuracy {100 * s['accuracy']:.1f}%"
+                     f"<br>{s['smaller_pct']:.0f}% smaller than all-8-bit")
+
+    if points.empty:
+        st.info("Scoring the first generation... the chart appears when it is done (a few seconds on vowels).")
+    fig = figures.front_chart(points, front, base, cost=cost, limit=limit, best=best, best_text=best_text,
+                              min_accuracy=min_acc, generations=int(r["generations"]) - 1)
+    event = st.plotly_chart(fig, key=f"front_{run_id}", on_select="rerun", selection_mode="points",
+                            config={"displaylogo": False})
+    st.caption(
+        "Each faint dot is one quantization scheme the search tried (colour: the generation that found it). "
+        "The **black staircase** is the Pareto front: no scheme found is both smaller and more accurate than "
+        "a point on it. Grey diamonds give every operator the same bits (all 2-bit ... all 8-bit). "
+        "Everything right of the red dashed line is over your limit. **Click a point to inspect it.**"
+    )
+    if best is not None:
+        s = views.pick_summary(best, shape, acc8, cost)
+        vs8 = ""
+        if acc8 is not None:
+            d = s["delta_pp"]
+            vs8 = (f", {abs(d):.1f} points {'below' if d < 0 else 'above'} the all-8-bit model's {100 * acc8:.1f}%"
+                   if abs(d) >= 0.05 else f", the same as the all-8-bit model")
+        st.success(
+            f"**Pick this one:** {100 * s['accuracy']:.1f}% accuracy{vs8}, at {s['size_kb']:.2f} kB: "
+            f"**{s['smaller_pct']:.0f}% smaller** than all-8-bit ({s['size8_bytes'] / KB:.2f} kB) and "
+            f"{s['fewer_bops_pct']:.0f}% fewer bit operations. It is the most accurate scheme that fits your limit: "
+            f"every more accurate one is bigger. (Biases and the classifier are always kept, so no scheme can be "
+            f"more than {s['cap_pct']:.0f}% smaller.)"
+        )
+        if st.button("Inspect this solution", key="open_best"):
+            open_in_explorer(tuple(best["genome"]))
+    elif len(front):
+        st.warning("No scheme found so far fits this limit" + (" and the minimum accuracy" if min_acc else "") +
+                   ": move the slider right, or let the search run longer.")
+
+    picked = (event.selection.points if event and event.selection else []) or []
+    for pt in picked:
+        trace, idx = pt.get("curve_number"), pt.get("point_index")
+        if trace == 2 and idx is not None and idx < len(front):
+            open_in_explorer(tuple(front.iloc[idx]["genome"]))
+        elif trace == 0 and idx is not None and idx < len(points):
+            open_in_explorer(tuple(points.iloc[idx]["genome"]))
+        elif trace == 1 and base is not None and idx is not None:
+            open_in_explorer(tuple(base.iloc[idx]["genome"]))
+        elif trace == 3 and best is not None:
+            open_in_explorer(tuple(best["genome"]))
+
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        hv = views.hypervolume_frame(curve)
+        if len(hv):
+            st.markdown("**Progress: hypervolume** (the share of the accuracy x size box the front dominates; "
+                        "it rises while the search still finds better trade-offs)")
+            st.plotly_chart(figures.hypervolume_chart(hv, int(r["generations"]) - 1), key=f"hv_{run_id}",
+                            config={"displayModeBar": False})
+    with c2:
+        if len(front):
+            alike = int(front["alike"].sum())
+            st.markdown(f"**The front: {len(front)} trade-offs** (bits per operator, in the order of the Learn page's "
+                        "table; select a row to inspect it)"
+                        + (f". {alike} more schemes score exactly the same as one of these: each row shows the "
+                           "one with the fewest bit operations." if alike else ""))
+            table = [{"accuracy %": round(100 * a, 2), "size kB": round(sz / KB, 3),
+                      "smaller than 8-bit": f"{100 * (1 - sz / size8):.0f}%", "bits": " ".join(map(str, g))}
+                     for a, sz, g in zip(front["accuracy"], front["size_bytes"], front["genome"])]
+            sel = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
+                               key=f"front_table_{run_id}", height=min(300, 38 + 35 * len(table)))
+            rows = sel.selection.rows if sel and sel.selection else []
+            if rows:
+                open_in_explorer(tuple(front.iloc[rows[0]]["genome"]))
+            st.download_button("Download the front (CSV)", views.front_csv(front), file_name=f"gruq-run{run_id}-front.csv",
+                               mime="text/csv", key=f"csv_{run_id}", on_click="ignore")
+
+
+live()

@@ -1,0 +1,171 @@
+"""`bench`: the benchmarks of bench/ (a folder next to gruq/), one JSON object.
+
+    python -m gruq bench [--tasks T ...] [--seeds 5] [--budget 400] [--json]
+
+- eval_cost_ratio: bench/eval_cost.py on the ratio task (vowels), and per task.
+- hypervolume: bench/search_quality.py, median over seeds at an equal budget of
+  distinct scorings, gruq's NSGA-II vs random search vs Optuna's NSGAIISampler,
+  on the search task (vowels).
+- quick_run_seconds: bench/quick_run.py, wall time of a quick default search.
+
+A task that cannot run (its checkpoint is not trained yet) is reported under
+"skipped" with the reason. Timings depend on the machine and its load: the
+object records both. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from gruq.cli import emit
+from gruq.cli.args import positive
+from gruq.errors import GruqError
+
+DEFAULT_TASK = "vowels"
+
+
+def register(sub: Any) -> None:
+    from gruq.tasks import NAMES
+
+    p = sub.add_parser("bench", help="measure scoring cost, search quality and quick-run time",
+                       description="Run the benchmarks of bench/ and print their figures.")
+    p.add_argument("--tasks", nargs="+", metavar="T", default=list(NAMES),
+                   help=f"tasks of the quick runs and per-task cost ratios (default: {' '.join(NAMES)})")
+    p.add_argument("--seeds", type=positive, default=5, help="seeds of the search-quality comparison (default 5)")
+    p.add_argument("--budget", type=positive, default=400,
+                   help="distinct scored genomes per method and seed (default 400)")
+    p.add_argument("--search-task", default=DEFAULT_TASK, metavar="T",
+                   help=f"task of the search-quality comparison (default {DEFAULT_TASK})")
+    p.add_argument("--ratio-task", default=DEFAULT_TASK, metavar="T",
+                   help=f"task of the headline eval_cost_ratio (default {DEFAULT_TASK})")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    # Hidden: for tests and for re-runs.
+    p.add_argument("--pop", type=positive, default=32, help=argparse.SUPPRESS)
+    p.add_argument("--score-cache", metavar="PATH", help=argparse.SUPPRESS)
+    p.add_argument("--no-ratio", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-quality", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-quick", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=bench_command)
+
+
+def bench_module(name: str) -> ModuleType:
+    """bench/<name>.py of the checkout gruq is imported from, or a GruqError saying it is missing."""
+    import gruq
+
+    root = Path(gruq.__file__).resolve().parent.parent
+    path = root / "bench" / f"{name}.py"
+    if not path.is_file():
+        raise GruqError(f"the benchmarks are missing: no {path} (bench/ sits next to gruq/ in a source checkout)")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    module = importlib.import_module(f"bench.{name}")
+    found = Path(getattr(module, "__file__", "") or "").resolve()
+    if found != path:
+        raise GruqError(f"bench.{name} was imported from {found}, not {path}: another 'bench' package shadows it")
+    return module
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    skipped: dict[str, str] = {}
+    out: dict[str, Any] = {
+        "eval_cost_ratio": None, "eval_cost_ratio_per_task": {}, "hypervolume": None, "hypervolume_per_seed": None,
+        "evaluations": args.budget, "quick_run_seconds": {},
+    }
+    modules = {}
+    for name, wanted in (("eval_cost", not args.no_ratio), ("search_quality", not args.no_quality),
+                         ("quick_run", not args.no_quick)):
+        if wanted:
+            modules[name] = bench_module(name)
+
+    if "eval_cost" in modules:
+        _ratios(modules["eval_cost"], args, out, skipped)
+    if "search_quality" in modules:
+        _quality(modules["search_quality"], args, out, skipped)
+    if "quick_run" in modules:
+        q = modules["quick_run"].quick_runs(args.tasks)
+        out["quick_run_seconds"] = q["quick_run_seconds"]
+        out["quick_run"] = {"budget": q["budget"], "target_seconds": q["target_seconds"], "runs": q["quick_run"]}
+        for task, reason in q["skipped"].items():
+            skipped.setdefault(task, reason)
+        out["machine"] = q["machine"]
+    if "machine" not in out:
+        out["machine"] = _machine()
+    out["skipped"] = skipped
+    out["seconds"] = time.perf_counter() - started
+    if args.json:
+        emit(out)
+    else:
+        _print(out)
+    return 0
+
+
+def _ratios(module: ModuleType, args: argparse.Namespace, out: dict[str, Any], skipped: dict[str, str]) -> None:
+    """The headline ratio on --ratio-task, and one per task of --tasks (each measured in its own run)."""
+    tasks = list(dict.fromkeys([args.ratio_task, *args.tasks]))
+    per_task: dict[str, float] = {}
+    for task in tasks:
+        try:
+            per_task[task] = float(_eval_cost_ratio(module, task))
+        except GruqError as exc:
+            skipped.setdefault(task, str(exc))
+    out["eval_cost_ratio"] = per_task.get(args.ratio_task)
+    out["eval_cost_ratio_task"] = args.ratio_task
+    out["eval_cost_ratio_per_task"] = per_task
+
+
+def _eval_cost_ratio(module: ModuleType, task: str) -> float:
+    """bench/eval_cost.py's public measure, as a number."""
+    result = module.eval_cost_ratio(task)
+    if isinstance(result, dict):
+        return float(result["eval_cost_ratio"])
+    return float(result)
+
+
+def _quality(module: ModuleType, args: argparse.Namespace, out: dict[str, Any], skipped: dict[str, str]) -> None:
+    try:
+        q = module.search_quality(args.search_task, args.seeds, args.budget, args.pop, score_cache=args.score_cache)
+    except GruqError as exc:
+        skipped.setdefault(args.search_task, str(exc))
+        return
+    out["hypervolume"] = q["hypervolume"]
+    out["hypervolume_per_seed"] = q["hypervolume_per_seed"]
+    out["evaluations"] = q["evaluations"]
+    out["search_quality"] = {k: v for k, v in q.items() if k not in ("hypervolume", "hypervolume_per_seed")}
+
+
+def _machine() -> dict[str, Any]:
+    import os
+
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"cpus": os.cpu_count(), "load_average": load}
+
+
+def _print(out: dict[str, Any]) -> None:
+    ratio = out["eval_cost_ratio"]
+    print(f"eval_cost_ratio ({out.get('eval_cost_ratio_task', DEFAULT_TASK)}): "
+          f"{'n/a' if ratio is None else f'{ratio:.2f}'}")
+    for task, r in out["eval_cost_ratio_per_task"].items():
+        print(f"  {task:8} {r:.2f}")
+    hv = out["hypervolume"]
+    if hv:
+        sq = out["search_quality"]
+        print(f"median hypervolume, {sq['task']}, {out['evaluations']} scorings, {len(sq['seeds'])} seeds:")
+        for method, value in hv.items():
+            seeds = ", ".join(f"{v:.4f}" for v in out["hypervolume_per_seed"][method])
+            print(f"  {method:13} {value:.4f}   ({seeds})")
+    for task, seconds in out["quick_run_seconds"].items():
+        print(f"quick run {task:8} {seconds:7.1f} s")
+    for task, reason in out["skipped"].items():
+        print(f"skipped {task}: {reason}")
+    m = out["machine"]
+    print(f"machine: {m.get('cpus')} CPUs, load average {m.get('load_average')}")

@@ -1,0 +1,170 @@
+"""Export an integer model for deployment: model file, C99 kernel, check, memory report.
+
+    export(task, genome, out_dir)   a task's checkpoint under a genome -> files + report
+    write_export(im, shape, x_codes, out_dir, ...)   the same from an IntegerModel
+    run_check(out_dir)              compile and run the exported check program
+    archive(out_dir)                the export as zip bytes
+    export_archive(task, genome)    export into a temporary directory -> (zip bytes, report),
+                                    for the app's download button
+    read_model(path)                a model file back into an IntegerModel
+
+Files written into out_dir (docs/export-format.md describes each):
+    gruq_model.json   the self-contained integer model
+    memory.json       the memory report (also returned)
+    gruq_model.h, gruq_kernel.h, gruq_kernel.c, test_vectors.h, test_vectors.c, check.c
+and `cc -std=c99 -Wall -Wextra -Werror -O2 out_dir/*.c -o check && ./check`
+prints "N/N identical".
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from gruq.errors import GruqError
+from gruq.export import c_source
+from gruq.export.memory import report
+from gruq.export.model_file import read_model, write_model
+from gruq.export.plan import check_ranges
+from gruq.genome import ModelShape, validate
+
+MODEL_JSON, MEMORY_JSON = "gruq_model.json", "memory.json"
+FILES = (MODEL_JSON, MEMORY_JSON) + c_source.FILES
+CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2")
+BUILD = "cc " + " ".join(CFLAGS) + " *.c -o check && ./check"
+
+__all__ = ["BUILD", "CFLAGS", "FILES", "archive", "export", "export_archive", "read_model", "run_check",
+           "write_export"]
+
+
+def prepare_dir(out_dir: str | Path) -> Path:
+    """Create out_dir, or accept an existing directory that holds no foreign C file
+    (every *.c in it is compiled by the build command)."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise GruqError(f"--out {out} exists and is not a directory")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.glob("*.c") if p.name not in c_source.FILES)
+        if foreign:
+            raise GruqError(f"{out} already holds other C files ({', '.join(foreign)}); "
+                            "export into an empty or new directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GruqError(f"cannot create {out}: {exc.strerror}") from None
+    return out
+
+
+def write_export(im, shape: ModelShape, x_codes: np.ndarray, out_dir: str | Path, *,
+                 labels: np.ndarray | None = None, task: str = "", split: str = "",
+                 input_note: dict | None = None) -> dict[str, Any]:
+    """Write every export file for the integer model `im` and the input codes
+    (N, T, F) of the test vectors; returns the memory report with the paths."""
+    from gruq import engine
+
+    x_codes = np.asarray(x_codes, dtype=np.int64)
+    if x_codes.ndim != 3 or x_codes.shape[1:] != (shape.steps, shape.features) or len(x_codes) == 0:
+        raise GruqError(f"test vectors must be (N, {shape.steps}, {shape.features}) codes with N >= 1; "
+                        f"got {x_codes.shape}")
+    check_ranges(im.fmt, shape.features, shape.hidden)
+    out = prepare_dir(out_dir)
+    logits = engine.run(im, x_codes)
+    for name, text in c_source.sources(im, shape, x_codes, logits, labels, task, split).items():
+        (out / name).write_text(text)
+    write_model(out / MODEL_JSON, im, shape, task, input_note)
+    record = {
+        "task": task, "split": split, "sequences": int(len(x_codes)),
+        **report(im, shape),
+        "out": str(out), "files": {name: str(out / name) for name in FILES}, "build": BUILD,
+    }
+    if labels is not None:
+        record["engine_accuracy"] = float((logits.argmax(axis=1) == np.asarray(labels)).mean())
+    (out / MEMORY_JSON).write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def export(task: str, genome: Sequence[int], out_dir: str | Path, checkpoint: str | Path | None = None,
+           split: str = "test", finetune_epochs: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Export `task`'s checkpoint quantized under `genome`, with every sequence of
+    `split` as a test vector. With `finetune_epochs`, the weights are first
+    fine-tuned for the genome exactly as the evaluator does (gruq.evaluate.tuned,
+    same seed). Returns the memory report and the paths."""
+    from gruq.evaluate import load, tuned
+    from gruq.scheme import build
+
+    genome = validate(genome)
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():  # fail before the slow part
+        raise GruqError(f"--out {out} exists and is not a directory")
+    data, ckpt = load(task, str(checkpoint) if checkpoint else None)
+    part = data.split(split)
+    if finetune_epochs > 0:
+        ckpt = tuned(ckpt, genome, data, finetune_epochs, seed)
+    im = build(genome, ckpt.model, ckpt.calibration)
+    shape = model_shape(ckpt.model, data.steps)
+    if shape.features != data.features or shape.classes < data.classes:
+        raise GruqError(f"the checkpoint ({shape.features} features, {shape.classes} classes) does not fit task "
+                        f"{data.name!r} ({data.features} features, {data.classes} classes)")
+    note = {k: v for k, v in data.extra.items() if k != "index"}
+    note["source"] = data.source
+    record = write_export(im, shape, im.quantize_input(part.X), out, labels=part.y, task=data.name,
+                          split=split, input_note=note)
+    if finetune_epochs > 0:
+        record["finetune"] = {"epochs": finetune_epochs, "seed": seed}
+        (Path(record["out"]) / MEMORY_JSON).write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def model_shape(model, steps: int) -> ModelShape:
+    """The shape of a float checkpoint's model (its own hidden size, not the task's default)."""
+    return ModelShape(features=int(model.gru.input_size), hidden=int(model.hidden),
+                      classes=int(model.head.out_features), steps=int(steps))
+
+
+def run_check(out_dir: str | Path, cc: str = "cc", timeout: float = 300) -> dict[str, Any]:
+    """Compile out_dir/*.c with CFLAGS and run ./check: {"ok", "compile_seconds", "output"}."""
+    import time
+
+    out = Path(out_dir)
+    if shutil.which(cc) is None:
+        raise GruqError(f"no C compiler {cc!r} on PATH")
+    exe = out / "check"
+    t0 = time.perf_counter()
+    comp = subprocess.run([cc, *CFLAGS, *sorted(str(p) for p in out.glob("*.c")), "-o", str(exe)],
+                          capture_output=True, text=True, timeout=timeout)
+    seconds = time.perf_counter() - t0
+    if comp.returncode != 0:
+        return {"ok": False, "compiled": False, "compile_seconds": seconds, "output": comp.stderr}
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=timeout, cwd=out)
+    lines = run.stdout.strip().splitlines()
+    return {"ok": run.returncode == 0, "compiled": True, "compile_seconds": seconds,
+            "returncode": run.returncode, "output": run.stdout, "last_line": lines[-1] if lines else ""}
+
+
+def archive(out_dir: str | Path) -> bytes:
+    """The export's files as a zip (in memory), e.g. for a download button."""
+    out = Path(out_dir)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in FILES:
+            if (out / name).is_file():
+                zf.write(out / name, arcname=f"gruq_export/{name}")
+    return buf.getvalue()
+
+
+def export_archive(task: str, genome: Sequence[int], checkpoint: str | Path | None = None, split: str = "test",
+                   finetune_epochs: int = 0, seed: int = 0) -> tuple[bytes, dict[str, Any]]:
+    """`export` into a temporary directory; returns the zip of its files and the
+    report (whose paths no longer exist): what a download button needs."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gruq-export-") as tmp:
+        record = export(task, genome, tmp, checkpoint, split, finetune_epochs, seed)
+        return archive(tmp), record

@@ -1,0 +1,498 @@
+"""C99 sources of an exported model: constants, kernel, check program, test vectors.
+
+- gruq_model.h   the model's constants: dimensions, formats, shifts as macros;
+                 packed weights, biases, look-up tables and head as arrays
+                 (only where GRUQ_MODEL_IMPLEMENTATION is defined: the kernel).
+- gruq_kernel.h  the C API; gruq_kernel.c the kernel, the same text for every
+                 model (everything model-specific is in gruq_model.h).
+- test_vectors.h/.c  input codes of a whole split and the integer engine's logits.
+- check.c        runs the kernel on every test vector; the only `main`.
+
+The kernel is integers only, with no dynamic memory and nothing beyond
+<stdint.h>, <stddef.h> and <string.h>. It mirrors gruq.engine operation for
+operation (the reference of truth), so its logits are bit-identical.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gruq.export.packing import pack
+from gruq.export.plan import ADDS, LUTS, MULS, shifts
+from gruq.fixedpoint import INT32_MIN
+from gruq.genome import ModelShape
+from gruq.ops import DESCRIPTION, INPUT_LINEAR, LINEAR, OPS
+from gruq.scheme import IntegerModel
+
+MODEL_H, KERNEL_H, KERNEL_C = "gruq_model.h", "gruq_kernel.h", "gruq_kernel.c"
+VECTORS_H, VECTORS_C, CHECK_C = "test_vectors.h", "test_vectors.c", "check.c"
+FILES = (MODEL_H, KERNEL_H, KERNEL_C, VECTORS_H, VECTORS_C, CHECK_C)
+KERNEL_INCLUDES = ("stdint.h", "stddef.h", "string.h")
+MAX_SHOWN = 5  # mismatching sequences the check program describes
+
+
+def _int(v: int) -> str:
+    """A C integer literal of v (INT32_MIN written so that it has type int)."""
+    v = int(v)
+    return "(-2147483647 - 1)" if v == INT32_MIN else str(v)
+
+
+def _array(values: np.ndarray, per_line: int = 24, indent: str = "    ") -> str:
+    """Comma-separated C literals of an integer array (flattened row-major)."""
+    vals = [_int(v) for v in np.asarray(values).ravel()]
+    lines = [indent + ", ".join(vals[i:i + per_line]) + "," for i in range(0, len(vals), per_line)]
+    return "\n".join(lines) if lines else indent + "0,"
+
+
+def _hex_bytes(data: bytes, per_line: int = 16) -> str:
+    lines = ["    " + ", ".join(f"0x{b:02x}" for b in data[i:i + per_line]) + ","
+             for i in range(0, len(data), per_line)]
+    return "\n".join(lines) if lines else "    0x00,"
+
+
+def _macro(name: str) -> str:
+    return "GRUQ_" + name.upper()
+
+
+def model_header(im: IntegerModel, shape: ModelShape, task: str = "") -> str:
+    """gruq_model.h: the model's constants."""
+    f, plan = im.fmt, shifts(im.fmt)
+    d: list[str] = []
+    d.append(f"""/* gruq_model.h: integer GRU model exported by gruq{f' for task {task}' if task else ''}.
+ * Genome (bits per operator, in order {', '.join(OPS)}):
+ *   {', '.join(str(b) for b in im.genome)}
+ * Generated file: the kernel (gruq_kernel.c) is the same for every model.
+ * Every tensor is two's complement with scale 2^-FRAC: value = code / 2^FRAC.
+ * Define GRUQ_MODEL_IMPLEMENTATION before including this file in exactly one
+ * translation unit (gruq_kernel.c does) to get the parameter arrays; other
+ * files get the dimensions and formats only.
+ */
+#ifndef GRUQ_MODEL_H
+#define GRUQ_MODEL_H
+
+#include <stdint.h>
+
+/* dimensions */
+#define GRUQ_FEATURES {shape.features}
+#define GRUQ_HIDDEN {shape.hidden}
+#define GRUQ_CLASSES {shape.classes}
+#define GRUQ_STEPS {shape.steps} /* sequence length of the test vectors; the kernel takes any */
+
+/* input x: 8-bit codes, x_code = clamp(floor(x * 2^GRUQ_X_FRAC + 1/2), -128, 127) */
+#define GRUQ_X_FRAC {f.x.frac}
+/* state h (add_h's format) */
+#define GRUQ_H_BITS {f.h.bits}
+#define GRUQ_H_FRAC {f.h.frac}
+/* logits: int32 codes with scale 2^-GRUQ_LOGIT_FRAC */
+#define GRUQ_LOGIT_FRAC {f.logit_frac}
+""")
+    d.append("/* linear operators: weight bits and fraction bits, int32 accumulator fraction bits */")
+    for op in LINEAR:
+        name = OPS[op]
+        m, wf = _macro(name), f.weight[name]
+        d.append(f"#define {m}_BITS {wf.bits} /* {DESCRIPTION[name]} */")
+        d.append(f"#define {m}_WFRAC {wf.frac}")
+        d.append(f"#define {m}_ACC_FRAC {f.acc_frac[name]}")
+    d.append("\n/* other operators: output format (bits, fraction bits, code range) */")
+    for name in OPS:
+        if name in f.out:
+            o, m = f.out[name], _macro(name)
+            d.append(f"#define {m}_BITS {o.bits} /* {DESCRIPTION[name]}, {'signed' if o.signed else 'unsigned'} */")
+            d.append(f"#define {m}_FRAC {o.frac}")
+            d.append(f"#define {m}_LO ({o.lo})")
+            d.append(f"#define {m}_HI {o.hi}")
+    d.append("\n/* shifts: SHL_A/SHL_B align an add's operands (multiply by 2^SHL); SHR rounds half up\n"
+             " * and divides by 2^SHR when > 0, multiplies by 2^-SHR when < 0; then saturation. */")
+    for name in list(ADDS) + list(MULS) + ["sub_z"]:
+        for key, v in plan[name].items():
+            d.append(f"#define {_macro(name)}_{key.upper()} ({v})")
+    d.append(f"\n#define GRUQ_HEAD_WFRAC {f.head_weight.frac} /* head weights: 8 bits */")
+    d.append("\n#ifdef GRUQ_MODEL_IMPLEMENTATION")
+    d.append("/* Weights: bit-packed two's complement, little-endian, rows contiguous:\n"
+             " * weight k of row j is element i = j * cols + k, in bits i*BITS .. i*BITS+BITS-1\n"
+             " * (stream bit n = bit n%8 of byte n/8). Biases: int32 at the accumulator's scale. */")
+    for op in LINEAR:
+        name = OPS[op]
+        w = im.weights[name]
+        data = pack(w, f.weight[name].bits)
+        d.append(f"static const uint8_t gruq_{name}_w[{len(data)}] = {{ /* {w.shape[0]} x {w.shape[1]} "
+                 f"at {f.weight[name].bits} bits */")
+        d.append(_hex_bytes(data) + "\n};")
+        d.append(f"static const int32_t gruq_{name}_b[GRUQ_HIDDEN] = {{")
+        d.append(_array(im.biases[name]) + "\n};")
+    d.append("/* activation look-up tables: entry k is for input code (index op's LO) + k */")
+    for name, index in LUTS.items():
+        ctype = "uint8_t" if not f.out[name].signed else "int8_t"
+        d.append(f"static const {ctype} gruq_{name}_lut[{len(im.lut[name])}] = {{ /* indexed by {index} */")
+        d.append(_array(im.lut[name], per_line=32) + "\n};")
+    d.append("/* classifier head on the last h: int8 weights (classes x hidden), int32 bias at the logits' scale */")
+    d.append("static const int8_t gruq_head_w[GRUQ_CLASSES * GRUQ_HIDDEN] = {")
+    d.append(_array(im.head_weight, per_line=32) + "\n};")
+    d.append("static const int32_t gruq_head_b[GRUQ_CLASSES] = {")
+    d.append(_array(im.head_bias) + "\n};")
+    d.append("#endif /* GRUQ_MODEL_IMPLEMENTATION */\n\n#endif /* GRUQ_MODEL_H */\n")
+    return "\n".join(d)
+
+
+KERNEL_HEADER = """\
+/* gruq_kernel.h: C API of the gruq integer GRU kernel (C99, integers only).
+ *
+ * One sequence of input codes is x_codes[t * GRUQ_FEATURES + f], t < steps,
+ * 8-bit codes (see GRUQ_X_FRAC in gruq_model.h). Logits are int32 codes at
+ * scale 2^-GRUQ_LOGIT_FRAC; the predicted class is their argmax.
+ *
+ * Memory: the caller owns a gruq_state (2 * GRUQ_HIDDEN bytes: the state h and
+ * the scratch row of the new h); there is no dynamic allocation and no other
+ * buffer. The parameters are const arrays (read-only memory).
+ */
+#ifndef GRUQ_KERNEL_H
+#define GRUQ_KERNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gruq_model.h"
+
+typedef struct {
+    int8_t h[GRUQ_HIDDEN];      /* state: h codes in add_h's format */
+    int8_t h_next[GRUQ_HIDDEN]; /* scratch: the new h while a step runs */
+} gruq_state;
+
+/* h = 0: call before each sequence. */
+void gruq_reset(gruq_state *s);
+
+/* One time step on x_t[GRUQ_FEATURES]: h = GRU(x_t, h). */
+void gruq_step(gruq_state *s, const int8_t *x_t);
+
+/* The classifier head on the current h: logits[GRUQ_CLASSES]. */
+void gruq_logits(const gruq_state *s, int32_t *logits);
+
+/* Reset, `steps` steps over x_codes, head: the logits of one sequence. Reentrant. */
+void gruq_run(gruq_state *s, const int8_t *x_codes, size_t steps, int32_t *logits);
+
+/* gruq_run over GRUQ_STEPS steps with a static state: not reentrant. */
+void gruq_infer(const int8_t *x_codes, int32_t *logits);
+
+/* Index of the largest logit (the first one on ties). */
+int gruq_argmax(const int32_t *logits);
+
+#endif /* GRUQ_KERNEL_H */
+"""
+
+KERNEL_SOURCE = """\
+/* gruq_kernel.c: the gruq integer GRU kernel, C99, integers only.
+ *
+ * It computes exactly what gruq.engine (numpy int64) computes, operator by
+ * operator, so the logits are bit-identical:
+ * - a linear operator is an int64 dot product of weight codes (decoded from
+ *   the packed arrays on the fly) and
+ *   input codes, plus the int32 bias, saturated to int32;
+ * - an add aligns its operands to the finer scale (exact multiplication by a
+ *   power of two), adds, rounds once and saturates;
+ * - a product is exact in int64, then rounded once and saturated;
+ * - rounding is round-half-up: (v + 2^(s-1)) shifted right by s, where the
+ *   shift is arithmetic, i.e. floor(v / 2^s), also for negative v;
+ * - sigmoid and tanh are look-up tables indexed by code - lowest code.
+ * gruq's exporter proves that no intermediate value exceeds 2^62 in magnitude
+ * for this model, so int64_t never overflows.
+ *
+ * Every unit j of the new h depends on the old h only, so a step computes the
+ * 17 operators unit by unit (six dot products, then the element-wise chain)
+ * into the scratch row and copies it to h at the end: no wider buffers.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define GRUQ_MODEL_IMPLEMENTATION
+#include "gruq_kernel.h"
+
+/* v * 2^s for 0 <= s <= 62. Written as a multiplication because shifting a
+ * negative value left is undefined behaviour in C99. */
+static int64_t gruq_shl(int64_t v, int s)
+{
+    return v * ((int64_t)1 << s);
+}
+
+/* floor(v / 2^s) for 1 <= s <= 62: the arithmetic shift right.
+ * In C99, right-shifting a negative value is implementation-defined, so for
+ * v < 0 we shift the non-negative -(v + 1) = ~v instead:
+ * floor(v / 2^s) = -(floor((-v - 1) / 2^s)) - 1. Only non-negative values are
+ * ever shifted right, and -(v + 1) cannot overflow. */
+static int64_t gruq_asr(int64_t v, int s)
+{
+    if (v >= 0) {
+        return v >> s;
+    }
+    return -((-(v + 1)) >> s) - 1;
+}
+
+/* Round v / 2^s half up (s > 0) or multiply exactly by 2^-s (s <= 0), then
+ * saturate to [lo, hi]: gruq.fixedpoint.requantize. */
+static int64_t gruq_requant(int64_t v, int s, int64_t lo, int64_t hi)
+{
+    if (s > 0) {
+        v = gruq_asr(v + ((int64_t)1 << (s - 1)), s);
+    } else if (s < 0) {
+        v = gruq_shl(v, -s);
+    }
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* a * 2^sa + b * 2^sb, rounded by s, saturated: gruq.fixedpoint.align_add. */
+static int64_t gruq_add(int64_t a, int sa, int64_t b, int sb, int s, int64_t lo, int64_t hi)
+{
+    return gruq_requant(gruq_shl(a, sa) + gruq_shl(b, sb), s, lo, hi);
+}
+
+/* Row j of a (GRUQ_HIDDEN x cols) bit-packed matrix times v, plus bias[j],
+ * saturated to int32: one linear operator's accumulator.
+ * The row's weights are decoded in order with a small bit buffer: weight k
+ * of row j is element i = j * cols + k, `bits` bits (2..8) at stream bit
+ * i * bits, least significant bit first, two's complement. A byte is read
+ * only when the buffer lacks bits of the current weight, so no byte beyond
+ * the matrix is ever read. */
+static int64_t gruq_linear(const uint8_t *w, uint32_t bits, const int32_t *bias,
+                           uint32_t j, uint32_t cols, const int8_t *v)
+{
+    int64_t acc = 0;
+    uint32_t k;
+    uint32_t bit = j * cols * bits;
+    const uint8_t *p = w + (bit >> 3);
+    uint32_t mask = (1u << bits) - 1u;
+    uint32_t sign = 1u << (bits - 1u);
+    uint32_t have = 8u - (bit & 7u);      /* bits left in the buffer */
+    uint32_t buf = (uint32_t)(*p++) >> (bit & 7u);
+    for (k = 0; k < cols; ++k) {
+        uint32_t u;
+        int32_t code;
+        if (have < bits) {
+            buf |= (uint32_t)(*p++) << have;
+            have += 8u;
+        }
+        u = buf & mask;
+        buf >>= bits;
+        have -= bits;
+        /* sign extension without implementation-defined conversions */
+        code = (int32_t)(u ^ sign) - (int32_t)sign;
+        acc += (int64_t)(code * (int32_t)v[k]);
+    }
+    acc += bias[j];
+    return acc < INT32_MIN ? INT32_MIN : (acc > INT32_MAX ? INT32_MAX : acc);
+}
+
+void gruq_reset(gruq_state *s)
+{
+    memset(s->h, 0, sizeof s->h);
+    memset(s->h_next, 0, sizeof s->h_next);
+}
+
+void gruq_step(gruq_state *s, const int8_t *x_t)
+{
+    uint32_t j;
+    for (j = 0; j < GRUQ_HIDDEN; ++j) {
+        int64_t lin_xr = gruq_linear(gruq_lin_xr_w, GRUQ_LIN_XR_BITS, gruq_lin_xr_b, j, GRUQ_FEATURES, x_t);
+        int64_t lin_hr = gruq_linear(gruq_lin_hr_w, GRUQ_LIN_HR_BITS, gruq_lin_hr_b, j, GRUQ_HIDDEN, s->h);
+        int64_t lin_xz = gruq_linear(gruq_lin_xz_w, GRUQ_LIN_XZ_BITS, gruq_lin_xz_b, j, GRUQ_FEATURES, x_t);
+        int64_t lin_hz = gruq_linear(gruq_lin_hz_w, GRUQ_LIN_HZ_BITS, gruq_lin_hz_b, j, GRUQ_HIDDEN, s->h);
+        int64_t lin_xn = gruq_linear(gruq_lin_xn_w, GRUQ_LIN_XN_BITS, gruq_lin_xn_b, j, GRUQ_FEATURES, x_t);
+        int64_t lin_hn = gruq_linear(gruq_lin_hn_w, GRUQ_LIN_HN_BITS, gruq_lin_hn_b, j, GRUQ_HIDDEN, s->h);
+        int64_t add_r, sig_r, add_z, sig_z, mul_rn, add_n, tanh_n, sub_z, mul_zn, mul_zh, add_h;
+
+        add_r = gruq_add(lin_xr, GRUQ_ADD_R_SHL_A, lin_hr, GRUQ_ADD_R_SHL_B, GRUQ_ADD_R_SHR,
+                         GRUQ_ADD_R_LO, GRUQ_ADD_R_HI);
+        sig_r = gruq_sig_r_lut[add_r - GRUQ_ADD_R_LO];
+        add_z = gruq_add(lin_xz, GRUQ_ADD_Z_SHL_A, lin_hz, GRUQ_ADD_Z_SHL_B, GRUQ_ADD_Z_SHR,
+                         GRUQ_ADD_Z_LO, GRUQ_ADD_Z_HI);
+        sig_z = gruq_sig_z_lut[add_z - GRUQ_ADD_Z_LO];
+        mul_rn = gruq_requant(sig_r * lin_hn, GRUQ_MUL_RN_SHR, GRUQ_MUL_RN_LO, GRUQ_MUL_RN_HI);
+        add_n = gruq_add(lin_xn, GRUQ_ADD_N_SHL_A, mul_rn, GRUQ_ADD_N_SHL_B, GRUQ_ADD_N_SHR,
+                         GRUQ_ADD_N_LO, GRUQ_ADD_N_HI);
+        tanh_n = gruq_tanh_n_lut[add_n - GRUQ_ADD_N_LO];
+        sub_z = gruq_requant(GRUQ_SUB_Z_ONE - sig_z, GRUQ_SUB_Z_SHR, GRUQ_SUB_Z_LO, GRUQ_SUB_Z_HI);
+        mul_zn = gruq_requant(sub_z * tanh_n, GRUQ_MUL_ZN_SHR, GRUQ_MUL_ZN_LO, GRUQ_MUL_ZN_HI);
+        mul_zh = gruq_requant(sig_z * (int64_t)s->h[j], GRUQ_MUL_ZH_SHR, GRUQ_MUL_ZH_LO, GRUQ_MUL_ZH_HI);
+        add_h = gruq_add(mul_zn, GRUQ_ADD_H_SHL_A, mul_zh, GRUQ_ADD_H_SHL_B, GRUQ_ADD_H_SHR,
+                         GRUQ_ADD_H_LO, GRUQ_ADD_H_HI);
+        s->h_next[j] = (int8_t)add_h; /* in [GRUQ_ADD_H_LO, GRUQ_ADD_H_HI], within int8 */
+    }
+    memcpy(s->h, s->h_next, sizeof s->h);
+}
+
+void gruq_logits(const gruq_state *s, int32_t *logits)
+{
+    uint32_t c, k;
+    for (c = 0; c < GRUQ_CLASSES; ++c) {
+        int64_t acc = gruq_head_b[c];
+        for (k = 0; k < GRUQ_HIDDEN; ++k) {
+            acc += (int64_t)gruq_head_w[c * GRUQ_HIDDEN + k] * (int64_t)s->h[k];
+        }
+        logits[c] = (int32_t)(acc < INT32_MIN ? INT32_MIN : (acc > INT32_MAX ? INT32_MAX : acc));
+    }
+}
+
+void gruq_run(gruq_state *s, const int8_t *x_codes, size_t steps, int32_t *logits)
+{
+    size_t t;
+    gruq_reset(s);
+    for (t = 0; t < steps; ++t) {
+        gruq_step(s, x_codes + t * GRUQ_FEATURES);
+    }
+    gruq_logits(s, logits);
+}
+
+void gruq_infer(const int8_t *x_codes, int32_t *logits)
+{
+    static gruq_state state;
+    gruq_run(&state, x_codes, GRUQ_STEPS, logits);
+}
+
+int gruq_argmax(const int32_t *logits)
+{
+    int best = 0;
+    int c;
+    for (c = 1; c < GRUQ_CLASSES; ++c) {
+        if (logits[c] > logits[best]) {
+            best = c;
+        }
+    }
+    return best;
+}
+"""
+
+CHECK_SOURCE = f"""\
+/* check.c: runs the kernel on every test vector and compares its logits with
+ * the integer engine's (gruq.engine, the reference of truth), bit for bit.
+ * The last line printed is "N/N identical"; the exit status is 0 only when
+ * every sequence's logits are identical.
+ * Build: cc -std=c99 -Wall -Wextra -Werror -O2 *.c -o check && ./check
+ */
+#include <stdio.h>
+
+#include "gruq_kernel.h"
+#include "test_vectors.h"
+
+#define MAX_SHOWN {MAX_SHOWN}
+
+int main(void)
+{{
+    static int8_t x[GRUQ_STEPS * GRUQ_FEATURES];
+    unsigned long n, same = 0, shown = 0, correct = 0;
+    int32_t logits[GRUQ_CLASSES];
+    for (n = 0; n < GRUQ_TEST_COUNT; ++n) {{
+        const int32_t *expected = gruq_test_logits + n * GRUQ_CLASSES;
+        int c, bad = -1;
+        size_t i;
+        for (i = 0; i < GRUQ_STEPS * GRUQ_FEATURES; ++i) {{
+            unsigned u = gruq_test_x[n][i];
+            x[i] = (int8_t)((int)u - (int)((u >> 7) << 8)); /* two's complement byte -> code */
+        }}
+        gruq_infer(x, logits);
+        for (c = 0; c < GRUQ_CLASSES; ++c) {{
+            if (logits[c] != expected[c]) {{
+                bad = c;
+                break;
+            }}
+        }}
+        if (bad < 0) {{
+            ++same;
+        }} else if (shown < MAX_SHOWN) {{
+            printf("sequence %lu: logit %d is %ld, expected %ld\\n", n, bad, (long)logits[bad], (long)expected[bad]);
+            ++shown;
+        }}
+#if GRUQ_TEST_HAS_LABELS
+        if (gruq_argmax(logits) == gruq_test_labels[n]) {{
+            ++correct;
+        }}
+#endif
+    }}
+    if (GRUQ_TEST_COUNT - same > shown) {{
+        printf("(%lu more mismatching sequences not shown)\\n", GRUQ_TEST_COUNT - same - shown);
+    }}
+#if GRUQ_TEST_HAS_LABELS
+    printf("accuracy %lu/%lu\\n", correct, (unsigned long)GRUQ_TEST_COUNT);
+#else
+    (void)correct;
+#endif
+    printf("%lu/%lu identical\\n", same, (unsigned long)GRUQ_TEST_COUNT);
+    return same == GRUQ_TEST_COUNT ? 0 : 1;
+}}
+"""
+
+LOGITS_MARK = "/* logits: one sequence per line */"
+STRING_ROW_MAX = 4094  # bytes of one string row (+ its NUL: the C99 minimum limit of 4095)
+
+
+def vectors_header(count: int, has_labels: bool, split: str = "") -> str:
+    return f"""\
+/* test_vectors.h: {count} test sequences{f' (the {split} split)' if split else ''} and the integer engine's logits. */
+#ifndef GRUQ_TEST_VECTORS_H
+#define GRUQ_TEST_VECTORS_H
+
+#include <stdint.h>
+
+#include "gruq_model.h"
+
+#define GRUQ_TEST_COUNT {count}UL
+#define GRUQ_TEST_HAS_LABELS {1 if has_labels else 0}
+
+/* input codes of sequence n, step t, feature f: byte [n][t * GRUQ_FEATURES + f],
+ * the code's 8-bit two's complement (code & 0xff); the row has one more byte (0). */
+#define GRUQ_TEST_ROW (GRUQ_STEPS * GRUQ_FEATURES + 1)
+extern const unsigned char gruq_test_x[GRUQ_TEST_COUNT][GRUQ_TEST_ROW];
+/* expected logits: sequence n, class c at [n * GRUQ_CLASSES + c] */
+extern const int32_t gruq_test_logits[GRUQ_TEST_COUNT * GRUQ_CLASSES];
+#if GRUQ_TEST_HAS_LABELS
+/* true classes, for the accuracy line */
+extern const int gruq_test_labels[GRUQ_TEST_COUNT];
+#endif
+
+#endif /* GRUQ_TEST_VECTORS_H */
+"""
+
+
+def _byte_row(codes: np.ndarray) -> str:
+    """One sequence's codes as C bytes (two's complement, code & 0xff): a string
+    literal, which compilers parse far faster than numbers, when it is short
+    enough for every C99 compiler (at most 4095 characters); else a brace list."""
+    raw = (np.asarray(codes, dtype=np.int64) & 0xFF).tolist()
+    if len(raw) <= STRING_ROW_MAX:
+        return '"' + "".join(f"\\x{v:02x}" for v in raw) + '"'
+    return "{" + ",".join(str(v) for v in raw) + "}"
+
+
+def vectors_source(x_codes: np.ndarray, logits: np.ndarray, labels: np.ndarray | None) -> str:
+    """test_vectors.c: every input code and the engine's logits (one line per sequence)."""
+    x = np.asarray(x_codes, dtype=np.int64)
+    n, t, feat = x.shape
+    rows = x.reshape(n, t * feat)
+    out = ['#include "test_vectors.h"', "",
+           "const unsigned char gruq_test_x[GRUQ_TEST_COUNT][GRUQ_TEST_ROW] = {"]
+    out.append(",\n".join(_byte_row(row) for row in rows))
+    out.append("};")
+    out.append("")
+    out.append("const int32_t gruq_test_logits[GRUQ_TEST_COUNT * GRUQ_CLASSES] = {")
+    out.append(LOGITS_MARK)
+    for row in np.asarray(logits, dtype=np.int64):
+        out.append(",".join(_int(v) for v in row) + ",")
+    out.append("};")
+    if labels is not None:
+        out.append("")
+        out.append("const int gruq_test_labels[GRUQ_TEST_COUNT] = {")
+        out.append(_array(np.asarray(labels, dtype=np.int64), per_line=40))
+        out.append("};")
+    return "\n".join(out) + "\n"
+
+
+def sources(im: IntegerModel, shape: ModelShape, x_codes: np.ndarray, logits: np.ndarray,
+            labels: np.ndarray | None = None, task: str = "", split: str = "") -> dict[str, str]:
+    """File name -> text of every C file of an export."""
+    assert shape.features == int(im.weights[OPS[INPUT_LINEAR[0]]].shape[1])
+    return {
+        MODEL_H: model_header(im, shape, task),
+        KERNEL_H: KERNEL_HEADER,
+        KERNEL_C: KERNEL_SOURCE,
+        VECTORS_H: vectors_header(len(x_codes), labels is not None, split),
+        VECTORS_C: vectors_source(x_codes, logits, labels),
+        CHECK_C: CHECK_SOURCE,
+    }

@@ -1,0 +1,41 @@
+"""Choosing a member of a stored run's front for export (`--db PATH --run ID --pick K`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gruq.errors import GruqError
+
+
+def front_member(db: str | Path, run_id: int, pick: int) -> dict[str, Any]:
+    """Member `pick` of run `run_id`'s latest front, the front sorted by size_bytes
+    ascending (ties: higher accuracy first, then bits).
+
+    Returns task, bits, accuracy, size_bytes, finetuned_accuracy, and the
+    fine-tuning (epochs, seed) that produced the accuracy the run reported, so
+    the export quantizes the same weights: the final front's fine-tuning when
+    the member has a fine-tuned accuracy, else the per-candidate fine-tuning.
+    """
+    from gruq import store
+
+    if not Path(db).expanduser().is_file():
+        raise GruqError(f"no gruq store at {db}")
+    run = store.run_detail(db, run_id)
+    front = sorted(store.result(db, run_id)["front"],
+                   key=lambda m: (m["size_bytes"], -m["accuracy"], list(m["bits"])))
+    if not front:
+        raise GruqError(f"run {run_id} in {db} has no front yet (no finished generation)")
+    if not 0 <= pick < len(front):
+        raise GruqError(f"run {run_id}'s front has {len(front)} member(s); --pick must be 0 to {len(front) - 1} "
+                        "(sorted by size_bytes ascending)")
+    member = front[pick]
+    cfg = run.get("config", {})
+    finetuned = member.get("finetuned_accuracy") is not None
+    epochs = int(cfg.get("front_finetune_epochs", 0) if finetuned else cfg.get("finetune_epochs", 0))
+    return {
+        "task": run["task"], "bits": [int(b) for b in member["bits"]], "accuracy": member["accuracy"],
+        "size_bytes": member["size_bytes"], "finetuned_accuracy": member.get("finetuned_accuracy"),
+        "finetune_epochs": epochs, "seed": int(run.get("seed", cfg.get("seed", 0))),
+        "run_id": run_id, "pick": pick, "front_size": len(front),
+    }

@@ -1,0 +1,82 @@
+"""Which evaluator scores genomes: the search knows its interface, not the model.
+
+By default `gruq.evaluate.Evaluator` (post-training quantization, optional
+fine-tuning per candidate) and `gruq.evaluate.finetune_front`, imported only
+when a run needs them.
+
+Test hook: if the environment variable GRUQ_EVALUATOR holds "module:callable",
+that callable replaces `gruq.evaluate.Evaluator` (same signature:
+`(task, split="val", finetune_epochs=0, seed=0)`), and the front is fine-tuned
+by the evaluator's own `finetune_front(genomes, epochs)` if it has one. The
+tests use it to run `python -m gruq search` as a real process with an instant,
+synthetic evaluator. It is not meant for users.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+from gruq.errors import GruqError
+from gruq.genome import Genome, ModelShape
+
+ENV_HOOK = "GRUQ_EVALUATOR"
+
+Finetune = Callable[[Sequence[Genome], int], list[float]]
+
+
+class Evaluator(Protocol):
+    """What the search needs from whatever scores genomes.
+
+    `accuracy` must be deterministic and must not depend on which genomes
+    share a batch: that is what makes runs reproducible and independent of
+    the number of workers. It must be picklable to run in a process pool.
+    """
+
+    shape: ModelShape
+
+    def accuracy(self, genomes: Sequence[Genome]) -> list[float]:
+        """Validation accuracy (0..1) of each genome, scored together."""
+        ...
+
+
+@dataclass
+class Backend:
+    evaluator: Evaluator
+    finetune: Finetune | None = None  # accuracies after fine-tuning the final front
+
+
+def default_backend(cfg: Any) -> Backend:
+    """The backend for a `SearchConfig`: the test hook if set, else gruq.evaluate."""
+    spec = os.environ.get(ENV_HOOK)
+    if spec:
+        factory = _import(spec)
+        evaluator = factory(cfg.task, split="val", finetune_epochs=cfg.finetune_epochs, seed=cfg.seed)
+        return Backend(evaluator, getattr(evaluator, "finetune_front", None))
+    from gruq.evaluate import Evaluator as RealEvaluator
+
+    evaluator = RealEvaluator(cfg.task, split="val", finetune_epochs=cfg.finetune_epochs, seed=cfg.seed)
+    return Backend(evaluator, _RealFinetune(cfg.task, cfg.seed))
+
+
+@dataclass(frozen=True)
+class _RealFinetune:
+    task: str
+    seed: int
+
+    def __call__(self, genomes: Sequence[Genome], epochs: int) -> list[float]:
+        from gruq.evaluate import finetune_front
+
+        return [float(a) for a in finetune_front(self.task, list(genomes), epochs, self.seed)]
+
+
+def _import(spec: str) -> Callable[..., Evaluator]:
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise GruqError(f"{ENV_HOOK} must be 'module:callable'; got {spec!r}")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise GruqError(f"{ENV_HOOK}={spec!r} cannot be imported: {exc}") from None

@@ -1,0 +1,167 @@
+"""What a user asks of a search, checked before anything runs.
+
+`SearchConfig` is stored with the run as JSON, so a resumed run (or the app)
+sees exactly what was asked. Checks that need the model's shape (sizes) live
+in `gruq.search.constraints`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from gruq.errors import GruqError
+from gruq.genome import MAX_BITS, MIN_BITS
+from gruq.ops import op_index
+
+OBJECTIVES = ("size", "bops")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One search. Sizes: give at most one of max_size_bytes, max_size_kb (1 kB = 1000
+    bytes) and max_size_pct (percent of the all-8-bit model)."""
+
+    task: str
+    pop: int = 32
+    gens: int = 15  # generations, the initial population included (as in DEAP's nsga2 example)
+    seed: int = 0
+    objective: str = "size"
+    max_size_bytes: float | None = None
+    max_size_kb: float | None = None
+    max_size_pct: float | None = None
+    min_accuracy: float | None = None
+    bits_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    pins: dict[str, int] = field(default_factory=dict)
+    finetune_epochs: int = 0  # per candidate, inside the evaluator
+    front_finetune_epochs: int = 0  # once, on the final front
+    workers: int = 1
+    chunk_size: int = 16  # genomes per scoring call; fixed, so results never depend on workers
+    cxpb: float = 0.9
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bits_ranges"] = {op: list(r) for op, r in self.bits_ranges.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
+        """Build from JSON-like data (the app's form, a stored run); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise GruqError(f"unknown search setting(s): {', '.join(unknown)}")
+        if "task" not in data:
+            raise GruqError("a search needs a task")
+        d = dict(data)
+        d["bits_ranges"] = {op: _pair(op, r) for op, r in (d.get("bits_ranges") or {}).items()}
+        d["pins"] = dict(d.get("pins") or {})
+        return cls(**d)
+
+    def with_workers(self, workers: int) -> "SearchConfig":
+        return SearchConfig.from_dict({**self.to_dict(), "workers": workers})
+
+
+def check(cfg: SearchConfig) -> None:
+    """Refuse a config that cannot run, saying why (shape-independent checks)."""
+    _require(isinstance(cfg.task, str) and cfg.task != "", "a search needs a task")
+    _require(_is_int(cfg.pop) and cfg.pop >= 4, f"--pop must be an integer of at least 4; got {cfg.pop!r}")
+    _require(_is_int(cfg.gens) and cfg.gens >= 1, f"--gens must be an integer of at least 1; got {cfg.gens!r}")
+    _require(_is_int(cfg.seed) and 0 <= cfg.seed < 2**32,
+             f"--seed must be an integer from 0 to 2^32-1; got {cfg.seed!r}")
+    _require(cfg.objective in OBJECTIVES, f"--objective must be one of {', '.join(OBJECTIVES)}; got {cfg.objective!r}")
+    _require(_is_int(cfg.workers) and cfg.workers >= 1, f"--workers must be at least 1; got {cfg.workers!r}")
+    _require(_is_int(cfg.chunk_size) and cfg.chunk_size >= 1,
+             f"--chunk-size must be at least 1; got {cfg.chunk_size!r}")
+    _require(_is_int(cfg.finetune_epochs) and cfg.finetune_epochs >= 0, "--finetune-epochs must be 0 or more")
+    _require(_is_int(cfg.front_finetune_epochs) and cfg.front_finetune_epochs >= 0,
+             "--front-finetune-epochs must be 0 or more")
+    _require(_is_number(cfg.cxpb) and 0 <= cfg.cxpb <= 1, f"cxpb must be from 0 to 1; got {cfg.cxpb!r}")
+    _check_sizes(cfg)
+    if cfg.min_accuracy is not None:
+        _require(
+            _is_number(cfg.min_accuracy) and 0 <= cfg.min_accuracy <= 1,
+            f"--min-accuracy is a fraction from 0 to 1; got {cfg.min_accuracy!r}",
+        )
+    for op, (lo, hi) in cfg.bits_ranges.items():
+        _check_range(op, lo, hi)
+    for op, b in cfg.pins.items():
+        _check_pin(op, b, cfg.bits_ranges.get(op))
+
+
+def parse_range(text: str) -> tuple[str, tuple[int, int]]:
+    """`--bits-range OP=LO-HI` -> (op, (lo, hi)); checked by `check`."""
+    m = re.fullmatch(r"\s*(\w+)\s*=\s*(-?\d+)\s*-\s*(-?\d+)\s*", text)
+    if not m:
+        raise GruqError(f"--bits-range takes OP=LO-HI, for example lin_hn=4-8; got {text!r}")
+    return m[1], (int(m[2]), int(m[3]))
+
+
+def parse_pin(text: str) -> tuple[str, int]:
+    """`--pin OP=B` -> (op, b); checked by `check`."""
+    m = re.fullmatch(r"\s*(\w+)\s*=\s*(-?\d+)\s*", text)
+    if not m:
+        raise GruqError(f"--pin takes OP=B, for example add_h=8; got {text!r}")
+    return m[1], int(m[2])
+
+
+def collect(pairs: list[tuple[str, Any]], flag: str) -> dict[str, Any]:
+    """Repeated flags -> a dict, refusing an operator given twice with different values."""
+    out: dict[str, Any] = {}
+    for op, value in pairs:
+        if op in out and out[op] != value:
+            raise GruqError(f"{flag} gives {op} twice ({_show(out[op])} and {_show(value)})")
+        out[op] = value
+    return out
+
+
+def _check_sizes(cfg: SearchConfig) -> None:
+    given = [(n, v) for n, v in (("--max-size-bytes", cfg.max_size_bytes), ("--max-size-kb", cfg.max_size_kb),
+                                 ("--max-size-pct", cfg.max_size_pct)) if v is not None]
+    _require(len(given) <= 1, f"give one maximum size, not {' and '.join(n for n, _ in given)}")
+    for name, value in given:
+        _require(_is_number(value) and value > 0, f"{name} must be a positive number; got {value!r}")
+
+
+def _check_range(op: str, lo: Any, hi: Any) -> None:
+    op_index(op)
+    text = f"--bits-range {op}={lo}-{hi}"
+    _require(_is_int(lo) and _is_int(hi), f"{text}: widths must be integers")
+    _require(lo <= hi, f"{text} is reversed: the low width must not exceed the high one")
+    _require(MIN_BITS <= lo and hi <= MAX_BITS, f"{text} is outside the widths gruq supports, {MIN_BITS}-{MAX_BITS}")
+
+
+def _check_pin(op: str, b: Any, allowed: tuple[int, int] | None) -> None:
+    op_index(op)
+    _require(_is_int(b), f"--pin {op}={b!r}: the width must be an integer")
+    lo, hi = allowed or (MIN_BITS, MAX_BITS)
+    where = f"its --bits-range {lo}-{hi}" if allowed else f"the widths gruq supports, {lo}-{hi}"
+    _require(lo <= b <= hi, f"--pin {op}={b} is outside {where}")
+
+
+def _pair(op: str, value: Any) -> tuple[int, int]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise GruqError(f"bits range of {op} must be [low, high]; got {value!r}")
+    return (value[0], value[1])
+
+
+def _show(value: Any) -> str:
+    return f"{value[0]}-{value[1]}" if isinstance(value, tuple) else str(value)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise GruqError(message)

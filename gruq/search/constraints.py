@@ -1,0 +1,108 @@
+"""A search config resolved against a model's shape: bounds, limits, feasibility.
+
+Bit ranges and pins bound each gene, so every genome the search builds
+respects them by construction. The size limit is known before scoring (a
+genome over it is never scored) and the accuracy floor after. Infeasible
+genomes are ranked below every feasible one (see `gruq.search.nsga2`), and
+the reported front holds feasible genomes only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gruq.errors import GruqError
+from gruq.genome import MAX_BITS, MIN_BITS, Genome, ModelShape, bops, homogeneous, size_bytes
+from gruq.ops import INDEX, N_OPS
+from gruq.search.config import SearchConfig
+
+EPS = 1e-9  # sizes are multiples of 1/8 byte; compare limits with a hair of slack
+
+
+@dataclass(frozen=True)
+class Constraints:
+    shape: ModelShape
+    objective: str  # "size" or "bops": the cost NSGA-II minimises
+    low: Genome  # per-gene lowest allowed width (pins: low == high)
+    high: Genome
+    max_size: float | None  # bytes
+    min_accuracy: float | None
+
+    @property
+    def free_genes(self) -> int:
+        return sum(lo < hi for lo, hi in zip(self.low, self.high))
+
+    @property
+    def ref_cost(self) -> float:
+        """Cost of the all-8-bit genome: the hypervolume's reference point."""
+        return self.cost(homogeneous(MAX_BITS))
+
+    def cost(self, genome: Genome) -> float:
+        return float(bops(genome, self.shape)) if self.objective == "bops" else size_bytes(genome, self.shape)
+
+    def clip(self, genome: Genome) -> Genome:
+        return tuple(min(hi, max(lo, b)) for b, lo, hi in zip(genome, self.low, self.high))
+
+    def in_bounds(self, genome: Genome) -> bool:
+        return all(lo <= b <= hi for b, lo, hi in zip(genome, self.low, self.high))
+
+    def size_ok(self, genome: Genome) -> bool:
+        return self.max_size is None or size_bytes(genome, self.shape) <= self.max_size + EPS
+
+    def accuracy_ok(self, accuracy: float) -> bool:
+        return self.min_accuracy is None or accuracy >= self.min_accuracy - EPS
+
+    def feasible(self, genome: Genome, accuracy: float) -> bool:
+        return self.in_bounds(genome) and self.size_ok(genome) and self.accuracy_ok(accuracy)
+
+    def violation(self, genome: Genome, accuracy: float | None) -> float:
+        """How far from feasible, 0 if feasible: size excess (as a fraction of all-8-bit)
+        plus accuracy shortfall. `accuracy` is None for genomes not scored (over the size limit)."""
+        v = 0.0
+        if not self.size_ok(genome):
+            assert self.max_size is not None
+            v += (size_bytes(genome, self.shape) - self.max_size) / size_bytes(homogeneous(MAX_BITS), self.shape)
+        if accuracy is not None and not self.accuracy_ok(accuracy):
+            assert self.min_accuracy is not None
+            v += self.min_accuracy - accuracy
+        return v
+
+
+def resolve(cfg: SearchConfig, shape: ModelShape) -> Constraints:
+    """Constraints for `cfg` on a model of `shape`; refuse limits no genome can meet."""
+    low, high = [MIN_BITS] * N_OPS, [MAX_BITS] * N_OPS
+    for op, (lo, hi) in cfg.bits_ranges.items():
+        low[INDEX[op]], high[INDEX[op]] = lo, hi
+    for op, b in cfg.pins.items():
+        low[INDEX[op]] = high[INDEX[op]] = b
+    cons = Constraints(shape, cfg.objective, tuple(low), tuple(high), _max_size(cfg, shape), cfg.min_accuracy)
+    _check_reachable(cfg, cons)
+    return cons
+
+
+def _max_size(cfg: SearchConfig, shape: ModelShape) -> float | None:
+    if cfg.max_size_bytes is not None:
+        return float(cfg.max_size_bytes)
+    if cfg.max_size_kb is not None:
+        return cfg.max_size_kb * 1000.0
+    if cfg.max_size_pct is not None:
+        return cfg.max_size_pct / 100.0 * size_bytes(homogeneous(MAX_BITS), shape)
+    return None
+
+
+def _check_reachable(cfg: SearchConfig, cons: Constraints) -> None:
+    smallest = size_bytes(cons.low, cons.shape)
+    if cons.max_size is not None and smallest > cons.max_size + EPS:
+        asked = _asked_size(cfg, cons.max_size)
+        raise GruqError(
+            f"{asked} is below the smallest size any allowed genome reaches, {smallest:g} bytes "
+            "(every operator at its lowest allowed width)"
+        )
+
+
+def _asked_size(cfg: SearchConfig, max_size: float) -> str:
+    if cfg.max_size_kb is not None:
+        return f"--max-size-kb {cfg.max_size_kb:g} ({max_size:g} bytes)"
+    if cfg.max_size_pct is not None:
+        return f"--max-size-pct {cfg.max_size_pct:g} ({max_size:g} bytes)"
+    return f"--max-size-bytes {max_size:g}"

@@ -1,0 +1,285 @@
+"""One search run, start to finish, recorded in the store; resumable.
+
+`start` checks a config, records the run and executes it. `execute` runs (or
+continues) a stored run: it claims the run row, restores the last committed
+generation if there is one, and commits each further generation with its
+checkpoint. A run restored at a generation boundary draws the same random
+numbers as the uninterrupted run, and a partly done generation is simply
+done again, so `--resume` after kill -9 ends with the same front.
+
+SIGTERM and SIGINT stop a run between chunks of scoring ('cancelled'); any
+other exception marks it 'failed' with its message. The evaluator is
+injected through a backend factory so tests run without a model.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+from deap import base, tools
+from tqdm import tqdm
+
+from gruq.errors import GruqError
+from gruq.genome import Genome
+from gruq.search import checkpoint, nsga2
+from gruq.search.backend import Backend, default_backend
+from gruq.search.config import SearchConfig
+from gruq.search.constraints import Constraints, resolve
+from gruq.search.hypervolume import hypervolume
+from gruq.search.scoring import mapper
+from gruq.store import RunStore, pids, result
+
+BackendFactory = Callable[[SearchConfig], Backend]
+RESUMABLE = ("queued", "running", "failed", "cancelled")
+
+
+class RunCancelled(Exception):
+    """The run stopped on request; the store holds its last whole generation."""
+
+    def __init__(self, run_id: int, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.signum = signum
+
+
+def prepare(cfg: SearchConfig, backend_factory: BackendFactory | None = None) -> tuple[Backend, Constraints]:
+    """The evaluator and the resolved constraints, or a GruqError saying why the run cannot start."""
+    backend = (backend_factory or default_backend)(cfg)
+    cons = resolve(cfg, backend.evaluator.shape)
+    if cfg.front_finetune_epochs and backend.finetune is None:
+        raise GruqError("this evaluator cannot fine-tune the final front; drop --front-finetune-epochs")
+    return backend, cons
+
+
+def create(db: str | Path, cfg: SearchConfig, backend_factory: BackendFactory | None = None) -> int:
+    """Check `cfg` and record it as a 'queued' run; nothing is stored if the check fails."""
+    prepare(cfg, backend_factory)
+    return _record(db, cfg)
+
+
+def start(db: str | Path, cfg: SearchConfig, *, backend_factory: BackendFactory | None = None,
+          progress: bool = True) -> dict[str, Any]:
+    """`search --task ...`: check, record, run to the end; returns the result object."""
+    prepared = prepare(cfg, backend_factory)
+    return execute(db, _record(db, cfg), prepared=prepared, progress=progress)
+
+
+def _record(db: str | Path, cfg: SearchConfig) -> int:
+    with RunStore(db) as store:
+        return store.create_run(cfg.task, cfg.to_dict(), cfg.seed, cfg.gens)
+
+
+def execute(
+    db: str | Path,
+    run_id: int,
+    *,
+    launched: bool = False,
+    workers: int | None = None,
+    backend_factory: BackendFactory | None = None,
+    prepared: tuple[Backend, Constraints] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run or continue stored run `run_id` to its end and return its result object.
+
+    `launched`: the run was queued by `gruq.search.launch` and must still be
+    queued (a cancel may have come first). Otherwise it is a resume: a
+    finished run just returns its result; a run whose process is alive is
+    refused. `workers` overrides the stored number (results do not depend on it).
+    """
+    stop = StopFlag()
+    with stop.installed(), RunStore(db) as store:
+        row = store.run(run_id)
+        if row.status == "finished" and not launched:
+            return result(db, run_id)
+        _check_startable(row, launched)
+        cfg = SearchConfig.from_dict(row.config)
+        if workers is not None:
+            cfg = cfg.with_workers(workers)
+        backend, cons = prepared or prepare(cfg, backend_factory)
+        _claim(store, run_id, launched)
+        try:
+            Search(store, run_id, cfg, cons, backend, stop, progress).run()
+        except nsga2.StopRequested:
+            store.set_status(run_id, "cancelled", error=f"cancelled by {_signal_name(stop.signum)}")
+            done = store.generations_done(run_id)
+            raise RunCancelled(
+                run_id, f"run {run_id} cancelled after {done} of {cfg.gens} generations; "
+                f"continue it with: python -m gruq search --resume {run_id} --db {db}", stop.signum,
+            ) from None
+        except BaseException as exc:
+            store.set_status(run_id, "failed", error=_one_line(exc))
+            raise
+        store.set_status(run_id, "finished")
+    return result(db, run_id)
+
+
+def _claim(store: RunStore, run_id: int, launched: bool) -> None:
+    try:
+        store.claim(run_id, os.getpid(), ("queued",) if launched else RESUMABLE)
+    except GruqError:
+        if launched and store.run(run_id).status == "cancelled":  # cancelled while we were loading
+            raise RunCancelled(run_id, f"run {run_id} was cancelled before it started") from None
+        raise
+
+
+def _check_startable(row: Any, launched: bool) -> None:
+    if launched:
+        if row.status == "cancelled":
+            raise RunCancelled(row.id, f"run {row.id} was cancelled before it started")
+        if row.status != "queued":
+            raise GruqError(f"run {row.id} is {row.status}, not queued; use --resume {row.id} to continue it")
+        return
+    if row.status in ("running", "queued") and row.pid != os.getpid() and pids.alive(row.pid):
+        raise GruqError(f"run {row.id} is {row.status} in process {row.pid}; cancel it or wait for it")
+
+
+@dataclass
+class Search:
+    """The generational loop of one run, writing each generation to the store."""
+
+    store: RunStore
+    run_id: int
+    cfg: SearchConfig
+    cons: Constraints
+    backend: Backend
+    stop: "StopFlag"
+    progress: bool
+    cache: dict[Genome, float] = field(default_factory=dict)  # genome -> accuracy, every genome scored
+    toolbox: base.Toolbox = field(init=False)
+
+    def run(self) -> None:
+        self.cache = self.store.scored(self.run_id)
+        state = self.store.latest_checkpoint(self.run_id)
+        with mapper(self.backend.evaluator, self.cfg.workers) as map_fn:
+            self.toolbox = nsga2.make_toolbox(self.cons, map_fn)
+            done = 0 if state is None else state["gen"] + 1
+            with self._bar(done) as bar:
+                if state is None:
+                    population, front, logbook = self._first_generation()
+                    bar.update(1)
+                    self._postfix(bar, logbook)
+                else:
+                    population, front, logbook = self._restore(state)
+                for gen in range(max(done, 1), self.cfg.gens):
+                    population = self._generation(gen, population, front, logbook)
+                    bar.update(1)
+                    self._postfix(bar, logbook)
+        self._finetune_front([tuple(ind) for ind in front])
+
+    def _first_generation(self) -> tuple[list, tools.ParetoFront, tools.Logbook]:
+        random.seed(self.cfg.seed)
+        np.random.seed(self.cfg.seed)
+        started = time.perf_counter()
+        population = nsga2.initial_population(self.toolbox, self.cons, self.cfg.pop)
+        scored = self._evaluate(population, 0)
+        front = tools.ParetoFront()
+        front.update(nsga2.feasible(population, self.cons))
+        logbook = checkpoint.new_logbook()
+        self._commit(0, population, front, logbook, scored, started)
+        return population, front, logbook
+
+    def _restore(self, state: dict[str, Any]) -> tuple[list, tools.ParetoFront, tools.Logbook]:
+        checkpoint.restore_rngs(state)
+        population = [nsga2.individual(g, self.cache, self.cons) for g in checkpoint.genomes(state, "population")]
+        front = tools.ParetoFront()
+        front.update([nsga2.individual(g, self.cache, self.cons) for g in checkpoint.genomes(state, "front")])
+        return population, front, checkpoint.restore_logbook(state)
+
+    def _generation(self, gen: int, population: list, front: tools.ParetoFront, logbook: tools.Logbook) -> list:
+        if self.stop.requested:
+            raise nsga2.StopRequested
+        started = time.perf_counter()
+        offspring = nsga2.vary(self.toolbox, population, self.cfg.cxpb)
+        scored = self._evaluate(offspring, gen)
+        population = nsga2.survivors(self.toolbox, population, offspring, self.cfg.pop)
+        front.update(nsga2.feasible(offspring, self.cons))
+        self._commit(gen, population, front, logbook, scored, started)
+        return population
+
+    def _evaluate(self, individuals: list, gen: int) -> list:
+        return nsga2.evaluate(
+            self.toolbox, individuals, self.cons, self.cache, generation=gen,
+            chunk_size=self.cfg.chunk_size, should_stop=lambda: self.stop.requested,
+        )
+
+    def _commit(self, gen: int, population: list, front: tools.ParetoFront, logbook: tools.Logbook,
+                scored: list, started: float) -> None:
+        hv = hypervolume([ind.fitness.values for ind in front], self.cons.ref_cost)
+        logbook.record(gen=gen, nevals=len(scored), evaluations=len(self.cache), front=len(front), hypervolume=hv)
+        self.store.commit_generation(
+            self.run_id, gen, hypervolume=hv, seconds=time.perf_counter() - started, evaluations=len(self.cache),
+            scored=scored, front=[tuple(ind) for ind in front],
+            checkpoint=checkpoint.capture(gen, population, front, logbook, len(self.cache)),
+        )
+
+    def _finetune_front(self, front: list[Genome]) -> None:
+        epochs = self.cfg.front_finetune_epochs
+        if not epochs or not front or self.backend.finetune is None:
+            return
+        done = self.store.finetuned(self.run_id)
+        todo = [g for g in front if g not in done]
+        if todo:
+            accuracies = self.backend.finetune(todo, epochs)
+            self.store.set_finetuned(self.run_id, dict(zip(todo, map(float, accuracies))))
+
+    @contextmanager
+    def _bar(self, done: int) -> Iterator[tqdm]:
+        bar = tqdm(total=self.cfg.gens, initial=done, desc=f"run {self.run_id}", unit="gen",
+                   file=sys.stderr, disable=not self.progress, dynamic_ncols=True)
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+    @staticmethod
+    def _postfix(bar: tqdm, logbook: tools.Logbook) -> None:
+        last = logbook[-1]
+        bar.set_postfix(evals=last["evaluations"], hv=f"{last['hypervolume']:.4f}", front=last["front"])
+
+
+class StopFlag:
+    """Set by SIGTERM or SIGINT; the run checks it between chunks and generations."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    @contextmanager
+    def installed(self) -> Iterator["StopFlag"]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals reach the main thread only; an embedding app cancels by process
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, self._handle)
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def _signal_name(signum: int | None) -> str:
+    return signal.Signals(signum).name if signum else "request"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    message = text[0] if text else ""
+    return message if isinstance(exc, GruqError) else f"{type(exc).__name__}: {message}".rstrip(": ")

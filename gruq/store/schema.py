@@ -1,0 +1,72 @@
+"""The store's tables, in one place so the writer and the readers agree.
+
+Bump VERSION whenever the tables change: a store written by a newer gruq is
+refused rather than misread, and an older one can be migrated explicitly.
+"""
+
+from __future__ import annotations
+
+VERSION = 1
+STATUSES = ("queued", "running", "finished", "failed", "cancelled")
+
+# `gruq_schema` marks a file as ours: gruq writes only to files that have it
+# (or to new, empty ones).
+DDL = f"""
+CREATE TABLE IF NOT EXISTS gruq_schema (version INTEGER NOT NULL);
+
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task TEXT NOT NULL,
+    config TEXT NOT NULL,                -- SearchConfig as JSON
+    seed INTEGER NOT NULL,
+    generations INTEGER NOT NULL,        -- planned
+    status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN {STATUSES!r}),
+    error TEXT,
+    pid INTEGER,
+    created_at TEXT NOT NULL,            -- ISO 8601, UTC
+    started_at TEXT,
+    finished_at TEXT
+);
+
+CREATE TABLE IF NOT EXISTS generations (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    gen INTEGER NOT NULL,
+    hypervolume REAL NOT NULL,           -- normalised, in [0, 1]
+    seconds REAL NOT NULL,               -- wall time of this generation
+    evaluations INTEGER NOT NULL,        -- genomes scored so far
+    finished_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, gen)
+);
+
+-- What a resumed run needs to continue after generation `gen`, as JSON.
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id INTEGER NOT NULL,
+    gen INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (run_id, gen),
+    FOREIGN KEY (run_id, gen) REFERENCES generations(run_id, gen)
+);
+
+-- Every genome scored, once per run.
+CREATE TABLE IF NOT EXISTS individuals (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    genome TEXT NOT NULL,                -- "8,8,...", 17 widths in operator order
+    accuracy REAL NOT NULL,              -- validation accuracy the search used
+    size_bytes REAL NOT NULL,
+    bops INTEGER NOT NULL,
+    generation INTEGER NOT NULL,         -- first scored in
+    feasible INTEGER NOT NULL,           -- meets every constraint of the run
+    on_front INTEGER NOT NULL DEFAULT 0, -- member of the latest front
+    finetuned_accuracy REAL,             -- after the optional final-front fine-tuning
+    PRIMARY KEY (run_id, genome)
+);
+CREATE INDEX IF NOT EXISTS individuals_by_generation ON individuals(run_id, generation);
+
+-- The feasible Pareto front after each generation.
+CREATE TABLE IF NOT EXISTS fronts (
+    run_id INTEGER NOT NULL,
+    gen INTEGER NOT NULL,
+    genome TEXT NOT NULL,
+    PRIMARY KEY (run_id, gen, genome)
+);
+"""

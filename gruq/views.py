@@ -1,0 +1,364 @@
+"""Data for the app's views: pure functions from genomes and scores to tables.
+
+Nothing here knows about Streamlit or Plotly: the pages turn these tables into
+widgets and `gruq.figures` turns them into charts, so both can be tested
+without a browser. Accuracy is a fraction (0..1), size is in bytes unless a
+name says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from gruq import fixedpoint
+from gruq.genome import (
+    MAX_BITS, MIN_BITS, Genome, ModelShape, bops, fixed_bytes, homogeneous, op_bytes, size_bytes, size_cap,
+)
+from gruq.ops import DESCRIPTION, LINEAR, OPS
+
+KB = 1000.0  # sizes are shown in kB = 1000 bytes, as the command line prints them
+
+
+# ---------------------------------------------------------------- fronts
+
+
+def pareto_mask(accuracy: Sequence[float], cost: Sequence[float]) -> np.ndarray:
+    """True for the points no other point dominates (higher accuracy, lower cost).
+
+    Among exact duplicates (same accuracy and cost) only the first is kept, so
+    a front has one point per trade-off.
+    """
+    acc = np.asarray(accuracy, dtype=float)
+    cost = np.asarray(cost, dtype=float)
+    order = np.lexsort((-acc, cost))  # by cost, then by accuracy descending
+    keep = np.zeros(len(acc), dtype=bool)
+    best = -np.inf
+    for i in order:
+        if acc[i] > best:
+            keep[i] = True
+            best = acc[i]
+    return keep
+
+
+def front_of(points: pd.DataFrame, cost: str = "size_bytes") -> pd.DataFrame:
+    """The non-dominated rows of `points` (columns accuracy and `cost`), by cost."""
+    if points.empty:
+        return points.copy()
+    mask = pareto_mask(points["accuracy"].to_numpy(), points[cost].to_numpy())
+    return points[mask].sort_values(cost).reset_index(drop=True)
+
+
+def best_under(front: pd.DataFrame, limit: float | None, cost: str = "size_bytes",
+               min_accuracy: float | None = None) -> pd.Series | None:
+    """The most accurate row whose cost is at most `limit` (None: no limit).
+
+    Ties go to the smaller cost. None when nothing fits.
+    """
+    if front.empty:
+        return None
+    rows = front if limit is None else front[front[cost] <= limit + 1e-9]
+    if min_accuracy is not None:
+        rows = rows[rows["accuracy"] >= min_accuracy - 1e-12]
+    if rows.empty:
+        return None
+    rows = rows.sort_values(["accuracy", cost], ascending=[False, True])
+    return rows.iloc[0]
+
+
+def baselines(shape: ModelShape, accuracies: Sequence[float]) -> pd.DataFrame:
+    """Homogeneous 2..8-bit genomes with their accuracy (given in that order)."""
+    rows = []
+    for b, acc in zip(range(MIN_BITS, MAX_BITS + 1), accuracies):
+        g = homogeneous(b)
+        rows.append({"bits_all": b, "label": f"all {b}-bit", "accuracy": float(acc),
+                     "size_bytes": size_bytes(g, shape), "bops": bops(g, shape), "genome": g})
+    return pd.DataFrame(rows)
+
+
+def pick_summary(pick: pd.Series | dict, shape: ModelShape, reference_accuracy: float | None = None,
+                 cost: str = "size_bytes") -> dict:
+    """Plain-language numbers for one solution against the all-8-bit model."""
+    genome = tuple(int(b) for b in pick["genome"])
+    full = homogeneous(MAX_BITS)
+    size, size8 = size_bytes(genome, shape), size_bytes(full, shape)
+    ops, ops8 = bops(genome, shape), bops(full, shape)
+    out = {
+        "accuracy": float(pick["accuracy"]), "size_bytes": size, "size_kb": size / KB,
+        "smaller_pct": 100.0 * (1 - size / size8), "bops": ops, "fewer_bops_pct": 100.0 * (1 - ops / ops8),
+        "size8_bytes": size8, "cap_pct": 100.0 * size_cap(shape), "cost": cost,
+    }
+    if reference_accuracy is not None:
+        out["delta_pp"] = 100.0 * (out["accuracy"] - reference_accuracy)
+    return out
+
+
+def front_csv(front: pd.DataFrame) -> str:
+    """The front as CSV: one row per solution, one column per operator's bits."""
+    rows = []
+    for _, r in front.iterrows():
+        row = {"accuracy": r["accuracy"], "size_bytes": r["size_bytes"], "bops": r.get("bops")}
+        if "generation" in r:
+            row["generation"] = r["generation"]
+        row.update({name: int(b) for name, b in zip(OPS, r["genome"])})
+        rows.append(row)
+    return pd.DataFrame(rows).to_csv(index=False)
+
+
+# ---------------------------------------------------------------- one genome
+
+
+def genome_table(genome: Sequence[int], shape: ModelShape) -> pd.DataFrame:
+    """One row per operator: what it computes, its bits, what the bits set, bytes."""
+    sizes = op_bytes(genome, shape)
+    eight = op_bytes(homogeneous(MAX_BITS), shape)
+    rows = []
+    for i, (name, b) in enumerate(zip(OPS, genome)):
+        linear = i in LINEAR
+        rows.append({
+            "#": i, "operator": name, "computes": DESCRIPTION[name], "bits": int(b),
+            "bits set": "weights" if linear else "output",
+            "weight bytes": sizes[i], "bytes at 8 bits": eight[i],
+        })
+    return pd.DataFrame(rows)
+
+
+def size_breakdown(genome: Sequence[int], shape: ModelShape) -> dict:
+    """Weights per linear operator plus the part every genome pays (biases, head)."""
+    sizes = op_bytes(genome, shape)
+    parts = {OPS[i]: sizes[i] for i in LINEAR}
+    parts["biases + head (fixed)"] = fixed_bytes(shape)
+    return parts
+
+
+def confusion(y_true: Sequence[int], y_pred: Sequence[int], classes: int) -> np.ndarray:
+    """Counts (true class, predicted class)."""
+    cm = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return cm
+
+
+# ---------------------------------------------------------------- compare
+
+
+@dataclass(frozen=True)
+class Clusters:
+    genomes: np.ndarray  # (n, 17) in plotting order (grouped by cluster)
+    labels: np.ndarray  # (n,) cluster number 1..k, in the same order
+    names: list[str]  # one row label per genome
+    mean_bits: pd.DataFrame  # clusters x operators
+
+
+def cluster_genomes(genomes: Sequence[Sequence[int]], names: Sequence[str], k: int = 3) -> Clusters:
+    """Hierarchical (Ward) clustering of bit vectors into at most k groups."""
+    G = np.asarray(genomes, dtype=float).reshape(-1, len(OPS))
+    n = len(G)
+    if n == 0:
+        return Clusters(G.astype(int), np.zeros(0, dtype=int), [], pd.DataFrame(columns=list(OPS)))
+    if n == 1 or k <= 1:
+        labels = np.ones(n, dtype=int)
+    else:
+        from scipy.cluster.hierarchy import fcluster, linkage
+
+        labels = fcluster(linkage(G, method="ward"), t=min(k, n), criterion="maxclust").astype(int)
+    # renumber clusters by decreasing mean bits so cluster 1 is the widest
+    means = {c: G[labels == c].mean() for c in np.unique(labels)}
+    rank = {c: i + 1 for i, c in enumerate(sorted(means, key=lambda c: -means[c]))}
+    labels = np.array([rank[c] for c in labels])
+    order = np.lexsort((G.sum(axis=1) * -1, labels))
+    mean_bits = pd.DataFrame([G[labels == c].mean(axis=0) for c in sorted(set(labels))],
+                             index=[f"cluster {c}" for c in sorted(set(labels))], columns=list(OPS))
+    return Clusters(G[order].astype(int), labels[order], [names[i] for i in order], mean_bits)
+
+
+def wide_operators(genomes: Sequence[Sequence[int]], top: int = 4) -> list[tuple[str, float]]:
+    """Operators with the highest mean bit width over `genomes`: what a task keeps wide."""
+    G = np.asarray(genomes, dtype=float).reshape(-1, len(OPS))
+    if len(G) == 0:
+        return []
+    mean = G.mean(axis=0)
+    order = np.argsort(-mean, kind="stable")[:top]
+    return [(OPS[i], float(mean[i])) for i in order]
+
+
+# ---------------------------------------------------------------- learn
+
+
+def demo_signal(n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth test signal in [-1, 1): time and values."""
+    t = np.linspace(0.0, 1.0, n)
+    x = 0.6 * np.sin(2 * np.pi * 2 * t) + 0.3 * np.sin(2 * np.pi * 5 * t + 0.4)
+    return t, x
+
+
+def quantize_signal(x: np.ndarray, bits: int, exponent: int = 0) -> dict:
+    """Round x into a signed `bits`-wide format holding |v| <= 2^exponent.
+
+    Uses gruq.fixedpoint (the arithmetic of record): returns the codes, the
+    values they stand for, the error and its RMS, and the format's step.
+    """
+    fmt = fixedpoint.Format(bits, fixedpoint.frac_bits(bits, exponent))
+    codes = fixedpoint.quantize(x, fmt)
+    values = np.ldexp(codes.astype(np.float64), -fmt.frac)
+    err = values - x
+    return {"format": fmt, "codes": codes, "values": values, "error": err,
+            "rms": float(np.sqrt(np.mean(err ** 2))), "step": 2.0 ** -fmt.frac}
+
+
+def rms_by_bits(x: np.ndarray, bits: Iterable[int] = range(MIN_BITS, MAX_BITS + 1), exponent: int = 0) -> pd.DataFrame:
+    """RMS rounding error of x for each bit width, with the uniform-noise estimate step/sqrt(12)."""
+    rows = []
+    for b in bits:
+        q = quantize_signal(x, b, exponent)
+        rows.append({"bits": b, "rms": q["rms"], "step": q["step"], "estimate": q["step"] / np.sqrt(12)})
+    return pd.DataFrame(rows)
+
+
+def sigmoid_lut(in_bits: int, out_bits: int, in_exponent: int = 3) -> dict:
+    """The sigmoid look-up table gruq builds: signed input of `in_bits` holding
+    |v| <= 2^in_exponent, unsigned output with scale 2^-out_bits (as sig_r and sig_z).
+
+    Returns input values, LUT outputs (as real values), the true sigmoid and
+    the largest error over the table.
+    """
+    fin = fixedpoint.Format(in_bits, fixedpoint.frac_bits(in_bits, in_exponent))
+    fout = fixedpoint.Format(out_bits, out_bits, signed=False)
+    lut = fixedpoint.activation_lut(fixedpoint.sigmoid, fin, fout)
+    codes = np.arange(fin.lo, fin.hi + 1)
+    xin = np.ldexp(codes.astype(np.float64), -fin.frac)
+    yout = np.ldexp(lut.astype(np.float64), -fout.frac)
+    true = fixedpoint.sigmoid(xin)
+    return {"x": xin, "lut": yout, "true": true, "entries": len(lut), "max_error": float(np.abs(yout - true).max()),
+            "in_format": fin, "out_format": fout}
+
+
+def genome_from(value: object) -> Genome:
+    """A genome from a list, tuple, JSON text or comma-separated text."""
+    import json
+
+    from gruq.genome import parse_bits, validate
+
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return validate(int(v) for v in json.loads(text))
+        return parse_bits(text)
+    return validate(int(v) for v in value)  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------- runs (store rows -> tables)
+
+
+def points_frame(individuals: Sequence[dict]) -> pd.DataFrame:
+    """The store's individuals as a table; `genome` holds the bits as a tuple."""
+    cols = ["genome", "accuracy", "size_bytes", "bops", "generation", "feasible", "on_front", "finetuned_accuracy"]
+    if not individuals:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(list(individuals))
+    df["genome"] = [tuple(int(b) for b in bits) for bits in df["bits"]]
+    return df.drop(columns=["bits"])[cols]
+
+
+def front_frame(points: pd.DataFrame, cost: str = "size_bytes") -> pd.DataFrame:
+    """The latest front the run recorded (on_front), by cost; recomputed from feasible
+    points if the run has not marked one yet."""
+    if points.empty:
+        return points.copy()
+    marked = points[points["on_front"].astype(bool)]
+    if len(marked):
+        return marked.sort_values([cost, "accuracy"], ascending=[True, False]).reset_index(drop=True)
+    return front_of(points[points["feasible"].astype(bool)], cost)
+
+
+def distinct_tradeoffs(front: pd.DataFrame, cost: str = "size_bytes") -> pd.DataFrame:
+    """One row per (accuracy, cost) point of a front.
+
+    Genomes that differ only in operators that change neither size nor
+    accuracy share a point; the one with the fewest bit operations (then the
+    fewest bits in total) stands for it, and `alike` counts the others.
+    """
+    if front.empty:
+        return front.assign(alike=pd.Series(dtype=int))
+    df = front.assign(_total=[sum(g) for g in front["genome"]])
+    df = df.sort_values([cost, "accuracy", "bops", "_total"], ascending=[True, False, True, True])
+    df = df.assign(alike=df.groupby([cost, "accuracy"])["accuracy"].transform("size") - 1)
+    out = df.drop_duplicates([cost, "accuracy"], keep="first")
+    return out.drop(columns="_total").reset_index(drop=True)
+
+
+def max_size_bytes(config: dict, shape: ModelShape) -> float | None:
+    """The run's size limit in bytes, whichever way it was given."""
+    if config.get("max_size_bytes") is not None:
+        return float(config["max_size_bytes"])
+    if config.get("max_size_kb") is not None:
+        return float(config["max_size_kb"]) * KB
+    if config.get("max_size_pct") is not None:
+        return float(config["max_size_pct"]) / 100.0 * size_bytes(homogeneous(MAX_BITS), shape)
+    return None
+
+
+def _time(text: str | None):
+    from datetime import datetime
+
+    return datetime.fromisoformat(text) if text else None
+
+
+def progress(run: dict, curve: Sequence[dict], now=None) -> dict:
+    """Fraction done, elapsed and estimated remaining seconds of a run."""
+    from datetime import datetime, timezone
+
+    now = now or datetime.now(timezone.utc)
+    planned = max(int(run["generations"]), 1)
+    done = int(run["generations_done"])
+    started, finished = _time(run.get("started_at")), _time(run.get("finished_at"))
+    end = finished if finished and run["status"] not in ("queued", "running") else now
+    elapsed = (end - started).total_seconds() if started else 0.0
+    remaining = None
+    if run["status"] == "running" and done:
+        per_gen = elapsed / done
+        remaining = max(0.0, per_gen * (planned - done))
+    elif run["status"] == "finished":
+        remaining = 0.0
+    return {"fraction": min(1.0, done / planned), "done": done, "planned": planned,
+            "elapsed": max(0.0, elapsed), "remaining": remaining}
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {(s % 3600) // 60:02d}m"
+
+
+def hypervolume_frame(curve: Sequence[dict]) -> pd.DataFrame:
+    if not curve:
+        return pd.DataFrame(columns=["generation", "hypervolume"])
+    return pd.DataFrame({"generation": [c["gen"] for c in curve], "hypervolume": [c["hypervolume"] for c in curve]})
+
+
+def config_summary(config: dict) -> list[str]:
+    """The settings of a run in words, for a caption."""
+    parts = [f"objective: {'bit operations' if config.get('objective') == 'bops' else 'model size'}",
+             f"population {config.get('pop')}", f"{config.get('gens')} generations", f"seed {config.get('seed')}"]
+    if config.get("max_size_kb") is not None:
+        parts.append(f"max size {config['max_size_kb']:g} kB")
+    if config.get("max_size_pct") is not None:
+        parts.append(f"max size {config['max_size_pct']:g}% of all-8-bit")
+    if config.get("max_size_bytes") is not None:
+        parts.append(f"max size {config['max_size_bytes']:g} bytes")
+    if config.get("min_accuracy") is not None:
+        parts.append(f"min accuracy {100 * config['min_accuracy']:g}%")
+    if config.get("finetune_epochs"):
+        parts.append(f"{config['finetune_epochs']} fine-tuning epochs per scheme")
+    for op, (lo, hi) in (config.get("bits_ranges") or {}).items():
+        parts.append(f"{op} {lo}-{hi} bits")
+    for op, b in (config.get("pins") or {}).items():
+        parts.append(f"{op} pinned at {b}")
+    return parts

@@ -1,0 +1,55 @@
+"""Shared fixtures: small random GRU models calibrated on random data.
+
+Everything here is tiny on purpose (a few features, a few hidden units, a few
+steps) so that the bit-exactness properties can be checked on many genomes in
+seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from gruq.model import Calibration, GRUClassifier, calibrate
+
+
+@dataclass
+class Small:
+    """A random float model, its calibration, and input data in its range."""
+
+    model: GRUClassifier
+    calib: Calibration
+    X: np.ndarray  # (N, T, F) float32
+
+
+def small(features: int = 3, hidden: int = 8, classes: int = 4, steps: int = 6, n: int = 24,
+          seed: int = 0, weight_scale: float = 1.0) -> Small:
+    """A seeded random GRUClassifier; `weight_scale` > 1 makes activations larger
+    (more saturation, more varied calibration exponents)."""
+    torch.manual_seed(seed)
+    model = GRUClassifier(features, hidden, classes)
+    if weight_scale != 1.0:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(weight_scale)
+    model.eval()
+    gen = np.random.default_rng(seed)
+    X = gen.standard_normal((n, steps, features)).astype(np.float32)
+    return Small(model=model, calib=calibrate(model, X), X=X)
+
+
+# The random models the bit-exactness tests run on: different shapes, and
+# weights scaled up to push activations into saturation.
+MODELS = {
+    "F3-H8-C4": dict(features=3, hidden=8, classes=4, steps=6, seed=0),
+    "F1-H5-C2": dict(features=1, hidden=5, classes=2, steps=9, seed=1),
+    "F6-H12-C5-big": dict(features=6, hidden=12, classes=5, steps=5, seed=2, weight_scale=3.0),
+}
+
+
+@pytest.fixture(scope="session")
+def models() -> dict[str, Small]:
+    return {name: small(**kw) for name, kw in MODELS.items()}

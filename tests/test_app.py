@@ -1,0 +1,385 @@
+"""The app's pages, headless, with Streamlit's AppTest.
+
+Every page runs through app.py (its st.navigation) against a temporary run
+store (GRUQ_DB). The store is filled by tiny real searches on vowels, run
+in-process by gruq.search.run, so what the pages read is what a real run
+writes. Live updates (st.fragment with run_every) do not run under AppTest:
+tests/test_browser.py covers them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from gruq.genome import fixed_bytes, homogeneous, size_bytes
+from gruq.ops import OPS
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+LIVE, EXPLORER, COMPARE, LEARN = ("app_pages/live_run.py", "app_pages/explorer.py", "app_pages/compare.py",
+                                  "app_pages/learn.py")
+TIMEOUT = 180
+
+needs_vowels = pytest.mark.skipif(not (ROOT / "assets" / "vowels.pt").is_file(),
+                                  reason="assets/vowels.pt is missing: python -m gruq train --task vowels")
+
+
+def open_page(page: str | None = None, **query: str) -> AppTest:
+    """Run app.py, then (optionally) switch to `page` with query parameters."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    at.run()
+    if page is not None:
+        at.switch_page(page)
+        at.query_params.update(query)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    """Everything the page wrote as text: markdown, captions, messages, metric labels."""
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [e.value for e in at.error] + [w.value for w in at.warning] + [s.value for s in at.success]
+    parts += [i.value for i in at.info] + [t.value for t in at.title]
+    return "\n".join(str(p) for p in parts)
+
+
+def metric(at: AppTest, label: str):
+    for m in at.metric:
+        if m.label == label:
+            return m
+    raise AssertionError(f"no metric {label!r}; metrics: {[m.label for m in at.metric]}")
+
+
+def plotly_specs(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def n_values(v) -> int:
+    """Length of a Plotly data array (a list, or Plotly's base64 typed-array form)."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        import numpy as np
+
+        return len(base64.b64decode(v["bdata"])) // np.dtype(v["dtype"]).itemsize
+    return len(v)
+
+
+@pytest.fixture()
+def empty_db(tmp_path, monkeypatch) -> Path:
+    db = tmp_path / "gruq.db"
+    monkeypatch.setenv("GRUQ_DB", str(db))
+    monkeypatch.delenv("GRUQ_EVALUATOR", raising=False)
+    return db
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory) -> Path:
+    """A store holding two finished real searches on vowels (seeds 0 and 1)."""
+    if not (ROOT / "assets" / "vowels.pt").is_file():
+        pytest.skip("assets/vowels.pt is missing")
+    from gruq.search import run
+    from gruq.search.config import SearchConfig
+
+    db = tmp_path_factory.mktemp("store") / "gruq.db"
+    for seed in (0, 1):
+        run.start(db, SearchConfig(task="vowels", pop=8, gens=2, seed=seed), progress=False)
+    return db
+
+
+@pytest.fixture()
+def filled_db(two_runs, monkeypatch) -> Path:
+    monkeypatch.setenv("GRUQ_DB", str(two_runs))
+    monkeypatch.delenv("GRUQ_EVALUATOR", raising=False)
+    return two_runs
+
+
+# ---------------------------------------------------------------- launch
+
+
+@needs_vowels
+def test_launch_page_describes_the_task_and_accepts_the_defaults(empty_db) -> None:
+    at = open_page()
+    assert "find the smallest GRU" in at.title[0].value
+    assert metric(at, "classes").value == "9"
+    assert "These settings can run" in texts(at)
+    assert not at.button(key="launch").disabled
+
+
+@needs_vowels
+def test_launch_explains_a_size_limit_no_scheme_can_meet(empty_db) -> None:
+    at = open_page()
+    at.radio(key="size_mode").set_value("kB").run()
+    at.number_input(key="max_kb").set_value(0.5).run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "below the smallest size any allowed genome reaches" in errors
+    assert at.button(key="launch").disabled
+    # a pin narrows what is reachable: pinning every weight at 8 bits makes 4 kB impossible too
+    at.number_input(key="max_kb").set_value(4.0).run()
+    assert not at.error
+    for name in ("lin_xr", "lin_hr", "lin_xz", "lin_hz", "lin_xn", "lin_hn"):
+        at.slider(key=f"range_{name}").set_value((8, 8))
+    at.run()
+    assert "below the smallest size" in " ".join(e.value for e in at.error)
+
+
+@needs_vowels
+def test_launch_warns_about_an_accuracy_floor_above_the_float_model(empty_db) -> None:
+    at = open_page()
+    at.number_input(key="min_acc").set_value(99.9).run()
+    assert any("unquantized model itself scores" in w.value for w in at.warning)
+
+
+@needs_vowels
+def test_launching_records_the_run_and_opens_the_live_page(empty_db) -> None:
+    from gruq import store
+
+    at = open_page()
+    at.number_input(key="pop").set_value(4)
+    at.number_input(key="gens").set_value(1)
+    at.run()
+    at.button(key="launch").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    runs = store.list_runs(empty_db)
+    assert len(runs) == 1 and runs[0]["task"] == "vowels"
+    assert runs[0]["config"]["pop"] == 4 and runs[0]["config"]["gens"] == 1
+    assert at.session_state["run_id"] == runs[0]["run_id"]
+    assert "Live run" in at.title[0].value  # switched to the live page
+    deadline = time.monotonic() + 120  # let the background process finish before the store goes away
+    while store.run_detail(empty_db, runs[0]["run_id"])["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert store.run_detail(empty_db, runs[0]["run_id"])["status"] == "finished"
+
+
+def _npz_bytes(n: int = 180) -> bytes:
+    import io
+
+    import numpy as np
+
+    gen = np.random.default_rng(0)
+    y = np.arange(n) % 3
+    X = gen.standard_normal((n, 12, 3)).astype(np.float32) + y[:, None, None]
+    buf = io.BytesIO()
+    np.savez(buf, X=X, y=y)
+    return buf.getvalue()
+
+
+def test_launch_refuses_an_uploaded_file_that_is_not_a_task(empty_db) -> None:
+    at = open_page()
+    at.radio(key="task_choice").set_value("my own data (.npz)").run()
+    assert "Choose a task (or upload your data) first." in [e.value for e in at.error]
+    at.file_uploader[0].set_value(("broken.npz", b"not a zip file", "application/octet-stream")).run()
+    assert not at.exception
+    assert any("This file cannot be used" in e.value for e in at.error)
+    assert not list((empty_db.parent / "uploads").glob("*.npz"))  # a bad file is not kept
+
+
+def test_launch_offers_to_train_an_uploaded_task_first(empty_db) -> None:
+    at = open_page()
+    at.radio(key="task_choice").set_value("my own data (.npz)").run()
+    at.file_uploader[0].set_value(("my data.npz", _npz_bytes(), "application/octet-stream")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    saved = list((empty_db.parent / "uploads").glob("*.npz"))
+    assert len(saved) == 1 and saved[0].name.startswith("my_data-")  # a safe name that no built-in task has
+    assert metric(at, "classes").value == "3"
+    assert any("has none yet" in w.value for w in at.warning)
+    assert "Train the float model" in [b.label for b in at.button]
+    assert any("needs the trained float model" in e.value for e in at.error)
+    assert at.button(key="launch").disabled
+
+
+# ---------------------------------------------------------------- live run
+
+
+def test_live_page_without_runs_points_to_the_launch_page(empty_db) -> None:
+    at = open_page(LIVE)
+    assert "No runs yet" in texts(at)
+
+
+def test_live_page_draws_a_finished_run(filled_db) -> None:
+    from gruq import store
+
+    at = open_page(LIVE, run="1")
+    specs = plotly_specs(at)
+    front_chart = specs[0]
+    names = [t.get("name") for t in front_chart["data"]]
+    assert names[0] == "every scheme tried" and names[2].startswith("best trade-offs")
+    detail = store.run_detail(filled_db, 1)
+    assert n_values(front_chart["data"][0]["x"]) == detail["evaluations"]
+    assert n_values(front_chart["data"][1]["x"]) == 7  # the 2..8-bit baselines
+    assert n_values(front_chart["data"][2]["x"]) == len(store.result(filled_db, 1)["front"])
+    assert any("finished" in str(p.proto) for p in at.get("progress"))
+    assert "Pick this one:" in texts(at)
+    assert len(specs) == 2  # and the hypervolume curve
+
+
+def test_live_page_limit_slider_moves_the_pick(filled_db) -> None:
+    at = open_page(LIVE, run="1")
+    before = [s.value for s in at.success]
+    slider = at.slider(key="limit_1")
+    slider.set_value(slider.min).run()
+    assert not at.exception
+    after = " ".join(s.value for s in at.success) + " ".join(w.value for w in at.warning)
+    assert after and [s.value for s in at.success] != before
+
+
+def test_live_page_cancel_and_resume_follow_the_run_status(filled_db) -> None:
+    at = open_page(LIVE, run="2")
+    labels = [b.label for b in at.button]
+    assert "Cancel" not in labels and "Resume" not in labels  # a finished run has neither
+
+
+@pytest.fixture()
+def fake_db(tmp_path, monkeypatch) -> Path:
+    """A store for runs scored by the search's synthetic evaluator (instant, task 'fake'),
+    in this process and in the run processes the app starts."""
+    db = tmp_path / "gruq.db"
+    monkeypatch.setenv("GRUQ_DB", str(db))
+    monkeypatch.setenv("GRUQ_EVALUATOR", "test_search_fake:make")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests"))
+    return db
+
+
+def _wait_status(db: Path, run_id: int, wanted: set[str], timeout: float = 120) -> str:
+    from gruq import store
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = store.run_detail(db, run_id)["status"]
+        if status in wanted:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} is still {status}")
+
+
+def test_live_page_draws_a_bops_run_against_bit_operations(fake_db) -> None:
+    from gruq.search import run
+    from gruq.search.config import SearchConfig
+
+    run.start(fake_db, SearchConfig(task="fake", objective="bops", pop=8, gens=3), progress=False)
+    at = open_page(LIVE, run="1")
+    fig = plotly_specs(at)[0]
+    assert "bit operations" in fig["layout"]["xaxis"]["title"]["text"]
+    assert "Pick this one:" in texts(at)
+
+
+def test_cancel_stops_a_running_search(fake_db, monkeypatch) -> None:
+    from gruq.search import launch
+
+    monkeypatch.setenv("GRUQ_FAKE_DELAY", "0.4")
+    run_id = launch.launch(fake_db, {"task": "fake", "pop": 8, "gens": 40})
+    try:
+        _wait_status(fake_db, run_id, {"running"})
+        at = open_page(LIVE, run=str(run_id))
+        at.button(key="cancel").click().run()
+        assert not at.exception
+        assert _wait_status(fake_db, run_id, {"cancelled", "finished"}) == "cancelled"
+        at.run()
+        assert "Resume" in [b.label for b in at.button]
+    finally:
+        launch.cancel(fake_db, run_id)
+
+
+def test_resume_continues_a_run_whose_process_died(fake_db) -> None:
+    from gruq import store
+    from gruq.search.config import SearchConfig
+    from gruq.store import RunStore
+
+    cfg = SearchConfig(task="fake", pop=8, gens=3)
+    with RunStore(fake_db) as rs:
+        run_id = rs.create_run("fake", cfg.to_dict(), 0, 3)
+        rs.claim(run_id, 2**22 + 12345, ("queued",))  # 'running' in a process that does not exist
+    at = open_page(LIVE, run=str(run_id))
+    assert any("process has stopped" in str(p.proto) for p in at.get("progress"))
+    at.button(key="resume").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _wait_status(fake_db, run_id, {"finished", "failed"}) == "finished"
+    assert store.run_detail(fake_db, run_id)["generations_done"] == 3
+
+
+# ---------------------------------------------------------------- explorer
+
+
+def test_explorer_shows_the_table_and_sizes_for_a_genome(filled_db) -> None:
+    from gruq.tasks import load
+
+    genome = (4, 4, 5, 3, 6, 6, 6, 4, 8, 8, 7, 7, 3, 2, 6, 6, 8)
+    at = open_page(EXPLORER, run="1", bits=",".join(map(str, genome)))
+    table = at.dataframe[0].value
+    assert list(table["operator"]) == list(OPS)
+    assert tuple(table["bits"]) == genome
+    shape = load("vowels").shape
+    assert metric(at, "model size").value == f"{size_bytes(genome, shape) / 1000:.2f} kB"
+    assert sum(table["weight bytes"]) == pytest.approx(size_bytes(genome, shape) - fixed_bytes(shape))
+    assert metric(at, "accuracy, validation").value.endswith("%")
+    assert metric(at, "accuracy, test (integer engine)").value.endswith("%")
+    assert "Confusion matrix on test data" in texts(at)
+
+
+def test_explorer_what_if_rescores_within_two_seconds(filled_db) -> None:
+    at = open_page(EXPLORER, run="1", bits="8")
+    assert metric(at, "model size").value == f"{size_bytes(homogeneous(8), _shape()) / 1000:.2f} kB"
+    at.slider(key="wi_lin_hn").set_value(2)
+    t0 = time.perf_counter()
+    at.run()
+    elapsed = time.perf_counter() - t0
+    assert not at.exception
+    g = list(homogeneous(8))
+    g[OPS.index("lin_hn")] = 2
+    assert metric(at, "model size").value == f"{size_bytes(g, _shape()) / 1000:.2f} kB"
+    assert "vs start" in metric(at, "accuracy, validation").delta
+    assert tuple(at.dataframe[0].value["bits"]) == tuple(g)
+    assert elapsed < 2.0, f"what-if took {elapsed:.2f} s"
+
+
+def test_explorer_without_runs_starts_from_homogeneous_genomes(empty_db) -> None:
+    if not (ROOT / "assets" / "vowels.pt").is_file():
+        pytest.skip("assets/vowels.pt is missing")
+    at = open_page(EXPLORER)
+    assert tuple(at.dataframe[0].value["bits"]) == homogeneous(8)
+    at.selectbox(key="start_vowels_").set_value("all 3-bit").run()
+    assert tuple(at.dataframe[0].value["bits"]) == homogeneous(3)
+
+
+def _shape():
+    from gruq.tasks import load
+
+    return load("vowels").shape
+
+
+# ---------------------------------------------------------------- compare
+
+
+def test_compare_overlays_two_runs_and_clusters_their_fronts(filled_db) -> None:
+    at = open_page(COMPARE)
+    assert at.multiselect(key="compare_runs").value == [2, 1]
+    overlay, heatmap = plotly_specs(at)[:2]
+    assert len(overlay["data"]) == 2
+    assert heatmap["data"][0]["type"] == "heatmap"
+    assert heatmap["data"][0]["x"] == list(OPS)
+    assert "keeps widest" in texts(at)
+    at.slider(key="compare_k").set_value(2).run()
+    assert not at.exception
+
+
+# ---------------------------------------------------------------- learn
+
+
+def test_learn_sliders_change_the_displayed_error(empty_db) -> None:
+    at = open_page(LEARN)
+    rms4 = float(metric(at, "RMS rounding error").value)
+    at.slider(key="learn_bits").set_value(8).run()
+    rms8 = float(metric(at, "RMS rounding error").value)
+    assert rms8 < rms4 / 8
+    lut_before = float(metric(at, "Largest table error").value)
+    at.slider(key="learn_lut_out").set_value(8).run()
+    assert float(metric(at, "Largest table error").value) < lut_before
+    assert not at.exception

@@ -1,0 +1,160 @@
+"""The benchmarks' harness (bench/), on the synthetic evaluator: shapes, not timings.
+
+The search-quality comparison must give each method the same budget of
+distinct genomes, score every genome once across methods, and be
+reproducible; `python -m gruq bench --json` must keep its contract and skip,
+not crash on, a task it cannot run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_search_fake import FakeEvaluator
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from bench import quick_run, search_quality as sq  # noqa: E402
+
+from gruq.genome import homogeneous  # noqa: E402
+
+BUDGET = 40
+POP = 8
+
+
+class CountingEvaluator(FakeEvaluator):
+    """The fake evaluator, counting how often each genome is computed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[tuple[int, ...], int] = {}
+
+    def accuracy(self, genomes):
+        for g in genomes:
+            self.counts[tuple(g)] = self.counts.get(tuple(g), 0) + 1
+        return super().accuracy(genomes)
+
+
+@pytest.fixture(scope="module")
+def quality() -> tuple[dict, CountingEvaluator]:
+    ev = CountingEvaluator()
+    out = sq.search_quality("fake", seeds=2, budget=BUDGET, pop=POP, evaluator=ev, progress=False)
+    return out, ev
+
+
+def test_three_hypervolumes_in_the_unit_interval(quality) -> None:
+    out, _ = quality
+    assert set(out["hypervolume"]) == {"gruq", "random", "optuna_nsga2"}
+    for method, values in out["hypervolume_per_seed"].items():
+        assert len(values) == 2
+        assert all(0.0 <= v <= 1.0 for v in values)
+        assert out["hypervolume"][method] == pytest.approx(sorted(values)[0] / 2 + sorted(values)[1] / 2)
+    # every method starts from the homogeneous genomes, so none can fall below them
+    assert all(v >= out["hypervolume_homogeneous"] - 1e-12 for v in out["hypervolume"].values())
+
+
+def test_every_method_gets_exactly_the_budget(quality) -> None:
+    out, _ = quality
+    assert out["evaluations"] == BUDGET
+    assert out["evaluations_per_run"] == {m: [BUDGET, BUDGET] for m in sq.METHODS}
+
+
+def test_the_shared_cache_scores_each_genome_once(quality) -> None:
+    out, ev = quality
+    assert ev.counts and max(ev.counts.values()) == 1
+    assert len(ev.counts) == out["scorings_computed"]
+    assert all(ev.counts.get(homogeneous(b)) == 1 for b in range(2, 9))
+
+
+def test_the_hypervolume_is_the_one_gruq_reports() -> None:
+    from gruq.search.hypervolume import hypervolume
+
+    scorer = sq.SharedScorer(FakeEvaluator())
+    genomes = [homogeneous(b) for b in (2, 4, 8)]
+    scorer.score(genomes)
+    size8 = sq.size_bytes(homogeneous(8), scorer.shape)
+    expected = hypervolume([(scorer.cache[g], sq.size_bytes(g, scorer.shape)) for g in genomes], size8)
+    assert sq.front_hypervolume(scorer, genomes) == expected
+
+
+def test_optuna_is_deterministic_for_a_seed() -> None:
+    def asked(seed: int) -> list:
+        view = sq.SharedScorer(FakeEvaluator(), batch=POP).view()
+        sq.run_optuna(view, seed, BUDGET, POP)
+        return view.first(BUDGET)
+
+    first = asked(3)
+    assert first == asked(3) and len(first) == BUDGET
+    assert first[:7] == [homogeneous(b) for b in range(2, 9)]  # the enqueued baselines come first
+    assert first != asked(4)
+
+
+def test_gruq_and_random_are_deterministic_for_a_seed() -> None:
+    def asked(method: str, seed: int) -> list:
+        view = sq.SharedScorer(FakeEvaluator(), batch=POP).view()
+        if method == "gruq":
+            sq.run_gruq(view, "fake", seed, BUDGET, POP)
+        else:
+            sq.run_random(view, seed, BUDGET, POP)
+        return view.first(BUDGET)
+
+    for method in ("gruq", "random"):
+        assert asked(method, 1) == asked(method, 1)
+        assert len(set(asked(method, 1))) == BUDGET
+
+
+def test_the_score_cache_file_is_reused_only_for_the_same_fingerprint(tmp_path: Path) -> None:
+    path = tmp_path / "scores.json"
+    cache = {homogeneous(4): 0.5}
+    sq.save_cache(path, "key", cache)
+    assert sq.load_cache(path, "key") == cache
+    assert sq.load_cache(path, "other") == {}
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+def gruq(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GRUQ_EVALUATOR": "test_search_fake:make",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
+    return subprocess.run([sys.executable, "-m", "gruq", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=300)
+
+
+def test_bench_json_shape_with_a_tiny_budget() -> None:
+    proc = gruq("bench", "--json", "--tasks", "fake", "--search-task", "fake", "--ratio-task", "fake",
+                "--seeds", "2", "--budget", "24", "--pop", "8", "--no-ratio")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert {"eval_cost_ratio", "hypervolume", "evaluations", "quick_run_seconds"} <= set(out)
+    assert set(out["hypervolume"]) == {"gruq", "random", "optuna_nsga2"}
+    assert all(0 <= v <= 1 for v in out["hypervolume"].values())
+    assert all(len(v) == 2 for v in out["hypervolume_per_seed"].values())
+    assert out["evaluations"] == 24
+    assert set(out["quick_run_seconds"]) == {"fake"} and out["quick_run_seconds"]["fake"] > 0
+    assert out["skipped"] == {}
+
+
+def test_bench_skips_a_task_it_cannot_run() -> None:
+    proc = gruq("bench", "--json", "--tasks", "nosuch", "--search-task", "nosuch", "--seeds", "1", "--budget", "8",
+                "--no-ratio")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["hypervolume"] is None and out["quick_run_seconds"] == {}
+    assert "unknown task" in out["skipped"]["nosuch"]
+
+
+def test_bench_refuses_a_bad_budget_in_one_line() -> None:
+    proc = gruq("bench", "--budget", "0", "--json")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "budget" in proc.stderr
+
+
+def test_the_quick_budget_is_documented_and_small() -> None:
+    assert quick_run.QUICK["pop"] * quick_run.QUICK["gens"] <= 100

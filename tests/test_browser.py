@@ -1,0 +1,198 @@
+"""End to end in a real browser: Debian's chromium driven by Playwright for Python.
+
+Starts `streamlit run app.py` on a free loopback port with a temporary run
+store, launches a small search on vowels from the Launch page, watches the
+chart appear and grow on the Live run page, clicks a point of the front and
+checks the drill-down. Screenshots go to test-artifacts/.
+
+Waits use the selectors of Streamlit's own browser tests (NOTES.md): the app is
+connected, and the script is not running.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CONNECTED = "[data-testid='stApp'][data-test-connection-state='CONNECTED']"
+IDLE = "[data-test-script-state='notRunning']"
+# The issue's promise: the first front shows within 15 s of launch. On a machine busy
+# with other work, GRUQ_FIRST_FRONT_S relaxes it (the test still reports the time).
+FIRST_FRONT_S = float(os.environ.get("GRUQ_FIRST_FRONT_S", 15.0))
+
+# JavaScript: number of points drawn in each scatter trace of the first Plotly chart
+POINTS_JS = """() => {
+  const plot = document.querySelector('.js-plotly-plot');
+  if (!plot) return null;
+  return Array.from(plot.querySelectorAll('.scatterlayer .trace')).map(t => t.querySelectorAll('path.point').length);
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_health(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().decode().strip() == "ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError("streamlit did not become healthy")
+
+
+@pytest.fixture()
+def server(tmp_path):
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is not installed (scripts/setup --browser installs it)")
+    if not (ROOT / "assets" / "vowels.pt").is_file():
+        pytest.skip("assets/vowels.pt is missing: run python -m gruq train --task vowels")
+    port = _free_port()
+    env = {**os.environ, "GRUQ_DB": str(tmp_path / "gruq.db")}
+    env.pop("GRUQ_EVALUATOR", None)
+    log = open(tmp_path / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.headless", "true", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_health(url, proc)
+        yield url, tmp_path / "gruq.db"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        _stop_runs(tmp_path / "gruq.db")
+
+
+def _stop_runs(db: Path) -> None:
+    """Cancel any run the test left going (they are detached processes)."""
+    if not db.exists():
+        return
+    from gruq import store
+    from gruq.search import launch
+
+    for r in store.list_runs(db):
+        if r["alive"]:
+            launch.cancel(db, r["run_id"])
+
+
+def _idle(page, timeout: float = 60_000) -> None:
+    page.wait_for_selector(CONNECTED, timeout=timeout)
+    page.wait_for_selector(IDLE, timeout=timeout)
+
+
+def _set_number(page, label: str, value: int) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    _idle(page)
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def test_launch_watch_and_drill_down(server) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, db = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            _idle(page)
+            expect(page.get_by_text("find the smallest GRU that still works")).to_be_visible()
+            expect(page.get_by_text("These settings can run")).to_be_visible()
+
+            _set_number(page, "Population (schemes per generation)", 8)
+            _set_number(page, "Generations (the first included)", 8)
+            _shot(page, "01-launch.png")
+
+            page.get_by_role("button", name="Launch the search").click()
+            launched = time.monotonic()
+            page.wait_for_url("**/Live_run**", timeout=60_000)
+            page.wait_for_selector(CONNECTED)
+            expect(page.get_by_text("Live run: accuracy against size")).to_be_visible()
+
+            # the first front: the chart shows points of the front trace
+            counts: list[int] = []
+            first_front = None
+            while time.monotonic() - launched < 120:
+                pts = page.evaluate(POINTS_JS)
+                if pts and len(pts) >= 3 and pts[2] > 0:
+                    if first_front is None:
+                        first_front = time.monotonic() - launched
+                        _shot(page, "02-first-front.png")
+                    if not counts or pts[0] != counts[-1]:
+                        counts.append(pts[0])
+                if page.get_by_text("finished · generation").count():
+                    break
+                time.sleep(0.25)
+            assert first_front is not None, "the chart never showed a front"
+            assert first_front <= FIRST_FRONT_S, f"first front after {first_front:.1f} s"
+            _idle(page)
+            time.sleep(2.0)  # let the last fragment run draw
+            final = page.evaluate(POINTS_JS)
+            counts.append(final[0])
+            assert len(set(counts)) >= 2 and counts[-1] > counts[0], f"the chart did not grow: {counts}"
+            _shot(page, "03-finished.png")
+            expect(page.get_by_text("Pick this one:")).to_be_visible()
+
+            # click a point of the front (trace 2) -> the Explorer opens on it
+            point = page.locator(".js-plotly-plot .scatterlayer .trace").nth(2).locator("path.point").last
+            box = point.bounding_box()
+            assert box is not None
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            time.sleep(0.3)
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.wait_for_url("**/Explorer**", timeout=30_000)
+            _idle(page)
+            expect(page.get_by_text("Explorer: one scheme, operator by operator")).to_be_visible()
+            expect(page.get_by_text("Bits per operator")).to_be_visible()
+            expect(page.get_by_text("Confusion matrix on test data")).to_be_visible()
+            assert "bits=" in page.url
+            time.sleep(1.0)
+            _shot(page, "04-explorer.png")
+
+            # what-if: the Learn page works too (a teacher's entry point)
+            page.goto(f"{url}/Learn")
+            _idle(page)
+            expect(page.get_by_text("RMS rounding error")).to_be_visible()
+            time.sleep(1.0)
+            _shot(page, "05-learn.png")
+            errors = page.locator("[data-testid='stException']").count()
+            assert errors == 0
+        finally:
+            browser.close()

@@ -1,0 +1,125 @@
+"""The app's UI-free parts: gruq.views (tables) and gruq.figures (Plotly figures)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gruq import figures, fixedpoint, views
+from gruq.genome import ModelShape, fixed_bytes, homogeneous, size_bytes
+from gruq.ops import LINEAR, OPS
+
+SHAPE = ModelShape(features=12, hidden=32, classes=9, steps=29)
+
+
+def frame(rows: list[tuple[float, float]]) -> pd.DataFrame:
+    """Points (accuracy, size) with distinct genomes."""
+    return pd.DataFrame({"accuracy": [a for a, _ in rows], "size_bytes": [s for _, s in rows],
+                         "bops": [int(s) for _, s in rows], "generation": 0,
+                         "genome": [homogeneous(2 + i % 7)[:-1] + (i,) for i in range(len(rows))]})
+
+
+def test_pareto_mask_keeps_exactly_the_non_dominated_points() -> None:
+    acc = [0.5, 0.6, 0.55, 0.9, 0.9, 0.2]
+    cost = [1.0, 2.0, 3.0, 4.0, 5.0, 0.5]
+    assert views.pareto_mask(acc, cost).tolist() == [True, True, False, True, False, True]
+
+
+def test_best_under_takes_the_most_accurate_point_that_fits() -> None:
+    front = views.front_of(frame([(0.5, 1000), (0.7, 2000), (0.9, 3000)]))
+    assert views.best_under(front, 2500)["accuracy"] == 0.7
+    assert views.best_under(front, 3000)["accuracy"] == 0.9
+    assert views.best_under(front, None)["accuracy"] == 0.9
+    assert views.best_under(front, 999) is None
+    assert views.best_under(front, 3000, min_accuracy=0.95) is None
+
+
+def test_distinct_tradeoffs_keeps_one_genome_per_point_and_counts_the_others() -> None:
+    df = frame([(0.5, 1000), (0.5, 1000), (0.7, 2000)])
+    df.loc[1, "bops"] = 10  # the cheaper of the two alike genomes stands for the point
+    out = views.distinct_tradeoffs(df)
+    assert len(out) == 2
+    assert out.loc[0, "genome"] == df.loc[1, "genome"] and out.loc[0, "alike"] == 1
+    assert out.loc[1, "alike"] == 0
+
+
+def test_genome_table_sizes_add_up_to_the_model_size() -> None:
+    g = (3, 5, 5, 5, 2, 7, 2, 5, 6, 4, 8, 8, 6, 2, 8, 5, 5)
+    table = views.genome_table(g, SHAPE)
+    assert list(table["operator"]) == list(OPS) and tuple(table["bits"]) == g
+    assert table["weight bytes"].sum() + fixed_bytes(SHAPE) == pytest.approx(size_bytes(g, SHAPE))
+    assert set(table.loc[table["weight bytes"] > 0, "#"]) == set(LINEAR)
+
+
+def test_max_size_from_any_unit() -> None:
+    size8 = size_bytes(homogeneous(8), SHAPE)
+    assert views.max_size_bytes({"max_size_kb": 3.5}, SHAPE) == 3500
+    assert views.max_size_bytes({"max_size_pct": 50}, SHAPE) == pytest.approx(size8 / 2)
+    assert views.max_size_bytes({"max_size_bytes": 1234}, SHAPE) == 1234
+    assert views.max_size_bytes({}, SHAPE) is None
+
+
+def test_progress_estimates_the_remaining_time_from_the_pace_so_far() -> None:
+    run = {"generations": 10, "generations_done": 4, "status": "running",
+           "started_at": "2026-01-01T00:00:00+00:00", "finished_at": None}
+    p = views.progress(run, [], now=datetime(2026, 1, 1, 0, 0, 20, tzinfo=timezone.utc))
+    assert p["fraction"] == 0.4 and p["elapsed"] == 20 and p["remaining"] == pytest.approx(30)
+    assert views.duration(75) == "1m 15s" and views.duration(None) == "—"
+
+
+def test_clusters_group_similar_genomes_widest_first() -> None:
+    wide = [homogeneous(8), homogeneous(7)]
+    narrow = [homogeneous(2), homogeneous(3)]
+    cl = views.cluster_genomes(narrow + wide, ["a", "b", "c", "d"], k=2)
+    assert cl.labels.tolist() == [1, 1, 2, 2]
+    assert set(cl.names[:2]) == {"c", "d"}
+    assert cl.mean_bits.loc["cluster 1"].min() >= 7
+    assert views.wide_operators([(2,) * 16 + (8,)], top=1) == [("add_h", 8.0)]
+
+
+def test_learning_helpers_use_the_fixed_point_arithmetic_of_record() -> None:
+    _, x = views.demo_signal()
+    q = views.quantize_signal(x, 4)
+    fmt = fixedpoint.Format(4, 3)
+    assert q["format"] == fmt and np.array_equal(q["codes"], fixedpoint.quantize(x, fmt))
+    rms = views.rms_by_bits(x)["rms"].tolist()
+    assert all(a > b for a, b in zip(rms, rms[1:]))  # every extra bit helps
+    lut = views.sigmoid_lut(5, 4)
+    assert lut["entries"] == 32
+    assert np.array_equal(lut["lut"] * 16, fixedpoint.activation_lut(fixedpoint.sigmoid, lut["in_format"], lut["out_format"]))
+
+
+def test_front_chart_has_its_traces_in_a_fixed_order_and_marks_the_pick() -> None:
+    points = frame([(0.5, 1000), (0.7, 2000), (0.9, 3000), (0.4, 2500)])
+    front = views.front_of(points)
+    base = views.baselines(SHAPE, [0.1, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9])
+    best = views.best_under(front, 2500)
+    fig = figures.front_chart(points, front, base, limit=2500, best=best, best_text="best under 2.50 kB")
+    names = [t.name for t in fig.data]
+    assert names[0] == "every scheme tried" and names[1].startswith("same bits") and names[2].startswith("best trade")
+    assert names[3] == "best under the limit"
+    assert list(fig.data[2].customdata) == list(range(len(front)))
+    assert fig.data[2].line.shape == "hv"
+    assert any(a.text == "best under 2.50 kB" for a in fig.layout.annotations)
+    assert any("your limit" in (a.text or "") for a in fig.layout.annotations)
+
+
+def test_front_chart_draws_an_empty_run() -> None:
+    empty = views.points_frame([])
+    fig = figures.front_chart(empty, empty, None)
+    assert len(fig.data) == 3
+
+
+def test_cell_diagram_colours_each_operator_by_its_bits() -> None:
+    g = tuple(2 + i % 7 for i in range(17))
+    fig = figures.cell_diagram(g)
+    boxes = [s for s in fig.layout.shapes if s.type == "rect" and s.fillcolor in figures.BIT_COLORS.values()]
+    assert len(boxes) == 17
+    assert [b.fillcolor for b in boxes] == [figures.BIT_COLORS[b] for b in g]
+    thick = [b for b in boxes if b.line.width > 2]
+    assert len(thick) == len(LINEAR)
+    labels = " ".join(a.text for a in fig.layout.annotations if a.text)
+    assert all(name in labels for name in OPS)

@@ -1,0 +1,265 @@
+"""Streamlit helpers shared by app.py and the pages (the app side, not the library).
+
+Pages import this module and gruq; gruq never imports it. Everything a page
+shows comes from the run store (see `db_path`) or from gruq's functions.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import streamlit as st
+
+from gruq.errors import GruqError
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_DB = ROOT / "runs" / "gruq.db"
+TASK_LABELS = {
+    "smnist": "smnist: handwritten digits read row by row (28 steps x 28 pixels, 10 classes)",
+    "vowels": "vowels: which of 9 speakers said a Japanese vowel (up to 29 steps x 12, 9 classes) - fastest",
+    "har": "har: human activity from a phone's motion sensors (128 steps x 6, 6 classes)",
+    "ecg": "ecg: heartbeat type from one ECG channel (140 steps x 1, 5 classes)",
+}
+
+
+def db_path() -> Path:
+    """The run store: $GRUQ_DB, else runs/gruq.db next to app.py."""
+    env = os.environ.get("GRUQ_DB")
+    return Path(env) if env else DEFAULT_DB
+
+
+def uploads_dir() -> Path:
+    """Where uploaded data sets go: uploads/ next to the run store (runs/uploads by default)."""
+    return db_path().parent / "uploads"
+
+
+def setup(title: str, icon: str = ":material/memory:") -> None:
+    st.set_page_config(page_title=f"gruq · {title}", page_icon=icon, layout="wide")
+
+
+@contextmanager
+def explained() -> Iterator[None]:
+    """Show a GruqError as a message instead of stopping the page."""
+    try:
+        yield
+    except GruqError as exc:
+        st.error(str(exc))
+
+
+def task_label(task: str) -> str:
+    if task in TASK_LABELS:
+        return task
+    return f"{Path(task).name} (your data)"
+
+
+def run_label(run: dict[str, Any]) -> str:
+    """How a run is named in pickers: stable while it runs (its status is shown elsewhere)."""
+    cfg = run.get("config") or {}
+    when = (run.get("created_at") or "")[:16].replace("T", " ")
+    return (f"run {run['run_id']} · {task_label(run['task'])} · population {cfg.get('pop', '?')} x "
+            f"{run['generations']} generations · seed {run['seed']} · {when} UTC")
+
+
+def query_int(name: str) -> int | None:
+    value = st.query_params.get(name)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def list_runs() -> list[dict[str, Any]]:
+    from gruq import store
+
+    path = db_path()
+    if not path.exists():
+        return []
+    return store.list_runs(path)
+
+
+def choose_run(runs: list[dict[str, Any]], key: str, label: str = "Run") -> dict[str, Any] | None:
+    """A run picker that remembers the choice in the URL (?run=ID) and the session."""
+    if not runs:
+        return None
+    ids = [r["run_id"] for r in runs]
+    wanted = query_int("run") or st.session_state.get("run_id")
+    index = ids.index(wanted) if wanted in ids else 0
+    choice = st.selectbox(label, ids, index=index, key=key,
+                          format_func=lambda i: run_label(next(r for r in runs if r["run_id"] == i)))
+    st.session_state["run_id"] = choice
+    if st.query_params.get("run") != str(choice):
+        st.query_params["run"] = str(choice)
+    return next(r for r in runs if r["run_id"] == choice)
+
+
+# ---------------------------------------------------------------- a user's own task
+
+
+def _safe_stem(name: str) -> str:
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(name).stem).strip("_")[:40] or "data"
+    return stem
+
+
+def save_upload(name: str, data: bytes) -> Path:
+    """Save an uploaded .npz under runs/uploads/ with a name no built-in task has.
+
+    The task's name (the file stem) also names its checkpoint, so the stem
+    carries a content hash: two different files never share a checkpoint.
+    """
+    import hashlib
+
+    uploads = uploads_dir()
+    uploads.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(data).hexdigest()[:8]
+    path = uploads / f"{_safe_stem(name)}-{digest}.npz"
+    if not path.exists():
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def own_task_picker() -> str | None:
+    """Upload a .npz (or pick one uploaded before); returns its path, checked by gruq."""
+    from gruq import tasks
+
+    st.markdown("Your file needs two arrays: **X** of shape (sequences, steps, features) and **y**, one integer "
+                "class per sequence; at least 150 sequences and 3 per class. gruq splits it 60/20/20 "
+                "into train / validation / test.")
+    up = st.file_uploader("Upload a .npz", type=["npz"], key="upload")
+    if up is not None:
+        path = save_upload(up.name, up.getvalue())
+        try:
+            tasks.load(str(path))
+        except GruqError as exc:
+            path.unlink(missing_ok=True)
+            st.error(f"This file cannot be used: {exc}")
+        else:
+            st.session_state["own_task"] = str(path)
+    uploads = uploads_dir()
+    known = sorted(str(p) for p in uploads.glob("*.npz")) if uploads.exists() else []
+    if not known:
+        return None
+    current = st.session_state.get("own_task")
+    index = known.index(current) if current in known else 0
+    return st.selectbox("Uploaded data sets", known, index=index, format_func=lambda p: Path(p).name, key="own_pick")
+
+
+def _train_pid_file(task: str) -> Path:
+    return uploads_dir() / f"{Path(task).stem}.train.pid"
+
+
+def training_panel(task: str) -> None:
+    """Explain that a float model is needed first, and offer to train it in the background."""
+    import subprocess
+    import sys
+
+    from gruq.model import checkpoint_path
+    from gruq.store import pids
+
+    if task in TASK_LABELS:
+        st.error(f"No trained float model for {task} at {checkpoint_path(task)}. Train it once with "
+                 f"`python -m gruq train --task {task}`, then reload this page.")
+        return
+    pid_file, log = _train_pid_file(task), uploads_dir() / f"{Path(task).stem}.train.log"
+    pid = int(pid_file.read_text()) if pid_file.exists() else None
+
+    @st.fragment(run_every=2.0 if pids.alive(pid) else None)
+    def status() -> None:
+        alive = pids.alive(pid)
+        if checkpoint_path(task).is_file():
+            st.rerun(scope="app")  # the launch page now finds the model
+        elif alive:
+            st.info("Training the float model in the background (usually under a minute)...")
+        else:
+            st.warning("The search quantizes a trained float model, and this data set has none yet. Train one "
+                       "first (a GRU with 32 hidden units, in the background; the page updates when it is done).")
+            if pid is not None and log.exists():
+                import re
+
+                lines = [ln for ln in re.split(r"[\r\n]+", log.read_text(errors="replace")) if ln.strip()]
+                st.error(f"The last training attempt stopped: {lines[-1] if lines else 'no output'}")
+            if st.button("Train the float model", key="train_own"):
+                uploads_dir().mkdir(parents=True, exist_ok=True)
+                with open(log, "ab") as out:
+                    proc = subprocess.Popen([sys.executable, "-m", "gruq", "train", "--task", task],
+                                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+                pid_file.write_text(str(proc.pid))
+                st.rerun(scope="app")
+
+    status()
+
+
+# ---------------------------------------------------------------- cached gruq calls
+
+
+@st.cache_data(show_spinner=False)
+def task_shape(task: str) -> dict:
+    """The model shape of a task (as a dict, for the cache), from the evaluator the search uses."""
+    from dataclasses import asdict
+
+    from gruq.search.backend import default_backend
+    from gruq.search.config import SearchConfig
+
+    return asdict(default_backend(SearchConfig(task=task)).evaluator.shape)
+
+
+def shape_of(task: str):
+    from gruq.genome import ModelShape
+
+    return ModelShape(**task_shape(task))
+
+
+@st.cache_data(show_spinner="Scoring the all-2-bit ... all-8-bit baselines on validation data...")
+def baseline_accuracies(task: str, finetune_epochs: int = 0, seed: int = 0) -> list[float]:
+    """Validation accuracy of the homogeneous 2..8-bit genomes, scored by the same
+    evaluator the search uses (gruq.search.backend)."""
+    from gruq.genome import MAX_BITS, MIN_BITS, homogeneous
+    from gruq.search.backend import default_backend
+    from gruq.search.config import SearchConfig
+
+    cfg = SearchConfig(task=task, finetune_epochs=finetune_epochs, seed=seed)
+    evaluator = default_backend(cfg).evaluator
+    return [float(a) for a in evaluator.accuracy([homogeneous(b) for b in range(MIN_BITS, MAX_BITS + 1)])]
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def val_accuracy(task: str, genome: tuple[int, ...]) -> float:
+    """What-if scoring: one genome on the validation split (post-training quantization)."""
+    from gruq.search.backend import default_backend
+    from gruq.search.config import SearchConfig
+
+    return float(default_backend(SearchConfig(task=task)).evaluator.accuracy([genome])[0])
+
+
+@st.cache_data(show_spinner="Running the integer engine on the test data...", max_entries=128)
+def test_result(task: str, genome: tuple[int, ...]) -> dict:
+    """Test accuracy and confusion matrix from the integer-only engine (the reference of truth)."""
+    from gruq import engine
+    from gruq.evaluate import load
+    from gruq.scheme import build
+    from gruq.views import confusion
+
+    data, ckpt = load(task)
+    pred = engine.predict(build(genome, ckpt.model, ckpt.calibration), data.test.X)
+    labels = data.extra.get("labels")
+    names = [str(v) for v in labels] if labels is not None and len(labels) == data.classes else None
+    return {"accuracy": float((pred == data.test.y).mean()), "confusion": confusion(data.test.y, pred, data.classes),
+            "labels": names, "n": int(len(pred))}
+
+
+@st.cache_data(show_spinner="Writing the integer model and its C kernel...", max_entries=16)
+def export_zip(task: str, genome: tuple[int, ...]) -> bytes:
+    import tempfile
+
+    from gruq.export import archive, export
+
+    with tempfile.TemporaryDirectory(prefix="gruq-export-") as tmp:
+        export(task, genome, Path(tmp) / "out")
+        return archive(Path(tmp) / "out")
