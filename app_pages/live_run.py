@@ -33,7 +33,6 @@ active = run["status"] in ACTIVE and run["alive"]
 
 
 def open_in_explorer(genome: tuple[int, ...]) -> None:
-    st.session_state["explore"] = {"run_id": run_id, "task": run["task"], "bits": list(genome)}
     st.switch_page("app_pages/explorer.py", query_params={"run": str(run_id), "bits": ",".join(map(str, genome))})
 
 
@@ -97,12 +96,19 @@ def live() -> None:
     cost = "bops" if r["objective"] == "bops" else "size_bytes"
     points = views.points_frame(store.individuals(db, run_id))
     front = views.distinct_tradeoffs(views.front_frame(points, cost), cost)
-    try:
-        base_acc = ui.baseline_accuracies(task, 0, int(cfg.get("seed", 0)))
-        base = views.baselines(shape, base_acc)
-    except GruqError as exc:
-        st.warning(f"Baselines unavailable: {exc}")
-        base = None
+    base, base_note = None, ""
+    if not points.empty:  # nothing to compare yet while the first generation is scored
+        known = views.homogeneous_scores(points)  # the run's first population holds the baselines
+        try:
+            if len(known) < MAX_BITS - MIN_BITS + 1:
+                computed = ui.baseline_accuracies(task, 0, int(cfg.get("seed", 0)))
+                for b, acc in zip(range(MIN_BITS, MAX_BITS + 1), computed):
+                    known.setdefault(b, acc)
+                if cfg.get("finetune_epochs"):
+                    base_note = " Some baselines were scored without fine-tuning, unlike this run's schemes."
+            base = views.baselines(shape, [known[b] for b in range(MIN_BITS, MAX_BITS + 1)])
+        except GruqError as exc:
+            st.warning(f"Baselines unavailable: {exc}")
     acc8 = float(base["accuracy"].iloc[-1]) if base is not None else None
 
     # the limit: the run's own size limit, or one the reader chooses
@@ -141,7 +147,7 @@ def live() -> None:
         "Each faint dot is one quantization scheme the search tried (colour: the generation that found it). "
         "The **black staircase** is the Pareto front: no scheme found is both smaller and more accurate than "
         "a point on it. Grey diamonds give every operator the same bits (all 2-bit ... all 8-bit). "
-        "Everything right of the red dashed line is over your limit. **Click a point to inspect it.**"
+        "Everything right of the red dashed line is over your limit. **Click a point to inspect it.**" + base_note
     )
     if best is not None:
         s = views.pick_summary(best, shape, acc8, cost)

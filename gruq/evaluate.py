@@ -24,7 +24,7 @@ from gruq.scheme import build
 from gruq.tasks.base import Split, Task
 from gruq.train import finetune, seed_for
 
-CHUNK = 4  # genomes per simulated pass: measured fastest on 2 cores (bench/)
+CHUNK = 64  # genomes per Simulation; its fast path then works in cache-sized blocks (bench/eval_cost.py)
 
 
 @lru_cache(maxsize=8)
@@ -42,7 +42,7 @@ def load(task: str, checkpoint: str | None = None) -> tuple[Task, Checkpoint]:
 
 @torch.no_grad()
 def logits(ckpt: Checkpoint, genomes: Sequence[Genome], X: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
-    """Integer logits (P, N, C) of the simulation, `chunk` genomes per pass."""
+    """Integer logits (P, N, C) of the simulation, `chunk` genomes per Simulation."""
     x = torch.as_tensor(X)
     out = [Simulation(ckpt.model, ckpt.calibration, genomes[i:i + chunk]).forward(x)
            for i in range(0, len(genomes), chunk)]

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from gruq.fixedpoint import INT32_MAX, INT32_MIN, Format, activation_lut, sigmoid
+from gruq.fixedpoint import INT32_MAX, INT32_MIN, Format, activation_lut, round_shift, sigmoid
 from gruq.genome import Genome
 from gruq.model import Calibration, GRUClassifier
 from gruq.ops import HIDDEN_LINEAR, INPUT_LINEAR, OPS
@@ -36,6 +36,7 @@ from gruq.scheme import formats, weight_exponents
 LUT_SIZE = 256  # 2^8: the widest input code any genome has
 F64, F32, I32 = torch.float64, torch.float32, torch.int32
 ELEMENTS = 1 << 18  # target size of one (genomes, sequences, hidden) block of the fast path
+REFERENCE_GENOMES = 4  # genomes per pass of the reference path when it stands in for the fast one
 
 
 def _col(values: Sequence[float], dtype: torch.dtype = F64) -> torch.Tensor:
@@ -55,9 +56,10 @@ def _lut(name: str, fmt_in: Format, fmt_out: Format) -> np.ndarray:
     return lut
 
 
-def _quantize(v: torch.Tensor, frac: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """Codes of real values: round-half-up of v * 2^frac, saturated (float64, exact)."""
-    return torch.clamp(torch.floor(v * frac + 0.5), lo, hi)
+def _requantize(v: np.ndarray, frac_in: int, fmt: Format) -> np.ndarray:
+    """`fixedpoint.requantize` (its round_shift, then the same saturation by min/max: np.clip is slow on int64)."""
+    r = round_shift(v, frac_in - fmt.frac)
+    return np.minimum(np.maximum(r, fmt.lo, out=r), fmt.hi, out=r)
 
 
 class _Rounding:
@@ -68,16 +70,16 @@ class _Rounding:
 
     def __call__(self, v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         r = torch.floor(v + 0.5)
-        if self.ste:
-            r = v + (r - v).detach()
-        return torch.clamp(r, lo, hi)
+        if not self.ste:  # the same values as clamp, whose tensor-bound form is slow
+            return torch.minimum(torch.maximum(r, lo), hi)
+        return torch.clamp(v + (r - v).detach(), lo, hi)
 
 
 class Simulation:
     """The quantized cell for a population of genomes over one model."""
 
     def __init__(self, model: GRUClassifier, calib: Calibration, genomes: Sequence[Genome], ste: bool = False):
-        self.model, self.genomes = model, list(genomes)
+        self.model, self.genomes, self.calib = model, list(genomes), calib
         wexp = weight_exponents(model)
         self.fmts = [formats(g, calib, wexp) for g in self.genomes]
         self.round = _Rounding(ste)
@@ -164,6 +166,10 @@ class Simulation:
             fast = _Fast.plan(self)
             if fast is not None:
                 return fast.run(self.input_codes(x))
+            if len(self.genomes) > REFERENCE_GENOMES:  # bounded memory: a few genomes at a time
+                with torch.no_grad():
+                    return torch.cat([Simulation(self.model, self.calib, self.genomes[i:i + REFERENCE_GENOMES])
+                                      ._reference(x, False) for i in range(0, len(self.genomes), REFERENCE_GENOMES)])
         return self._reference(x, trace)
 
     def _lookup(self, name: str, v: torch.Tensor, fn: Callable) -> torch.Tensor:
@@ -275,9 +281,8 @@ class _Fast:
         self.w_l, self.b_l = p["w_l"].to(dt), p["b_l"].to(dt)
         self.w_n, self.b_n = p["w_n"].to(dt), p["b_n"].to(dt)
         self.sig_r = p["sig_r"]  # float64 (P * 256,)
-        self.zn = torch.cat([torch.zeros(128, dtype=F64), p["zn"].reshape(-1)]).to(dt)  # 128 pad: see run()
-        self.zh = p["zh"].reshape(-1).to(dt)
-        self.c_n = p["c_n"].to(dt)
+        self.zn, self.zh, self.rows = self._tables(sim.fmts, p["s1"], p["s2"], dt)
+        self.c_n, self.top_z, self.top_n = p["c_n"].to(dt), p["top_z"].to(dt), p["top_n"].to(dt)
         self.rn_lo, self.rn_hi = sim.lo["mul_rn"], sim.hi["mul_rn"]
         self.h_lo, self.h_hi = sim.lo["add_h"].to(dt), sim.hi["add_h"].to(dt)
         self.head = sim._head()
@@ -308,74 +313,84 @@ class _Fast:
                for op, (w, b) in lin.items()}
         parts: dict = {}
         bounds: dict = {"int32": all(bool((m <= INT32_MAX).all()) for m in mag.values())}
-        F = sim.model.gru.input_size
-        for gate, (ox, oh) in (("r", (0, 1)), ("z", (4, 5))):
-            add = f"add_{gate}"
-            k = e([8 - f.out[add].bits for f in fm])
-            ex = k + e(fr[add]) - e(acc[OPS[ox]])
-            eh = k + e(fr[add]) - e(acc[OPS[oh]])
-            (wx, bx), (wh, bh) = lin[ox], lin[oh]
-            parts[f"w_{gate}"] = torch.cat([wx.transpose(1, 2) * torch.exp2(ex), wh.transpose(1, 2) * torch.exp2(eh)], 1)
-            parts[f"b_{gate}"] = bx * torch.exp2(ex) + bh * torch.exp2(eh) + torch.exp2(k - 1) + 128
-            bounds[gate] = [(mag[OPS[ox]], ex), (mag[OPS[oh]], eh), (1.0, k - 1), (128.0, e([0]))]
+        # r: normalised index w_r + 128 (point 1)
+        k = e([8 - f.out["add_r"].bits for f in fm])
+        ex, eh = k + e(fr["add_r"]) - e(acc["lin_xr"]), k + e(fr["add_r"]) - e(acc["lin_hr"])
+        (wx, bx), (wh, bh) = lin[0], lin[1]
+        parts["w_r"] = torch.cat([wx.transpose(1, 2) * torch.exp2(ex), wh.transpose(1, 2) * torch.exp2(eh)], 1)
+        parts["b_r"] = bx * torch.exp2(ex) + bh * torch.exp2(eh) + torch.exp2(k - 1) + 128
+        bounds["r"] = [(mag["lin_xr"], ex), (mag["lin_hr"], eh), (1.0, k - 1), (128.0, e([0]))]
+        # z: code - lo, v + 1/2 - lo (point 3)
+        lo_z = e([f.out["add_z"].lo for f in fm])
+        ex, eh = e(fr["add_z"]) - e(acc["lin_xz"]), e(fr["add_z"]) - e(acc["lin_hz"])
+        (wx, bx), (wh, bh) = lin[4], lin[5]
+        parts["w_z"] = torch.cat([wx.transpose(1, 2) * torch.exp2(ex), wh.transpose(1, 2) * torch.exp2(eh)], 1)
+        parts["b_z"] = bx * torch.exp2(ex) + bh * torch.exp2(eh) + 0.5 - lo_z
+        bounds["z"] = [(mag["lin_xz"], ex), (mag["lin_hz"], eh), (1.0, e([-1])), (128.0, e([0]))]
+        # lin_hn, in the accumulator's own scale
         wl, bl = lin[9]
         parts["w_l"], parts["b_l"] = wl.transpose(1, 2), bl
         bounds["lin_hn"] = [(mag["lin_hn"], e([0]))]
-        k = e([8 - f.out["add_n"].bits for f in fm])
-        ex = k + e(fr["add_n"]) - e(acc["lin_xn"])
-        cn = k + e(fr["add_n"]) - e(fr["mul_rn"])
+        # n: lin_xn part of v + 1/2 - lo; mul_rn * 2^c_n is added in the loop
+        lo_n = e([f.out["add_n"].lo for f in fm])
+        ex = e(fr["add_n"]) - e(acc["lin_xn"])
+        cn = e(fr["add_n"]) - e(fr["mul_rn"])
         wn, bn = lin[8]
-        parts["w_n"], parts["b_n"] = wn.transpose(1, 2) * torch.exp2(ex), bn * torch.exp2(ex) + torch.exp2(k - 1) + 128
+        parts["w_n"], parts["b_n"] = wn.transpose(1, 2) * torch.exp2(ex), bn * torch.exp2(ex) + 0.5 - lo_n
         parts["c_n"] = torch.exp2(cn)
         bounds["n"] = [(mag["lin_xn"], ex), (e([2 ** (f.out["mul_rn"].bits - 1) for f in fm]), cn),
-                       (1.0, k - 1), (128.0, e([0]))]
+                       (1.0, e([-1])), (128.0, e([0]))]
         er = e(fr["mul_rn"]) - e(fr["sig_r"]) - e(acc["lin_hn"])
         bounds["mul_rn"] = [(mag["lin_hn"] * e([2 ** f.out["sig_r"].bits for f in fm]), er), (1.0, e([-1]))]
-        s1 = e(fr["add_h"]) - e(fr["mul_zn"])
-        s2 = e(fr["add_h"]) - e(fr["mul_zh"])
-        bounds["add_h"] = [(e([2 ** (f.out["mul_zn"].bits - 1) for f in fm]), s1),
-                           (e([2 ** (f.out["mul_zh"].bits - 1) for f in fm]), s2), (1.0, e([-1]))]
-        parts.update(_Fast._tables(sim, er, s1, s2))
-        assert parts["w_r"].shape[1] == F + sim.model.hidden
+        s1 = [a - b for a, b in zip(fr["add_h"], fr["mul_zn"])]
+        s2 = [a - b for a, b in zip(fr["add_h"], fr["mul_zh"])]
+        bounds["add_h"] = [(e([2 ** (f.out["mul_zn"].bits - 1) for f in fm]), e(s1)),
+                           (e([2 ** (f.out["mul_zh"].bits - 1) for f in fm]), e(s2)), (1.0, e([-1]))]
+        parts["sig_r"] = _Fast._sig_r(fm, er.view(-1).tolist())
+        parts["s1"], parts["s2"] = s1, s2
+        parts["top_z"] = e([f.out["add_z"].hi - f.out["add_z"].lo for f in fm])
+        parts["top_n"] = e([f.out["add_n"].hi - f.out["add_n"].lo for f in fm])
         return parts, bounds
 
     @staticmethod
-    def _tables(sim: Simulation, er: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> dict:
-        """sig_r * 2^er by w_r + 128; the mul_zn and mul_zh tables by (w_z + 128, w_n + 128 or h + 128)."""
-        fm = sim.fmts
+    def _sig_r(fm: Sequence, er: Sequence[float]) -> torch.Tensor:
+        """sig_r * 2^er of each genome by w_r + 128 (code = floor(w_r / 2^k)), flat (P * 256)."""
         w = np.arange(256) - 128
+        rows = []
+        for f, e in zip(fm, er):
+            fin = f.out["add_r"]
+            lut = _lut("sig_r", fin, f.out["sig_r"])
+            rows.append(np.ldexp(lut[np.floor_divide(w, 2 ** (8 - fin.bits)) - fin.lo].astype(np.float64), int(e)))
+        return torch.tensor(np.concatenate(rows), dtype=F64)
 
-        def by_w(name: str, src: str) -> torch.Tensor:
-            """Each genome's activation codes indexed by w + 128: code = floor(w / 2^k)."""
-            rows = []
-            for f in fm:
-                fin = f.out[src]
-                rows.append(_lut(name, fin, f.out[name])[np.floor_divide(w, 2 ** (8 - fin.bits)) - fin.lo])
-            return torch.tensor(np.stack(rows), dtype=F64)  # (P, 256)
+    @staticmethod
+    def _tables(fm: Sequence, s1: Sequence[int], s2: Sequence[int],
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """The mul_zn and mul_zh tables (point 3), with the engine's own arithmetic.
 
-        col = lambda v: torch.tensor(v, dtype=F64).view(-1, 1)  # noqa: E731
-        pw = lambda v: torch.exp2(col(v))  # noqa: E731
-        fr = sim.frac
-        sig_r, sig_z, tanh_n = by_w("sig_r", "add_r"), by_w("sig_z", "add_z"), by_w("tanh_n", "add_n")
-        # sub_z = requantize(2^f_sig_z - sig_z, f_sig_z, sub_z): a shift of the exact difference
-        sub_z = torch.clamp(torch.floor((pw(fr["sig_z"]) - sig_z) * pw(fr["sub_z"]) / pw(fr["sig_z"]) + 0.5),
-                            col([f.out["sub_z"].lo for f in fm]), col([f.out["sub_z"].hi for f in fm]))
-        lo = lambda n: col([f.out[n].lo for f in fm]).unsqueeze(2)  # noqa: E731
-        hi = lambda n: col([f.out[n].hi for f in fm]).unsqueeze(2)  # noqa: E731
-        pw3 = lambda v: pw(v).unsqueeze(2)  # noqa: E731
-        # mul_zn = requantize(sub_z * tanh_n, f_sub_z + f_tanh_n, mul_zn), by (w_z, w_n)
-        zn_shift = [a - b - c for a, b, c in zip(fr["mul_zn"], fr["sub_z"], fr["tanh_n"])]
-        zn = torch.clamp(torch.floor(sub_z.unsqueeze(2) * tanh_n.unsqueeze(1) * pw3(zn_shift) + 0.5),
-                         lo("mul_zn"), hi("mul_zn"))
-        # mul_zh = requantize(sig_z * h, f_sig_z + f_h, mul_zh), by (w_z, h + 128)
-        h = torch.arange(-128, 128, dtype=F64).view(1, 1, 256)
-        zh_shift = [a - b - c for a, b, c in zip(fr["mul_zh"], fr["sig_z"], fr["add_h"])]
-        zh = torch.clamp(torch.floor(sig_z.unsqueeze(2) * h * pw3(zh_shift) + 0.5), lo("mul_zh"), hi("mul_zh"))
-        return {
-            "sig_r": (sig_r * torch.exp2(er.view(-1, 1))).reshape(-1),
-            "zn": zn * torch.exp2(s1) + 0.5,
-            "zh": zh * torch.exp2(s2),
-        }
+        Genome p owns rows [rows[p], rows[p+1]) of 256 entries, one row per code of
+        add_z (row c for code lo + c). zn holds mul_zn * 2^s1 + 1/2 at column
+        add_n code - lo_n, after a pad of 128 entries; zh holds mul_zh * 2^s2 at
+        column h + 128. Unused entries are never read.
+        """
+        rows = [0]
+        for f in fm:
+            rows.append(rows[-1] + f.out["add_z"].levels)
+        npdt = np.float32 if dtype == F32 else np.float64
+        zn_flat, zh_flat = np.zeros(128 + rows[-1] * 256, dtype=npdt), np.zeros(rows[-1] * 256, dtype=npdt)
+        zn, zh = zn_flat[128:].reshape(-1, 256), zh_flat.reshape(-1, 256)
+        for p, f in enumerate(fm):
+            o = f.out
+            sig_z = _lut("sig_z", o["add_z"], o["sig_z"])
+            sub_z = _requantize((1 << o["sig_z"].frac) - sig_z, o["sig_z"].frac, o["sub_z"])
+            tanh_n = _lut("tanh_n", o["add_n"], o["tanh_n"])
+            mul_zn = _requantize(sub_z[:, None] * tanh_n[None, :], o["sub_z"].frac + o["tanh_n"].frac, o["mul_zn"])
+            h = np.arange(o["add_h"].lo, o["add_h"].hi + 1)
+            mul_zh = _requantize(sig_z[:, None] * h[None, :], o["sig_z"].frac + o["add_h"].frac, o["mul_zh"])
+            r = slice(rows[p], rows[p + 1])
+            zn[r, :tanh_n.size] = np.ldexp(mul_zn, s1[p]) + 0.5
+            zh[r, 128 + o["add_h"].lo:129 + o["add_h"].hi] = np.ldexp(mul_zh, s2[p])
+        return torch.from_numpy(zn_flat), torch.from_numpy(zh_flat), rows
 
     # -- the run ----------------------------------------------------------
     def run(self, xc: torch.Tensor) -> torch.Tensor:
@@ -396,12 +411,14 @@ class _Fast:
         w_r, b_r, w_z, b_z = self.w_r[g], self.b_r[g], self.w_z[g], self.b_z[g]
         w_l, b_l, w_n, b_n = self.w_l[g], self.b_l[g], self.w_n[g], self.b_n[g]
         sig_r = self.sig_r[g.start * 256:g.stop * 256]
-        zn = self.zn[g.start * 65536:g.stop * 65536 + 128]
-        zh = self.zh[g.start * 65536:g.stop * 65536]
-        c_n, rn_lo, rn_hi, h_lo, h_hi = self.c_n[g], self.rn_lo[g], self.rn_hi[g], self.h_lo[g], self.h_hi[g]
+        r0, r1 = self.rows[g.start], self.rows[g.stop]
+        zn, zh = self.zn[r0 * 256:r1 * 256 + 128], self.zh[r0 * 256:r1 * 256]
+        c_n, top_z, top_n = self.c_n[g], self.top_z[g], self.top_n[g]
+        rn_lo, rn_hi, h_lo, h_hi = self.rn_lo[g], self.rn_hi[g], self.h_lo[g], self.h_hi[g]
         half = torch.full((1, 1, 1), 0.5, dtype=F64)
         off_r = (torch.arange(P, dtype=I32) * 256).view(P, 1, 1)
-        base = (torch.arange(P, dtype=I32) * 65536 + 128).view(P, 1, 1)
+        # zn and zh row base of each genome; +128 so that h + 128 needs no add (zn has a 128 pad)
+        base = torch.tensor([(r - r0) * 256 + 128 for r in self.rows[g.start:g.stop]], dtype=I32).view(P, 1, 1)
 
         xh = torch.zeros(P, N, F + H, dtype=dt)  # [x_t | h]
         h = xh[..., F:]
@@ -428,8 +445,9 @@ class _Fast:
             if rn_dt is not rn:
                 rn_dt.copy_(rn)
             # n and z: indices into the two tables; int32 arithmetic
-            i_n.copy_(u_n.addcmul_(rn_dt, c_n).clamp_(0, 255))
-            torch.add(base, i_z.copy_(u_z.clamp_(0, 255)), alpha=256, out=i_z)
+            i_n.copy_(torch.minimum(u_n.addcmul_(rn_dt, c_n).clamp_(min=0), top_n, out=u_n))
+            i_z.copy_(torch.minimum(u_z.clamp_(min=0), top_z, out=u_z))
+            torch.add(base, i_z, alpha=256, out=i_z)
             torch.index_select(zn, 0, torch.add(i_z, i_n, out=i_n).view(-1), out=m1.view(-1))
             torch.index_select(zh, 0, torch.add(i_z, i_h.copy_(h), out=i_h).view(-1), out=m2.view(-1))
             # add_h

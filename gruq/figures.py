@@ -164,6 +164,10 @@ def hypervolume_chart(hv: pd.DataFrame, generations: int | None = None) -> go.Fi
                       xaxis_title="generation", yaxis_title="hypervolume", plot_bgcolor="white")
     if generations:
         fig.update_xaxes(range=[-0.3, generations + 0.3])
+    if len(hv):
+        lo, hi = float(hv["hypervolume"].min()), float(hv["hypervolume"].max())
+        pad = max(0.02, 0.1 * (hi - lo))
+        fig.update_yaxes(range=[max(0.0, lo - pad), min(1.0, hi + pad)])
     fig.update_xaxes(showgrid=True, gridcolor="#eeeeee", dtick=1 if (generations or 0) <= 20 else None)
     fig.update_yaxes(showgrid=True, gridcolor="#eeeeee")
     return fig

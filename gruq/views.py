@@ -79,6 +79,19 @@ def baselines(shape: ModelShape, accuracies: Sequence[float]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def homogeneous_scores(points: pd.DataFrame) -> dict[int, float]:
+    """Accuracy of the homogeneous genomes a run scored itself ({bits: accuracy}).
+
+    A search's first population holds them, so a run's own baselines are
+    usually in the store, scored exactly as its other genomes were.
+    """
+    out = {}
+    for g, a in zip(points.get("genome", []), points.get("accuracy", [])):
+        if len(set(g)) == 1:
+            out[int(g[0])] = float(a)
+    return out
+
+
 def pick_summary(pick: pd.Series | dict, shape: ModelShape, reference_accuracy: float | None = None,
                  cost: str = "size_bytes") -> dict:
     """Plain-language numbers for one solution against the all-8-bit model."""

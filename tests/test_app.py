@@ -231,7 +231,17 @@ def test_live_page_limit_slider_moves_the_pick(filled_db) -> None:
     assert after and [s.value for s in at.success] != before
 
 
-def test_live_page_cancel_and_resume_follow_the_run_status(filled_db) -> None:
+def test_inspecting_the_pick_opens_the_explorer_on_it(filled_db) -> None:
+    from gruq import store
+
+    at = open_page(LIVE, run="1")
+    at.button(key="open_best").click().run()
+    assert not at.exception
+    assert at.title[0].value.startswith("Explorer")
+    bits = tuple(at.dataframe[0].value["bits"])
+    assert list(bits) in [m["bits"] for m in store.result(filled_db, 1)["front"]]
+
+def test_a_finished_run_offers_neither_cancel_nor_resume(filled_db) -> None:
     at = open_page(LIVE, run="2")
     labels = [b.label for b in at.button]
     assert "Cancel" not in labels and "Resume" not in labels  # a finished run has neither
@@ -349,6 +359,14 @@ def test_explorer_without_runs_starts_from_homogeneous_genomes(empty_db) -> None
     assert tuple(at.dataframe[0].value["bits"]) == homogeneous(3)
 
 
+def test_explorer_offers_the_downloads(filled_db) -> None:
+    at = open_page(EXPLORER, run="1", bits="4")
+    labels = [el.proto.label for el in at.get("download_button")]
+    assert "This scheme (JSON)" in labels and "The run's front (CSV)" in labels
+    at.button(key="build_export").click().run()
+    assert not at.exception and not at.error
+    assert "Download the export (zip)" in [el.proto.label for el in at.get("download_button")]
+
 def _shape():
     from gruq.tasks import load
 
@@ -383,3 +401,4 @@ def test_learn_sliders_change_the_displayed_error(empty_db) -> None:
     at.slider(key="learn_lut_out").set_value(8).run()
     assert float(metric(at, "Largest table error").value) < lut_before
     assert not at.exception
+

@@ -123,3 +123,14 @@ def test_cell_diagram_colours_each_operator_by_its_bits() -> None:
     assert len(thick) == len(LINEAR)
     labels = " ".join(a.text for a in fig.layout.annotations if a.text)
     assert all(name in labels for name in OPS)
+
+
+def test_the_library_never_imports_streamlit() -> None:
+    """pages -> gruq, never back: importing gruq's modules (the app's helpers included) loads no Streamlit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, gruq.figures, gruq.views, gruq.search.launch, gruq.store, gruq.evaluate; "
+            "assert 'streamlit' not in sys.modules, 'gruq imported streamlit'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
