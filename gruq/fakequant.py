@@ -326,7 +326,7 @@ class _Fast:
         (wx, bx), (wh, bh) = lin[4], lin[5]
         parts["w_z"] = torch.cat([wx.transpose(1, 2) * torch.exp2(ex), wh.transpose(1, 2) * torch.exp2(eh)], 1)
         parts["b_z"] = bx * torch.exp2(ex) + bh * torch.exp2(eh) + 0.5 - lo_z
-        bounds["z"] = [(mag["lin_xz"], ex), (mag["lin_hz"], eh), (1.0, e([-1])), (128.0, e([0]))]
+        bounds["z"] = [(mag["lin_xz"], ex), (mag["lin_hz"], eh), (1.0, e([-1])), (-lo_z, e([0]))]
         # lin_hn, in the accumulator's own scale
         wl, bl = lin[9]
         parts["w_l"], parts["b_l"] = wl.transpose(1, 2), bl
@@ -339,7 +339,7 @@ class _Fast:
         parts["w_n"], parts["b_n"] = wn.transpose(1, 2) * torch.exp2(ex), bn * torch.exp2(ex) + 0.5 - lo_n
         parts["c_n"] = torch.exp2(cn)
         bounds["n"] = [(mag["lin_xn"], ex), (e([2 ** (f.out["mul_rn"].bits - 1) for f in fm]), cn),
-                       (1.0, e([-1])), (128.0, e([0]))]
+                       (1.0, e([-1])), (-lo_n, e([0]))]
         er = e(fr["mul_rn"]) - e(fr["sig_r"]) - e(acc["lin_hn"])
         bounds["mul_rn"] = [(mag["lin_hn"] * e([2 ** f.out["sig_r"].bits for f in fm]), er), (1.0, e([-1]))]
         s1 = [a - b for a, b in zip(fr["add_h"], fr["mul_zn"])]
