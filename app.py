@@ -13,6 +13,7 @@ PAGES = [
     st.Page("app_pages/explorer.py", title="Explorer and what-if", icon=":material/biotech:", url_path="Explorer"),
     st.Page("app_pages/compare.py", title="Compare runs", icon=":material/compare:", url_path="Compare"),
     st.Page("app_pages/learn.py", title="Learn", icon=":material/school:", url_path="Learn"),
+    st.Page("app_pages/reproduce.py", title="Reproduce the paper", icon=":material/fact_check:", url_path="Reproduce"),
 ]
 
 st.navigation(PAGES).run()

@@ -149,7 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--task", default="vowels")
     p.add_argument("--genomes", type=int, default=GENOMES)
     p.add_argument("--repeats", type=int, default=REPEATS)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         print(json.dumps(eval_cost_ratio(args.task, args.genomes, args.repeats)))
     except GruqError as exc:

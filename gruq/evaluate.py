@@ -19,7 +19,7 @@ from gruq import engine, tasks
 from gruq.errors import GruqError
 from gruq.fakequant import Simulation
 from gruq.genome import Genome, ModelShape, bops, size_bytes, validate
-from gruq.model import Checkpoint, load_checkpoint
+from gruq.model import Checkpoint, checkpoint_path, load_checkpoint
 from gruq.scheme import build
 from gruq.tasks.base import Split, Task
 from gruq.train import finetune, seed_for
@@ -32,10 +32,11 @@ def load(task: str, checkpoint: str | None = None) -> tuple[Task, Checkpoint]:
     """A task's data and float checkpoint, cached per process; refuses a checkpoint
     made for another input width or class count. The hidden size is the model's."""
     data = tasks.load(task)
-    ckpt = load_checkpoint(task, Path(checkpoint) if checkpoint else None)
+    path = Path(checkpoint) if checkpoint else checkpoint_path(task)
+    ckpt = load_checkpoint(task, path)
     m = ckpt.model
     if (m.gru.input_size, m.head.out_features) != (data.features, data.classes):
-        raise GruqError(f"the checkpoint takes {m.gru.input_size} features and {m.head.out_features} classes; "
+        raise GruqError(f"checkpoint {path} takes {m.gru.input_size} features and {m.head.out_features} classes; "
                         f"task {data.name} has {data.features} and {data.classes}")
     return replace(data, hidden=m.hidden), ckpt
 
@@ -57,13 +58,20 @@ def accuracies(ckpt: Checkpoint, genomes: Sequence[Genome], split: Split) -> lis
     return [float(v) for v in (pred == split.y).mean(axis=1)]
 
 
+SELECT = ("val",)  # splits fine-tuning may pick its best epoch on
+
+
 def tuned(ckpt: Checkpoint, genome: Genome, task: Task, epochs: int, seed: int,
-          samples: int | None = None) -> Checkpoint:
+          samples: int | None = None, select: str | None = None) -> Checkpoint:
     """The checkpoint fine-tuned for `genome` (itself when epochs is 0); `samples`
-    caps the training sequences per epoch (see `gruq.train.finetune`)."""
+    caps the training sequences per epoch; `select` ("val") keeps the epoch with
+    the best validation accuracy (see `gruq.train.finetune`)."""
+    if select is not None and select not in SELECT:
+        raise GruqError(f"fine-tuning selects its epoch on {' or '.join(SELECT)}, not {select!r}")
     if epochs <= 0:
         return ckpt
-    return finetune(ckpt, genome, task.train, epochs, seed_for(genome, seed), samples=samples)
+    return finetune(ckpt, genome, task.train, epochs, seed_for(genome, seed), samples=samples,
+                    select=task.split(select) if select else None)
 
 
 @dataclass
@@ -76,6 +84,7 @@ class Evaluator:
     seed: int = 0
     checkpoint: str | None = None
     finetune_samples: int | None = None  # training sequences per fine-tuning epoch (None: all)
+    finetune_select: str | None = None  # "val": keep the fine-tuning epoch best on validation
     _shape: ModelShape | None = field(default=None, repr=False)
 
     def _load(self) -> tuple[Task, Checkpoint]:
@@ -92,7 +101,8 @@ class Evaluator:
         split = data.split(self.split)
         if self.finetune_epochs <= 0:
             return accuracies(ckpt, genomes, split)
-        return [accuracies(tuned(ckpt, g, data, self.finetune_epochs, self.seed, self.finetune_samples), [g], split)[0]
+        return [accuracies(tuned(ckpt, g, data, self.finetune_epochs, self.seed, self.finetune_samples,
+                                 self.finetune_select), [g], split)[0]
                 for g in genomes]
 
     def __getstate__(self) -> dict:
@@ -100,11 +110,12 @@ class Evaluator:
 
 
 def evaluate(task: str, genome: Genome, split: str = "test", finetune_epochs: int = 0, seed: int = 0,
-             checkpoint: str | None = None, finetune_samples: int | None = None) -> dict:
+             checkpoint: str | None = None, finetune_samples: int | None = None,
+             finetune_select: str | None = None) -> dict:
     """The `gruq evaluate` record for one genome."""
     genome = validate(genome)
     data, _ = load(task, checkpoint)
-    ev = Evaluator(task, split, finetune_epochs, seed, checkpoint, finetune_samples)
+    ev = Evaluator(task, split, finetune_epochs, seed, checkpoint, finetune_samples, finetune_select)
     return {
         "task": data.name, "bits": list(genome), "split": split, "accuracy": ev.accuracy([genome])[0],
         "size_bytes": size_bytes(genome, data.shape), "bops": bops(genome, data.shape),

@@ -21,6 +21,7 @@ weights and formats and falls back to the reference path when one fails.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Callable, Sequence
 
@@ -36,6 +37,7 @@ from gruq.scheme import formats, weight_exponents
 LUT_SIZE = 256  # 2^8: the widest input code any genome has
 F64, F32, I32 = torch.float64, torch.float32, torch.int32
 ELEMENTS = 1 << 18  # target size of one (genomes, sequences, hidden) block of the fast path
+PARALLEL_BLOCKS = True  # run the fast path's blocks on torch.get_num_threads() Python threads
 REFERENCE_GENOMES = 4  # genomes per pass of the reference path when it stands in for the fast one
 
 
@@ -281,7 +283,7 @@ class _Fast:
         self.w_l, self.b_l = p["w_l"].to(dt), p["b_l"].to(dt)
         self.w_n, self.b_n = p["w_n"].to(dt), p["b_n"].to(dt)
         self.sig_r = p["sig_r"]  # float64 (P * 256,)
-        self.zn, self.zh, self.rows = self._tables(sim.fmts, p["s1"], p["s2"], dt)
+        self.tables = self._tables(sim.fmts, p["s1"], p["s2"], dt)
         self.c_n, self.top_z, self.top_n = p["c_n"].to(dt), p["top_z"].to(dt), p["top_n"].to(dt)
         self.rn_lo, self.rn_hi = sim.lo["mul_rn"], sim.hi["mul_rn"]
         self.h_lo, self.h_hi = sim.lo["add_h"].to(dt), sim.hi["add_h"].to(dt)
@@ -364,21 +366,20 @@ class _Fast:
         return torch.tensor(np.concatenate(rows), dtype=F64)
 
     @staticmethod
-    def _tables(fm: Sequence, s1: Sequence[int], s2: Sequence[int],
-                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    def _tables(fm: Sequence, s1: Sequence[int], s2: Sequence[int], dtype: torch.dtype) -> dict:
         """The mul_zn and mul_zh tables (point 3), with the engine's own arithmetic.
 
-        Genome p owns rows [rows[p], rows[p+1]) of 256 entries, one row per code of
-        add_z (row c for code lo + c). zn holds mul_zn * 2^s1 + 1/2 at column
-        add_n code - lo_n, after a pad of 128 entries; zh holds mul_zh * 2^s2 at
-        column h + 128. Unused entries are never read.
+        Genome p's block of zn starts at zn_at[p]: mul_zn * 2^s1 + 1/2 for the
+        codes (add_z, add_n) at (add_z - lo_z) * 2^b_add_n + (add_n - lo_n). Its
+        block of zh starts at zh_at[p]: mul_zh * 2^s2 for the codes (add_z, h) at
+        (add_z - lo_z) * 2^b_h + (h - lo_h). Tables are flat, genome after genome.
         """
-        rows = [0]
+        zn_at, zh_at = [0], [0]
         for f in fm:
-            rows.append(rows[-1] + f.out["add_z"].levels)
+            zn_at.append(zn_at[-1] + f.out["add_z"].levels * f.out["add_n"].levels)
+            zh_at.append(zh_at[-1] + f.out["add_z"].levels * f.out["add_h"].levels)
         npdt = np.float32 if dtype == F32 else np.float64
-        zn_flat, zh_flat = np.zeros(128 + rows[-1] * 256, dtype=npdt), np.zeros(rows[-1] * 256, dtype=npdt)
-        zn, zh = zn_flat[128:].reshape(-1, 256), zh_flat.reshape(-1, 256)
+        zn, zh = np.empty(zn_at[-1], dtype=npdt), np.empty(zh_at[-1], dtype=npdt)
         for p, f in enumerate(fm):
             o = f.out
             sig_z = _lut("sig_z", o["add_z"], o["sig_z"])
@@ -387,38 +388,65 @@ class _Fast:
             mul_zn = _requantize(sub_z[:, None] * tanh_n[None, :], o["sub_z"].frac + o["tanh_n"].frac, o["mul_zn"])
             h = np.arange(o["add_h"].lo, o["add_h"].hi + 1)
             mul_zh = _requantize(sig_z[:, None] * h[None, :], o["sig_z"].frac + o["add_h"].frac, o["mul_zh"])
-            r = slice(rows[p], rows[p + 1])
-            zn[r, :tanh_n.size] = np.ldexp(mul_zn, s1[p]) + 0.5
-            zh[r, 128 + o["add_h"].lo:129 + o["add_h"].hi] = np.ldexp(mul_zh, s2[p])
-        return torch.from_numpy(zn_flat), torch.from_numpy(zh_flat), rows
+            zn[zn_at[p]:zn_at[p + 1]] = np.ldexp(mul_zn, s1[p]).ravel() + 0.5
+            zh[zh_at[p]:zh_at[p + 1]] = np.ldexp(mul_zh, s2[p]).ravel()
+        return {"zn": torch.from_numpy(zn), "zh": torch.from_numpy(zh), "zn_at": zn_at, "zh_at": zh_at,
+                "zn_row": [f.out["add_n"].levels for f in fm], "zh_row": [f.out["add_h"].levels for f in fm],
+                "h_lo": [f.out["add_h"].lo for f in fm]}
 
     # -- the run ----------------------------------------------------------
     def run(self, xc: torch.Tensor) -> torch.Tensor:
-        """Logit codes (P, N, C) for input codes xc (N, T, F), in blocks of genomes and sequences."""
-        with torch.no_grad():
-            N = xc.shape[0]
-            per = max(1, ELEMENTS // max(1, N * self.H))
-            xt = xc.to(self.dtype).transpose(0, 1).contiguous()  # (T, N, F)
-            out = []
-            for p0 in range(0, self.P, per):
-                g = slice(p0, min(p0 + per, self.P))
-                n_tile = N if per > 1 else max(1, ELEMENTS // self.H)
-                out.append(torch.cat([self._block(g, xt[:, i:i + n_tile]) for i in range(0, N, n_tile)], dim=1))
-            return torch.cat(out)
+        """Logit codes (P, N, C) for input codes xc (N, T, F).
+
+        The work is cut into independent blocks (a group of genomes x a tile of
+        sequences, about ELEMENTS codes per tensor: they stay in cache). With
+        more than one torch thread, the blocks run on that many Python threads,
+        each block single-threaded: one parallel region per block rather than
+        one per tensor operation (a few dozen per time step), which scales
+        better and suffers far less when the machine is busy.
+        """
+        N, workers = xc.shape[0], torch.get_num_threads() if PARALLEL_BLOCKS else 1
+        per = max(1, min(ELEMENTS // max(1, N * self.H), -(-self.P // workers)))
+        tile = N if per > 1 else max(1, min(ELEMENTS // self.H, -(-N // workers)))
+        xt = xc.to(self.dtype).transpose(0, 1).contiguous()  # (T, N, F)
+        blocks = [(slice(p, min(p + per, self.P)), slice(i, i + tile))
+                  for p in range(0, self.P, per) for i in range(0, N, tile)]
+        out = torch.empty(self.P, N, self.head[0].shape[2], dtype=F64)
+
+        def work(block: tuple[slice, slice]) -> None:
+            with torch.no_grad():
+                g, n = block
+                out[g, n] = self._block(g, xt[:, n])
+
+        if workers == 1 or len(blocks) == 1:
+            for block in blocks:
+                work(block)
+            return out
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(min(workers, len(blocks))) as pool:
+                list(pool.map(work, blocks))
+        finally:
+            torch.set_num_threads(before)
+        return out
 
     def _block(self, g: slice, xt: torch.Tensor) -> torch.Tensor:
         P, (T, N, F), H, dt = g.stop - g.start, xt.shape, self.H, self.dtype
         w_r, b_r, w_z, b_z = self.w_r[g], self.b_r[g], self.w_z[g], self.b_z[g]
         w_l, b_l, w_n, b_n = self.w_l[g], self.b_l[g], self.w_n[g], self.b_n[g]
         sig_r = self.sig_r[g.start * 256:g.stop * 256]
-        r0, r1 = self.rows[g.start], self.rows[g.stop]
-        zn, zh = self.zn[r0 * 256:r1 * 256 + 128], self.zh[r0 * 256:r1 * 256]
+        tb = self.tables
+        zn = tb["zn"][tb["zn_at"][g.start]:tb["zn_at"][g.stop]]
+        zh = tb["zh"][tb["zh_at"][g.start]:tb["zh_at"][g.stop]]
+        i32 = lambda v: torch.tensor(v, dtype=I32).view(P, 1, 1)  # noqa: E731
+        zn_at = i32([a - tb["zn_at"][g.start] for a in tb["zn_at"][g]])
+        zh_at = i32([a - tb["zh_at"][g.start] - lo for a, lo in zip(tb["zh_at"][g], tb["h_lo"][g])])
+        zn_row, zh_row = i32(tb["zn_row"][g]), i32(tb["zh_row"][g])
         c_n, top_z, top_n = self.c_n[g], self.top_z[g], self.top_n[g]
         rn_lo, rn_hi, h_lo, h_hi = self.rn_lo[g], self.rn_hi[g], self.h_lo[g], self.h_hi[g]
         half = torch.full((1, 1, 1), 0.5, dtype=F64)
         off_r = (torch.arange(P, dtype=I32) * 256).view(P, 1, 1)
-        # zn and zh row base of each genome; +128 so that h + 128 needs no add (zn has a 128 pad)
-        base = torch.tensor([(r - r0) * 256 + 128 for r in self.rows[g.start:g.stop]], dtype=I32).view(P, 1, 1)
 
         xh = torch.zeros(P, N, F + H, dtype=dt)  # [x_t | h]
         h = xh[..., F:]
@@ -447,9 +475,10 @@ class _Fast:
             # n and z: indices into the two tables; int32 arithmetic
             i_n.copy_(torch.minimum(u_n.addcmul_(rn_dt, c_n).clamp_(min=0), top_n, out=u_n))
             i_z.copy_(torch.minimum(u_z.clamp_(min=0), top_z, out=u_z))
-            torch.add(base, i_z, alpha=256, out=i_z)
-            torch.index_select(zn, 0, torch.add(i_z, i_n, out=i_n).view(-1), out=m1.view(-1))
-            torch.index_select(zh, 0, torch.add(i_z, i_h.copy_(h), out=i_h).view(-1), out=m2.view(-1))
+            i_n.add_(torch.mul(i_z, zn_row, out=i_r)).add_(zn_at)  # (int32 addcmul is slow)
+            torch.index_select(zn, 0, i_n.view(-1), out=m1.view(-1))
+            i_h.copy_(h).add_(torch.mul(i_z, zh_row, out=i_r)).add_(zh_at)
+            torch.index_select(zh, 0, i_h.view(-1), out=m2.view(-1))
             # add_h
             torch.add(m1, m2, out=m1).floor_()
             torch.minimum(torch.maximum(m1, h_lo, out=m1), h_hi, out=h)

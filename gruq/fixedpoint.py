@@ -77,9 +77,10 @@ def quantize(x: np.ndarray, fmt: Format) -> np.ndarray:
     floor(y + 0.5) would round the largest double below 0.5 up (the sum is
     inexact); y - floor(y) is exact, so comparing it with 0.5 is not.
     """
-    y = np.ldexp(np.asarray(x, dtype=np.float64), fmt.frac)
-    fl = np.floor(y)
-    return np.clip(fl + (y - fl >= 0.5), fmt.lo, fmt.hi).astype(np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values saturate below
+        y = np.ldexp(np.asarray(x, dtype=np.float64), fmt.frac)
+        fl = np.floor(y)
+        return np.clip(fl + (y - fl >= 0.5), fmt.lo, fmt.hi).astype(np.int64)
 
 
 def align_add(a: np.ndarray, frac_a: int, b: np.ndarray, frac_b: int, fmt: Format) -> np.ndarray:

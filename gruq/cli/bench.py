@@ -2,7 +2,8 @@
 
     python -m gruq bench [--tasks T ...] [--seeds 5] [--budget 400] [--json]
 
-- eval_cost_ratio: bench/eval_cost.py on the ratio task (vowels), and per task.
+- eval_cost_ratio: bench/eval_cost.py on the ratio task (vowels); with
+  --ratio-all-tasks also on every task of --tasks (eval_cost_ratio_per_task).
 - hypervolume: bench/search_quality.py, median over seeds at an equal budget of
   distinct scorings, gruq's NSGA-II vs random search vs Optuna's NSGAIISampler,
   on the search task (vowels).
@@ -44,10 +45,13 @@ def register(sub: Any) -> None:
                    help=f"task of the search-quality comparison (default {DEFAULT_TASK})")
     p.add_argument("--ratio-task", default=DEFAULT_TASK, metavar="T",
                    help=f"task of the headline eval_cost_ratio (default {DEFAULT_TASK})")
+    p.add_argument("--ratio-all-tasks", action="store_true",
+                   help="also measure eval_cost_ratio on every task of --tasks (slow on the large splits)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     # Hidden: for tests and for re-runs.
     p.add_argument("--pop", type=positive, default=32, help=argparse.SUPPRESS)
     p.add_argument("--score-cache", metavar="PATH", help=argparse.SUPPRESS)
+    p.add_argument("--ratio-repeats", type=positive, default=5, help=argparse.SUPPRESS)
     p.add_argument("--no-ratio", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-quality", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-quick", action="store_true", help=argparse.SUPPRESS)
@@ -107,25 +111,28 @@ def bench_command(args: argparse.Namespace) -> int:
 
 
 def _ratios(module: ModuleType, args: argparse.Namespace, out: dict[str, Any], skipped: dict[str, str]) -> None:
-    """The headline ratio on --ratio-task, and one per task of --tasks (each measured in its own run)."""
-    tasks = list(dict.fromkeys([args.ratio_task, *args.tasks]))
+    """The headline ratio on --ratio-task; with --ratio-all-tasks, one per task of --tasks too.
+
+    Each is bench/eval_cost.py's `eval_cost_ratio(task, repeats=...)`: both timings in one run.
+    """
+    from tqdm import tqdm
+
+    tasks = [args.ratio_task] + (list(args.tasks) if args.ratio_all_tasks else [])
     per_task: dict[str, float] = {}
-    for task in tasks:
+    details: dict[str, Any] = {}
+    for task in tqdm(list(dict.fromkeys(tasks)), desc="eval cost", unit="task", file=sys.stderr,
+                     dynamic_ncols=True):
         try:
-            per_task[task] = float(_eval_cost_ratio(module, task))
+            result = module.eval_cost_ratio(task, repeats=args.ratio_repeats)
         except GruqError as exc:
             skipped.setdefault(task, str(exc))
+            continue
+        details[task] = result
+        per_task[task] = float(result["eval_cost_ratio"] if isinstance(result, dict) else result)
     out["eval_cost_ratio"] = per_task.get(args.ratio_task)
     out["eval_cost_ratio_task"] = args.ratio_task
     out["eval_cost_ratio_per_task"] = per_task
-
-
-def _eval_cost_ratio(module: ModuleType, task: str) -> float:
-    """bench/eval_cost.py's public measure, as a number."""
-    result = module.eval_cost_ratio(task)
-    if isinstance(result, dict):
-        return float(result["eval_cost_ratio"])
-    return float(result)
+    out["eval_cost"] = details
 
 
 def _quality(module: ModuleType, args: argparse.Namespace, out: dict[str, Any], skipped: dict[str, str]) -> None:

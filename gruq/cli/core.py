@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--seed", type=natural, default=0)
             p.add_argument("--finetune-samples", type=positive, metavar="N",
                            help="training sequences per fine-tuning epoch, a seeded subset (default: all)")
+            p.add_argument("--finetune-select", choices=("val",),
+                           help="keep the fine-tuning epoch (0 included) with the best validation accuracy")
         add_json(p)
         p.set_defaults(func=func)
 
@@ -86,7 +88,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from gruq.evaluate import evaluate
 
     record = evaluate(args.task, args.bits, args.split, args.finetune_epochs, args.seed, args.checkpoint,
-                      args.finetune_samples)
+                      args.finetune_samples, args.finetune_select)
     if args.json:
         emit(record)
     else:

@@ -24,7 +24,7 @@ class Split:
 class Task:
     """A sequence classification task and the model shape gruq uses for it.
 
-    `hidden` and `epochs` are the defaults for float training; `source` says
+    `hidden`, `epochs` and `batch` are the defaults for float training; `source` says
     where the data come from, for people reading `gruq tasks`.
     """
 
@@ -36,6 +36,7 @@ class Task:
     hidden: int
     epochs: int
     source: str = ""
+    batch: int = 64
     extra: dict = field(default_factory=dict)
 
     @property

@@ -18,14 +18,15 @@ one constant label in 1..6 (walking, upstairs, downstairs, sitting, standing,
 laying -> classes 0..5), 6 channels: 128 steps x 6 features, 10,411 windows.
 Channels are z-scored with train-split statistics.
 
-Splits are BY USER, so no person is in two splits: a seeded permutation of
-the 30 users gives 18 train / 6 val / 6 test users (about 350 windows per
-user). Val and test are then subsampled (seeded, stratified) to at most 2,000
-windows each, to keep evaluation cheap. For seed 0: train 6,213 windows, val
-2,000 (of 2,058), test 2,000 (of 2,140). Other seeds pick other users, so the
-sizes vary a little (seed 1: 6,398 / 1,905 / 2,000). Task.extra['users'] lists
-each split's users.
-Defaults: hidden 64, 30 epochs.
+Splits are BY USER, so no person is in two splits. Test: the 9 subjects that
+UCI HAR itself publishes as its test set (2, 4, 9, 10, 12, 13, 18, 20, 24);
+validation: 4 of the other 21 users, drawn by the seed; train: the remaining
+17. Val and test are subsampled (seeded, stratified) to at most 2,000 windows
+each, to keep evaluation cheap. For seed 0: train 5,952, val 1,463, test
+2,000 windows. Task.extra['users'] lists each split's users. (A first split of
+18/6/6 seeded users gave a 95% validation but 84% test float model: six test
+users were too few to say much.)
+Defaults: hidden 64, 40 epochs, batches of 128 (chosen on validation accuracy).
 """
 
 from __future__ import annotations
@@ -267,7 +268,7 @@ def load(seed: int = 0) -> Task:
     norm = Normaliser.fit(X[parts[0]])
     train, val, test = (Split(X=norm(X[i]), y=y[i]) for i in parts)
     return Task(
-        name="har", train=train, val=val, test=test, classes=6, hidden=64, epochs=30, source=SOURCE,
+        name="har", train=train, val=val, test=test, classes=6, hidden=64, epochs=40, batch=128, source=SOURCE,
         extra={"seed": seed, **norm.to_extra(), "index": index_extra(parts), "activities": ACTIVITIES,
                "channels": CHANNELS,
                "users": {name: tuple(sorted(int(u) for u in g)) for name, g in zip(("train", "val", "test"), groups)}},

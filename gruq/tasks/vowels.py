@@ -3,8 +3,10 @@
 640 utterances of the vowel /ae/ by 9 male speakers; the task is the speaker
 (9 classes, original labels "1".."9" -> 0..8). Each utterance is 7..29 frames
 of 12 LPC cepstrum coefficients. The archive's 270 train / 370 test files are
-pooled and re-split. The shipped .ts files are read with sktime's loader for
-local files (`load_from_tsfile`), so nothing is ever downloaded.
+pooled and re-split. The shipped .ts files are located with
+importlib.util.find_spec and read by gruq.tasks.tsfile (sktime itself is never
+imported; its loader `load_from_tsfile` gives identical arrays), so nothing is
+ever downloaded.
 
 Each channel is z-scored with statistics over all real frames of the train
 split; then every utterance is LEFT-padded with zeros to 29 steps, so the
@@ -26,6 +28,7 @@ from gruq.errors import GruqError
 from gruq.tasks._files import package_file
 from gruq.tasks.base import Split, Task
 from gruq.tasks.split import Normaliser, check_seed, index_extra, rng, stratified_split
+from gruq.tasks.tsfile import read_ts
 
 SIZES = (240, 100, 300)
 STEPS = 29
@@ -37,14 +40,10 @@ INSTALL = "pip install sktime"
 def _read(part: str) -> tuple[list[np.ndarray], np.ndarray]:
     path = package_file("sktime", "datasets", "data", "JapaneseVowels", f"JapaneseVowels_{part}.ts",
                         task="vowels", install=INSTALL)
-    from sktime.datasets import load_from_tsfile
-
-    frame, labels = load_from_tsfile(str(path), return_data_type="nested_univ")
-    sequences = []
-    for i in range(len(frame)):
-        channels = [np.asarray(frame.iloc[i, j], dtype=np.float64) for j in range(frame.shape[1])]
-        sequences.append(np.stack(channels, axis=1))  # (length, 12)
-    return sequences, np.asarray(labels).astype(np.int64) - 1
+    data = read_ts(path)
+    if data.class_labels != tuple("123456789"):
+        raise GruqError(f"task 'vowels': {path} has class labels {' '.join(data.class_labels)}, not 1..9")
+    return data.sequences, data.labels.astype(np.int64) - 1  # each sequence (length, 12)
 
 
 @lru_cache(maxsize=1)
