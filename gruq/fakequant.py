@@ -22,7 +22,7 @@ weights and formats and falls back to the reference path when one fails.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
@@ -93,13 +93,20 @@ class Simulation:
         self.frac = {n: [f.out[n].frac for f in fm] for n in names}
         self.acc = {n: [f.acc_frac[n] for f in fm] for n in fm[0].acc_frac}
         self.int32 = (_col([INT32_MIN]), _col([INT32_MAX]))
-        self.lut = {name: self._table(name, src) for name, src in (("sig_r", "add_r"), ("sig_z", "add_z"),
-                                                                    ("tanh_n", "add_n"))}
-        # the scale factors of the reference path, once (not in the time loop)
+
+    @cached_property
+    def lut(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The reference path's activation tables (flat) and per-genome offsets."""
+        return {name: self._table(name, src) for name, src in (("sig_r", "add_r"), ("sig_z", "add_z"),
+                                                                ("tanh_n", "add_n"))}
+
+    @cached_property
+    def _scale(self) -> dict[str, torch.Tensor]:
+        """The reference path's scale factors, once (not in the time loop)."""
         fr, acc = self.frac, self.acc
         shift = lambda dst, src: _pow2([d - s for d, s in zip(fr[dst], src)])  # noqa: E731
         add = lambda a, b: [x + y for x, y in zip(a, b)]  # noqa: E731
-        self._scale = {
+        scale = {
             "xr": shift("add_r", acc["lin_xr"]), "hr": shift("add_r", acc["lin_hr"]),
             "xz": shift("add_z", acc["lin_xz"]), "hz": shift("add_z", acc["lin_hz"]),
             "rn": shift("mul_rn", add(fr["sig_r"], acc["lin_hn"])),
@@ -109,9 +116,9 @@ class Simulation:
             "zh": shift("mul_zh", add(fr["sig_z"], fr["add_h"])),
             "nh": shift("add_h", fr["mul_zn"]), "hh": shift("add_h", fr["mul_zh"]),
         }
-        self._in_scale = {n: _pow2([-e for e in fr[src]]) for n, src in
-                          (("sig_r", "add_r"), ("sig_z", "add_z"), ("tanh_n", "add_n"))}
-        self._out_scale = {n: _pow2(fr[n]) for n in ("sig_r", "sig_z", "tanh_n")}
+        for name, src in (("sig_r", "add_r"), ("sig_z", "add_z"), ("tanh_n", "add_n")):  # for the STE
+            scale[f"{name}_in"], scale[f"{name}_out"] = _pow2([-e for e in fr[src]]), _pow2(fr[name])
+        return scale
 
     def _table(self, name: str, src: str) -> tuple[torch.Tensor, torch.Tensor]:
         """One activation table per genome, flat; and each genome's offset into it."""
@@ -180,7 +187,7 @@ class Simulation:
         if not self.ste:
             return out
         # straight-through: the gradient of fn at the real input, in output codes
-        smooth = fn(v * self._in_scale[name]) * self._out_scale[name]
+        smooth = fn(v * self._scale[f"{name}_in"]) * self._scale[f"{name}_out"]
         return smooth + (out - smooth).detach()
 
     def _reference(self, x: torch.Tensor, trace: bool):
@@ -395,8 +402,9 @@ class _Fast:
                 "h_lo": [f.out["add_h"].lo for f in fm]}
 
     # -- the run ----------------------------------------------------------
-    def run(self, xc: torch.Tensor) -> torch.Tensor:
-        """Logit codes (P, N, C) for input codes xc (N, T, F).
+    def run(self, xc: torch.Tensor, states: bool = False):
+        """Logit codes (P, N, C) for input codes xc (N, T, F); with `states`, also
+        the codes of h (add_h) after every step, (P, N, T, H) (for tests).
 
         The work is cut into independent blocks (a group of genomes x a tile of
         sequences, about ELEMENTS codes per tensor: they stay in cache). With
@@ -412,16 +420,17 @@ class _Fast:
         blocks = [(slice(p, min(p + per, self.P)), slice(i, i + tile))
                   for p in range(0, self.P, per) for i in range(0, N, tile)]
         out = torch.empty(self.P, N, self.head[0].shape[2], dtype=F64)
+        hs = torch.empty(self.P, N, xc.shape[1], self.H, dtype=F64) if states else None
 
         def work(block: tuple[slice, slice]) -> None:
             with torch.no_grad():
                 g, n = block
-                out[g, n] = self._block(g, xt[:, n])
+                out[g, n] = self._block(g, xt[:, n], None if hs is None else hs[g, n])
 
         if workers == 1 or len(blocks) == 1:
             for block in blocks:
                 work(block)
-            return out
+            return (out, hs) if states else out
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -429,9 +438,10 @@ class _Fast:
                 list(pool.map(work, blocks))
         finally:
             torch.set_num_threads(before)
-        return out
+        return (out, hs) if states else out
 
-    def _block(self, g: slice, xt: torch.Tensor) -> torch.Tensor:
+    def _block(self, g: slice, xt: torch.Tensor, hs: torch.Tensor | None) -> torch.Tensor:
+        """Logit codes of genomes g for input codes xt (T, n, F); h of each step into hs."""
         P, (T, N, F), H, dt = g.stop - g.start, xt.shape, self.H, self.dtype
         w_r, b_r, w_z, b_z = self.w_r[g], self.b_r[g], self.w_z[g], self.b_z[g]
         w_l, b_l, w_n, b_n = self.w_l[g], self.b_l[g], self.w_n[g], self.b_n[g]
@@ -482,6 +492,8 @@ class _Fast:
             # add_h
             torch.add(m1, m2, out=m1).floor_()
             torch.minimum(torch.maximum(m1, h_lo, out=m1), h_hi, out=h)
+            if hs is not None:
+                hs[:, :, t] = h
         wo, bo = self.head
         lo, hi = self.sim.int32
         return torch.clamp(torch.bmm(h.to(F64), wo[g]) + bo[g], lo, hi)

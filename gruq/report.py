@@ -281,8 +281,11 @@ def budget_text(budget: dict) -> str:
             f"objective {budget['objective']}, fitness = post-training accuracy on the validation split; "
             f"fine-tuning {budget['finetune_epochs']} epochs"
             + (f" of {samples} training sequences each (a fresh seeded subset per epoch)" if samples else "")
-            + f", Adam lr {budget['finetune_lr']:g}, batch {budget['finetune_batch']}, cosine decay; "
-            f"at most {budget['front_size']} front genomes fine-tuned; {budget['workers']} worker processes.")
+            + f", Adam lr {budget['finetune_lr']:g}, cosine decay, batch {budget['finetune_batch']} (fewer for small "
+            "training sets: at least 8 steps per epoch)"
+            + (", keeping the epoch (0 included) with the best validation accuracy"
+               if budget.get("finetune_select") == "val" else "")
+            + f"; at most {budget['front_size']} front genomes fine-tuned; {budget['workers']} worker processes.")
 
 
 def command_line(budget: dict, out: str = "reports/") -> str:
@@ -290,7 +293,8 @@ def command_line(budget: dict, out: str = "reports/") -> str:
            f"--finetune-epochs {budget['finetune_epochs']} --seed {budget['seed']} --workers {budget['workers']}"
            f" --front-size {budget['front_size']}")
     samples = budget.get("finetune_samples")
-    return cmd + (f" --finetune-samples {samples}" if samples else " --finetune-samples 0")
+    cmd += f" --finetune-samples {samples}" if samples else " --finetune-samples 0"
+    return cmd + (" --finetune-select val" if budget.get("finetune_select") == "val" else " --finetune-select last")
 
 
 def _task_section(task: str, t: dict, r: dict | None) -> list[str]:

@@ -72,13 +72,13 @@ class Budget:
     an hour on an idle 2-core machine (see reports/README.md for the times).
     """
 
-    pop: int = 24  # NSGA-II population
-    gens: int = 12  # generations, the initial one included
+    pop: int = 40  # NSGA-II population
+    gens: int = 30  # generations, the initial one included
     seed: int = 0  # search seed and fine-tuning seed
-    finetune_epochs: int = 3  # epochs of quantization-aware fine-tuning per genome
-    finetune_samples: int | None = 1024  # training sequences per epoch, a fresh seeded subset (None: all)
+    finetune_epochs: int = 6  # epochs of quantization-aware fine-tuning per genome
+    finetune_samples: int | None = 2048  # training sequences per epoch, a fresh seeded subset (None: all)
     finetune_select: str | None = "val"  # keep the epoch (0 included) best on validation; None: the last
-    front_size: int = 12  # front members fine-tuned at most (best-spread subset of a larger front)
+    front_size: int = 20  # front members fine-tuned at most (best-spread subset of a larger front)
     workers: int = 2  # processes for scoring and fine-tuning; results do not depend on it
 
     def __post_init__(self) -> None:
@@ -104,6 +104,13 @@ class Budget:
             **asdict(self), "objective": "size", "search_split": "val", "report_split": "test",
             "finetune_lr": FINETUNE_LR, "finetune_batch": FINETUNE_BATCH,
         }
+
+    def batch(self, train_size: int) -> int:
+        """The fine-tuning batch a task with `train_size` training sequences gets."""
+        from gruq.train import finetune_batch
+
+        n = train_size if self.finetune_samples is None else min(self.finetune_samples, train_size)
+        return finetune_batch(n)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Budget":
@@ -294,6 +301,9 @@ def run_task(task: str, budget: Budget, out: Path, finetune_map: Callable,
         "run_id": result["run_id"], "db": str(db), "evaluations": result["evaluations"],
         "hypervolume_val": result["hypervolume"], "front_members": len(front), "finetuned_members": len(fronted),
     }
+    record["finetune"] = {"batch": budget.batch(len(data.train)), "train_sequences": len(data.train),
+                          "sequences_per_epoch": len(data.train) if budget.finetune_samples is None
+                          else min(budget.finetune_samples, len(data.train))}
     record["seconds"] = {"search": search_seconds, "finetune": finetune_seconds,
                          "finetune_cpu": sum(v[2] for v in tuned.values()), "finetune_jobs": len(jobs)}
     record["front"], record["baselines"] = front, base

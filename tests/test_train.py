@@ -150,3 +150,47 @@ def test_finetune_does_not_depend_on_the_callers_thread_count():
         torch.set_num_threads(before)
     assert same_weights(a.model, b.model)
     assert torch.get_num_threads() == before
+
+
+# -- fine-tuning options: samples per epoch, best epoch on a held-out split, default batch ----------------
+
+def test_finetune_samples_at_least_the_split_size_changes_nothing():
+    ckpt, train = toy_checkpoint()
+    a = finetune(ckpt, homogeneous(4), train, epochs=2, seed=3, batch=16)
+    b = finetune(ckpt, homogeneous(4), train, epochs=2, seed=3, batch=16, samples=len(train))
+    c = finetune(ckpt, homogeneous(4), train, epochs=2, seed=3, batch=16, samples=10 * len(train))
+    assert same_weights(a.model, b.model) and same_weights(a.model, c.model)
+
+
+def test_finetune_samples_trains_on_a_seeded_subset_per_epoch():
+    ckpt, train = toy_checkpoint()
+    seen = []
+    a = finetune(ckpt, homogeneous(4), train, epochs=2, seed=3, batch=16, samples=20,
+                 progress=lambda e, n, m: seen.append(m["loss"]))
+    b = finetune(ckpt, homogeneous(4), train, epochs=2, seed=3, batch=16, samples=20)
+    full = finetune(ckpt, homogeneous(4), train, epochs=2, seed=3, batch=16)
+    assert same_weights(a.model, b.model) and not same_weights(a.model, full.model)
+    assert len(seen) == 2 and all(np.isfinite(seen))
+    with pytest.raises(GruqError):
+        finetune(ckpt, homogeneous(4), train, epochs=1, samples=0)
+
+
+def test_finetune_select_keeps_the_best_epoch_on_the_held_out_split():
+    from gruq.evaluate import accuracies
+
+    ckpt, train = toy_checkpoint()
+    held = Split(X=train.X[::-1].copy(), y=train.y[::-1].copy())
+    seen = []
+    best = finetune(ckpt, homogeneous(3), train, epochs=3, seed=1, batch=16, select=held,
+                    progress=lambda e, n, m: seen.append(m["select"]))
+    start = accuracies(ckpt, [homogeneous(3)], held)[0]
+    assert accuracies(best, [homogeneous(3)], held)[0] == max([start] + seen)
+    again = finetune(ckpt, homogeneous(3), train, epochs=3, seed=1, batch=16, select=held)
+    assert same_weights(best.model, again.model)
+
+
+def test_default_finetune_batch_gives_small_sets_eight_steps():
+    from gruq.train import FINETUNE_BATCH, finetune_batch
+
+    assert finetune_batch(240) == 30 and finetune_batch(100) == 16
+    assert finetune_batch(2048) == finetune_batch(6000) == FINETUNE_BATCH

@@ -35,6 +35,9 @@ def register(sub: Any) -> None:
                    help=f"fine-tuning epochs per genome (default {d.finetune_epochs})")
     p.add_argument("--finetune-samples", type=natural, default=d.finetune_samples, metavar="N",
                    help=f"training sequences per fine-tuning epoch, 0 for all (default {d.finetune_samples})")
+    p.add_argument("--finetune-select", choices=("val", "last"), default=d.finetune_select or "last",
+                   help="keep the fine-tuning epoch best on validation, or the last one (default "
+                   f"{d.finetune_select or 'last'})")
     p.add_argument("--front-size", type=positive, default=d.front_size, metavar="K",
                    help=f"front genomes fine-tuned at most, best spread (default {d.front_size})")
     p.add_argument("--seed", type=natural, default=d.seed, help=f"search and fine-tuning seed (default {d.seed})")
@@ -52,7 +55,9 @@ def reproduce_command(args: argparse.Namespace) -> int:
     from gruq.tasks import NAMES
 
     budget = Budget(pop=args.pop, gens=args.gens, seed=args.seed, finetune_epochs=args.finetune_epochs,
-                    finetune_samples=args.finetune_samples or None, front_size=args.front_size,
+                    finetune_samples=args.finetune_samples or None,
+                    finetune_select=None if args.finetune_select == "last" else args.finetune_select,
+                    front_size=args.front_size,
                     workers=args.workers)
     bars: dict[tuple[str, str], tqdm] = {}
 

@@ -10,7 +10,7 @@ itself is never imported (its mnist_data() gives identical arrays).
 
 Splits (stratified, seeded; every split has 10 balanced classes):
     train 3,000 / val 1,000 / test 1,000 images.
-Defaults: hidden 64, 30 epochs.
+Defaults: hidden 64, 60 epochs.
 """
 
 from __future__ import annotations
