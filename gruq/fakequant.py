@@ -22,8 +22,9 @@ weights and formats and falls back to the reference path when one fails.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import cached_property, lru_cache
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -36,8 +37,8 @@ from gruq.scheme import formats, weight_exponents
 
 LUT_SIZE = 256  # 2^8: the widest input code any genome has
 F64, F32, I32 = torch.float64, torch.float32, torch.int32
-ELEMENTS = 1 << 18  # target size of one (genomes, sequences, hidden) block of the fast path
-PARALLEL_BLOCKS = True  # run the fast path's blocks on torch.get_num_threads() Python threads
+ELEMENTS = 1 << 16  # target size of one (genomes, sequences, hidden) block of the fast path
+PARALLEL_BLOCKS = True  # run the fast path's blocks on as many Python threads as torch has threads
 REFERENCE_GENOMES = 4  # genomes per pass of the reference path when it stands in for the fast one
 
 
@@ -64,14 +65,31 @@ def _requantize(v: np.ndarray, frac_in: int, fmt: Format) -> np.ndarray:
     return np.minimum(np.maximum(r, fmt.lo, out=r), fmt.hi, out=r)
 
 
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a while (a process-wide setting, restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class _Rounding:
     """Round-half-up and saturation, straight-through when training."""
 
     def __init__(self, ste: bool) -> None:
         self.ste = ste
 
-    def __call__(self, v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-        r = torch.floor(v + 0.5)
+    def __call__(self, v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        """floor(v + 1/2) is exact for the cell's dyadic codes; parameters and
+        inputs (`exact`) round like fixedpoint.quantize, for any float."""
+        if exact:
+            fl = torch.floor(v)
+            r = fl + (v - fl >= 0.5).to(v.dtype)
+        else:
+            r = torch.floor(v + 0.5)
         if not self.ste:  # the same values as clamp, whose tensor-bound form is slow
             return torch.minimum(torch.maximum(r, lo), hi)
         return torch.clamp(v + (r - v).detach(), lo, hi)
@@ -134,7 +152,7 @@ class Simulation:
     def _codes(self, v: torch.Tensor, fmts: Sequence[Format]) -> torch.Tensor:
         """Codes of a parameter tensor under each genome's format: (P, *v.shape)."""
         lo, hi = _col([f.lo for f in fmts]), _col([f.hi for f in fmts])
-        return self.round(v.to(F64).unsqueeze(0) * _pow2([f.frac for f in fmts]), lo, hi)
+        return self.round(v.to(F64).unsqueeze(0) * _pow2([f.frac for f in fmts]), lo, hi, exact=True)
 
     def _linear(self, op: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight codes (P, H, in) and bias codes (P, 1, H) of one linear operator."""
@@ -157,7 +175,8 @@ class Simulation:
     def input_codes(self, x: torch.Tensor) -> torch.Tensor:
         """8-bit codes of the input; the same for every genome."""
         fx = self.fmts[0].x
-        return torch.clamp(torch.floor(torch.ldexp(x.to(F64), torch.tensor(fx.frac)) + 0.5), fx.lo, fx.hi)
+        lo, hi = torch.tensor(float(fx.lo), dtype=F64), torch.tensor(float(fx.hi), dtype=F64)
+        return _Rounding(False)(torch.ldexp(x.to(F64), torch.tensor(fx.frac)), lo, hi, exact=True)
 
     def logit_scale(self) -> torch.Tensor:
         """2^-f of the logits per genome, to turn codes into real logits for a loss."""
@@ -172,9 +191,11 @@ class Simulation:
         weights and genomes, the reference path.
         """
         if not (trace or self.ste):
-            fast = _Fast.plan(self)
-            if fast is not None:
-                return fast.run(self.input_codes(x))
+            workers = torch.get_num_threads() if PARALLEL_BLOCKS else 1
+            with _one_torch_thread():  # see _Fast.run
+                fast = _Fast.plan(self)
+                if fast is not None:
+                    return fast.run(self.input_codes(x), workers=workers)
             if len(self.genomes) > REFERENCE_GENOMES:  # bounded memory: a few genomes at a time
                 with torch.no_grad():
                     return torch.cat([Simulation(self.model, self.calib, self.genomes[i:i + REFERENCE_GENOMES])
@@ -245,40 +266,49 @@ def _fits(terms: Sequence[tuple[torch.Tensor, torch.Tensor]], mantissa: int) -> 
 
 
 class _Fast:
-    """The no-grad fast path: the same codes as the engine, in ~30 tensor passes a step.
+    """The no-grad fast path: the engine's codes in about 35 tensor operations a step.
 
-    Notation: for a genome, an add's pre-rounding value is v (real, at the add's
-    scale), its code sat(floor(v + 1/2)) with sat = clamp to [lo, hi] =
-    [-2^(b-1), 2^(b-1) - 1]. Everything below is per genome, batched over P.
+    Notation, per genome (everything is batched over the P genomes): an add's
+    pre-rounding value is v, in units of the add's scale; its code is
+    sat(floor(v + 1/2)), sat = clamp to [lo, hi] = [-2^(b-1), 2^(b-1) - 1].
 
-    1. The three adds that feed a look-up table (add_r, add_z, add_n) are never
-       materialised. With k = 8 - b, w = clamp(floor(2^k (v + 1/2)), -128, 127)
-       determines the code: floor(w / 2^k) = sat(floor(v + 1/2)) (floor of a
-       floor; and w saturates exactly when the code does, since
-       127 = 2^k hi + 2^k - 1 and -128 = 2^k lo). So the tables are re-indexed
-       by w + 128 in [0, 255] for every genome, and one clamp with scalar bounds
-       replaces a clamp with per-genome bounds. The scale 2^k, the 1/2 and the
-       +128 are folded into the weights and biases of the matrix products, so
-       u = 2^k (v + 1/2) + 128 comes straight out of them; clamp(u, 0, 255)
-       converted to int32 truncates, which is floor for u >= 0.
-    2. The int32 saturation of the six accumulators is dropped when it cannot
-       trigger: sum_i |W_ji| max|input| + |b_j| <= 2^31 - 1 for every unit j
-       (checked from the actual codes).
-    3. sub_z, mul_zn and mul_zh only depend on the codes of add_z, add_n and h,
-       each at most 8 bits: two 256 x 256 tables per genome give
-       mul_zn * 2^(f_h - f_mul_zn) + 1/2 and mul_zh * 2^(f_h - f_mul_zh), built
-       with the engine's own arithmetic (`requantize`) from its own activation
-       tables. add_h = sat(floor(sum of the two)).
-    4. mul_rn = sat(floor(sig_r * lin_hn * 2^e + 1/2)) with sig_r * 2^e read
-       from the table (lin_hn is too wide for a table).
-    5. Float32 where exact: the matrix products, the adds and the tables run in
-       float32 when every partial sum provably fits 24 bits (`_fits`, from the
-       actual weight codes and formats: a product of an 8-bit weight code and an
-       8-bit input code times a power of two is exact, and every partial sum of
-       such terms, in any order, is a multiple of the finest scale bounded by
-       the sum of the terms' bounds); otherwise in float64 (53 bits), and if
-       even that fails, the reference path. mul_rn (an 8-bit code times a wide
-       accumulator) is always computed in float64, and indices in int32.
+    1. No int32 saturation of the accumulators. The engine clamps the six
+       linear outputs to int32; the clamp cannot trigger when, for every unit
+       j, sum_i |W_ji| max|input code| + |b_j| <= 2^31 - 1. `plan` checks this
+       on the actual codes (max|x| = 128, max|h| = 2^(b_h - 1)).
+    2. add_r, add_z and add_n are never materialised, only the table index
+       they select:
+       - r: with k = 8 - b, w = clamp(floor(2^k (v + 1/2)), -128, 127) gives
+         the code as floor(w / 2^k) (the floor of a floor is the floor of the
+         quotient, and w saturates exactly when the code does: -128 = 2^k lo,
+         127 = 2^k hi + 2^k - 1). sig_r's table is indexed by w + 128 in
+         [0, 255] for every genome: one clamp with scalar bounds;
+       - z and n: index = clamp(floor(v + 1/2 - lo), 0, hi - lo) = code - lo.
+       u = 2^k (v + 1/2) + 128, resp. v + 1/2 - lo, comes straight out of the
+       matrix products: the scales 2^(f_add - f_acc) (times 2^k) are folded
+       into the weights, the scaled biases and constants into their bias;
+       add_n's mul_rn part is added in the loop. floor is the conversion to
+       int32, which truncates: floor, since u >= 0 after the clamp.
+    3. mul_rn = sat(floor(sig_r 2^e lin_hn + 1/2)), sig_r 2^e read from a table
+       by w_r; in float64 (an 8-bit code times a 32-bit accumulator).
+    4. sub_z, mul_zn and mul_zh depend only on the codes of add_z, add_n and h:
+       per genome, table zn gives mul_zn 2^(f_h - f_mul_zn) + 1/2 by (add_z,
+       add_n), table zh gives mul_zh 2^(f_h - f_mul_zh) by (add_z, h), both
+       built with the engine's own activation tables and round_shift; then
+       add_h = sat(floor(zn + zh)), the engine's align_add(mul_zn, mul_zh).
+    5. Exact in float32 where provable. Every value above is a sum of terms,
+       each an integer multiple of some 2^e bounded by some B (an 8-bit weight
+       code times an 8-bit input code, summed over the actual rows; biases;
+       constants). Every partial sum of such terms, in any order (a BLAS
+       blocks and reorders), is a multiple of 2^emin bounded by sum B 2^e, so
+       exactly representable with m mantissa bits when
+       sum B 2^(e - emin) < 2^m (`_fits`). `plan` computes these bounds from
+       the actual codes and formats and runs the products, sums and tables in
+       float32 when all fit 24 bits, in float64 when they fit 53, and
+       otherwise gives up (the reference path runs). mul_rn is always float64
+       (checked against 53 bits); table indices are int32. Products by powers
+       of two, conversions of integers, clamps, floors and table reads are
+       exact on exact values: every code equals the engine's.
     """
 
     def __init__(self, sim: Simulation, dtype: torch.dtype, parts: dict) -> None:
@@ -299,7 +329,7 @@ class _Fast:
     # -- the plan ---------------------------------------------------------
     @classmethod
     def plan(cls, sim: Simulation) -> "_Fast | None":
-        """The fast path for `sim`, or None when its exactness cannot be proved."""
+        """The fast path for `sim`, or None when its exactness cannot be proved (see the class)."""
         with torch.no_grad():
             parts, bounds = cls._parts(sim)
             if not bounds["int32"] or not _fits(bounds["mul_rn"], 53):
@@ -402,25 +432,28 @@ class _Fast:
                 "h_lo": [f.out["add_h"].lo for f in fm]}
 
     # -- the run ----------------------------------------------------------
-    def run(self, xc: torch.Tensor, states: bool = False):
+    def run(self, xc: torch.Tensor, states: bool = False, workers: int = 1):
         """Logit codes (P, N, C) for input codes xc (N, T, F); with `states`, also
         the codes of h (add_h) after every step, (P, N, T, H) (for tests).
 
         The work is cut into independent blocks (a group of genomes x a tile of
-        sequences, about ELEMENTS codes per tensor: they stay in cache). With
-        more than one torch thread, the blocks run on that many Python threads,
-        each block single-threaded: one parallel region per block rather than
-        one per tensor operation (a few dozen per time step), which scales
-        better and suffers far less when the machine is busy.
+        sequences, about ELEMENTS codes per tensor: they stay in cache), run on
+        `workers` Python threads. Call it with torch on one thread (forward
+        does): then each block is single-threaded, with one parallel region
+        per block rather than one per tensor operation (a few dozen per time
+        step); that scales better, and on a busy machine torch's own threads,
+        which wait for each other at every operation, can be many times slower.
         """
-        N, workers = xc.shape[0], torch.get_num_threads() if PARALLEL_BLOCKS else 1
+        N = xc.shape[0]
+        out = torch.empty(self.P, N, self.head[0].shape[2], dtype=F64)
+        hs = torch.empty(self.P, N, xc.shape[1], self.H, dtype=F64) if states else None
+        if N == 0:
+            return (out, hs) if states else out
         per = max(1, min(ELEMENTS // max(1, N * self.H), -(-self.P // workers)))
         tile = N if per > 1 else max(1, min(ELEMENTS // self.H, -(-N // workers)))
         xt = xc.to(self.dtype).transpose(0, 1).contiguous()  # (T, N, F)
         blocks = [(slice(p, min(p + per, self.P)), slice(i, i + tile))
                   for p in range(0, self.P, per) for i in range(0, N, tile)]
-        out = torch.empty(self.P, N, self.head[0].shape[2], dtype=F64)
-        hs = torch.empty(self.P, N, xc.shape[1], self.H, dtype=F64) if states else None
 
         def work(block: tuple[slice, slice]) -> None:
             with torch.no_grad():
@@ -430,14 +463,9 @@ class _Fast:
         if workers == 1 or len(blocks) == 1:
             for block in blocks:
                 work(block)
-            return (out, hs) if states else out
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(min(workers, len(blocks))) as pool:
+        else:
+            with _one_torch_thread(), ThreadPoolExecutor(min(workers, len(blocks))) as pool:
                 list(pool.map(work, blocks))
-        finally:
-            torch.set_num_threads(before)
         return (out, hs) if states else out
 
     def _block(self, g: slice, xt: torch.Tensor, hs: torch.Tensor | None) -> torch.Tensor:

@@ -141,7 +141,7 @@ def writable(path: Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise GruqError(f"cannot create folder {path.parent}: {exc.strerror or exc}") from None
+        raise GruqError(f"cannot write {path}: its folder cannot be made ({exc.strerror or exc})") from None
     return path
 
 

@@ -75,7 +75,8 @@ def analyse(record: dict) -> dict:
             "size_bytes": [min(m["size_bytes"] for m in members), max(m["size_bytes"] for m in members)],
             "ptq_val": [min(m["ptq_val"] for m in members), max(m["ptq_val"] for m in members)],
         })
-    accurate = [r for r in front if r.get("ft_test") is not None and r["ft_test"] >= record["acc8"] - 0.01 - 1e-9]
+    accurate = [r for r in front if r.get("ft_test") is not None and len(set(r["bits"])) > 1
+                and r["ft_test"] >= record["acc8"] - 0.01 - 1e-9]  # mixed genomes only
     A = np.array([r["bits"] for r in accurate], dtype=float).reshape(-1, len(OPS))
     record["clusters"] = {
         "method": f"Ward hierarchical clustering of the front's bit vectors, k in 2..{MAX_CLUSTERS} by silhouette",
@@ -97,19 +98,19 @@ def width_statement(record: dict) -> str:
     mean = w["mean_front"]
     if not mean:
         return "The front is empty."
-    lin = sorted(LINEAR, key=lambda i: -mean[i])
-    text = ("Weights (the only genes that cost size): widest on the front "
-            + ", ".join(f"{OPS[i]} {mean[i]:.1f}" for i in lin[:3])
-            + "; narrowest " + ", ".join(f"{OPS[i]} {mean[i]:.1f}" for i in lin[-3:]) + " (mean bits).")
+    lin = sorted(LINEAR, key=lambda i: (-mean[i], i))
+    text = ("Weights (the only genes that cost size), mean bits on the front, widest first: "
+            + ", ".join(f"{OPS[i]} {mean[i]:.1f}" for i in lin) + ".")
     if w["min_accurate"]:
         free = [i for i in range(len(OPS)) if i not in LINEAR]
         kept = [OPS[i] for i in free if w["min_accurate"][i] >= WIDE]
         squeezed = [OPS[i] for i in free if w["min_accurate"][i] <= MIN_BITS + 1]
         n = w["accurate_members"]
-        text += (f" Among the {n} fine-tuned front genome{'s' if n != 1 else ''} within 1 pp of all-8-bit, "
-                 + (f"no genome takes {', '.join(kept)} below {WIDE} bits (these need width)"
+        text += (f" Among the {n} fine-tuned mixed front genome{'s' if n != 1 else ''} within 1 pp of all-8-bit, "
+                 + (f"none takes {', '.join(kept)} below {WIDE} bits (the operators that look like they need width)"
                     if kept else f"every free operator goes below {WIDE} bits in some genome")
-                 + (f"; {', '.join(squeezed)} go down to {MIN_BITS}-{MIN_BITS + 1} bits." if squeezed else "."))
+                 + (f"; {', '.join(squeezed)} {'goes' if len(squeezed) == 1 else 'go'} down to "
+                    f"{MIN_BITS}-{MIN_BITS + 1} bits (tolerant)." if squeezed else "."))
         wl = [OPS[i] for i in LINEAR if w["min_accurate"][i] >= WIDE]
         if wl:
             text += f" Weights never below {WIDE} bits there: {', '.join(wl)}."
@@ -227,7 +228,7 @@ def bits_figure(record: dict, path: Path) -> None:
     ax.set_title(f"{record['task']}: bits per operator on the front ({n} genomes, {cl['k']} clusters{sil}; "
                  "dotted: weights)", fontsize=10)
     fig.colorbar(im, cax=cax, ticks=range(MIN_BITS, MAX_BITS + 1), label="bits")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110 if n <= 40 else 80, bbox_inches="tight")  # long fronts: keep the file small
     plt.close(fig)
 
 
@@ -329,7 +330,9 @@ def _task_section(task: str, t: dict, r: dict | None) -> list[str]:
         lines.append(f"Search: {r['search']['evaluations']} genomes scored, front of {r['search']['front_members']}, "
                      f"{r['search']['finetuned_members']} fine-tuned; time {_minutes(s['search'])} search, "
                      f"{_minutes(s['finetune'])} fine-tuning ({s['finetune_jobs']} models), "
-                     f"{_minutes(s.get('total', s['search'] + s['finetune']))} in all.")
+                     f"{_minutes(s.get('total', s['search'] + s['finetune']))} in all"
+                     + (f"; CPU time {_minutes(s['search_cpu'])} search, {_minutes(s['finetune_cpu'])} fine-tuning."
+                        if "search_cpu" in s else "."))
         lines += ["", f"![{task}: bits per operator on the front]({paths['bits']})", ""]
         cl = r["clusters"]
         lines.append(f"{cl['k']} cluster{'s' if cl['k'] != 1 else ''} ({cl['method']}"
@@ -374,13 +377,32 @@ def render_readme(summary: dict, records: dict[str, dict] | None = None) -> str:
         "- The search ranks genomes by post-training accuracy on the validation split only; the picks above "
         "read test accuracies, as the claim is stated. Each task's table also shows the pick made on "
         "validation accuracies alone (no test data), and the pick post-training quantization alone reaches.",
+        "- Bits per operator: under the size objective only the six weight genes (lin_*) cost anything; the "
+        "eleven others are free, so a wide free gene on the front is no evidence that it needs width, but a "
+        "gene that no accurate genome takes below 4 bits is. Clusters: Ward clustering of the front's bit "
+        "vectors, the number of clusters chosen by silhouette.",
         "- Every pick has a `python -m gruq evaluate` command that re-derives its accuracy and size exactly. "
         "Per-task data: `tasks/<task>/result.json`, `front.csv`, `baselines.csv`; summary: `summary.json`.",
         "",
     ]
+    lines += widths_table(records)
     for task, t in summary["tasks"].items():
         lines += _task_section(task, t, records.get(task))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def widths_table(records: dict[str, dict]) -> list[str]:
+    """Mean bits per operator on each task's front, side by side: the task-specific patterns."""
+    rows = [(task, r["widths"]["mean_front"]) for task, r in records.items() if r.get("widths", {}).get("mean_front")]
+    if not rows:
+        return []
+    lines = ["Mean bits per operator on each task's front (weights in bold: the only genes that cost size; "
+             "details and clusters per task below):", "",
+             "| task | " + " | ".join(f"**{op}**" if i in LINEAR else op for i, op in enumerate(OPS)) + " |",
+             "|---|" + "---|" * len(OPS)]
+    for task, mean in rows:
+        lines.append(f"| {task} | " + " | ".join(f"{v:.1f}" for v in mean) + " |")
+    return lines + [""]
 
 
 def write_readme(out: Path, summary: dict, records: dict[str, dict] | None = None) -> Path:
@@ -390,11 +412,64 @@ def write_readme(out: Path, summary: dict, records: dict[str, dict] | None = Non
 
 
 def rerender(out: str | Path) -> Path:
-    """Re-write README.md and the figures from the files of a finished run."""
+    """Re-do the analysis, the figures and README.md from the files of a finished run
+    (nothing is searched, fine-tuned or scored again)."""
     from gruq.reproduce import load_summary, load_task
+
+    from gruq.reproduce import write_task
 
     summary = load_summary(out)
     records = {t: load_task(out, t) for t in summary["tasks"]}
     for record in records.values():
+        analyse(record)
         figures(Path(out), record)
+        write_task(Path(out), record)
     return write_readme(Path(out), summary, records)
+
+
+MAIN_START, MAIN_END = "<!-- reproduce:start -->", "<!-- reproduce:end -->"
+
+
+def main_readme_section(summary: dict, reports: str = "reports", figure_task: str | None = None) -> str:
+    """The section of the project README: the summary table, one figure, the command and its time."""
+    task = figure_task or next(iter(summary["tasks"]))
+    b = summary["budget"]
+    lines = [
+        MAIN_START,
+        "## Results: mixed against homogeneous precision, four tasks",
+        "",
+        summary_table(summary),
+        "",
+        f"![{task}: the fine-tuned mixed-precision front against the homogeneous genomes]"
+        f"({reports}/{figure_task_path(task)})",
+        "",
+        f"Made by the command below in **{_minutes(summary['wall_seconds'])}** "
+        f"(2-core machine); every accuracy is on the test split, after the same fine-tuning for every genome, "
+        f"the all-8-bit reference included. Figures, clusters of the genomes found, the exact "
+        f"`python -m gruq evaluate` command behind each number, and how to read it: "
+        f"[{reports}/README.md]({reports}/README.md).",
+        "",
+        "```sh",
+        command_line(b, f"{reports}/"),
+        "```",
+        MAIN_END,
+    ]
+    return "\n".join(lines)
+
+
+def figure_task_path(task: str) -> str:
+    return figure_paths(task)["front"]
+
+
+def update_main_readme(readme: str | Path, section: str) -> None:
+    """Replace the reproduce section of `readme` (between the markers), or insert it
+    before the first second-level heading."""
+    path = Path(readme)
+    text = path.read_text()
+    if MAIN_START in text and MAIN_END in text:
+        head, rest = text.split(MAIN_START, 1)
+        text = head + section + rest.split(MAIN_END, 1)[1]
+    else:
+        at = text.find("\n## ")
+        text = (text + "\n" + section + "\n") if at < 0 else text[:at + 1] + section + "\n\n" + text[at + 1:]
+    path.write_text(text)

@@ -133,17 +133,17 @@ def check_command(task: str, bits: Sequence[int], budget: Budget) -> str:
 
 
 def _finetune_job(job: tuple[str, Genome, int, int, int | None, str | None]) -> tuple[Genome, float, float, float]:
-    """(genome, validation accuracy, test accuracy, seconds) after fine-tuning: exactly
-    what `gruq evaluate --finetune-epochs E --seed S` computes, on any process."""
+    """(genome, validation accuracy, test accuracy, CPU seconds) after fine-tuning:
+    exactly what `gruq evaluate --finetune-epochs E --seed S ...` computes, on any process."""
     from gruq.evaluate import accuracies, load, tuned
 
     task, genome, epochs, seed, samples, select = job
-    start = time.perf_counter()
+    start = time.process_time()
     data, ckpt = load(task)
     model = tuned(ckpt, genome, data, epochs, seed, samples, select)
     val = accuracies(model, [genome], data.val)[0]
     test = accuracies(model, [genome], data.test)[0]
-    return genome, val, test, time.perf_counter() - start
+    return genome, val, test, time.process_time() - start
 
 
 @contextmanager
@@ -155,6 +155,14 @@ def _pool(workers: int) -> Iterator[Callable]:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers) as pool:
         yield pool.imap_unordered
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished children (the search's pool)."""
+    import resource
+
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
 
 
 # ---------------------------------------------------------------- front selection
@@ -230,14 +238,14 @@ def run_task(task: str, budget: Budget, out: Path, finetune_map: Callable,
     size2 = size_bytes(homogeneous(MIN_BITS), shape)
 
     # 1. search on validation, post-training quantization
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu()
     notify(task, "search", 0, budget.gens)
     cfg = SearchConfig(task=task, pop=budget.pop, gens=budget.gens, seed=budget.seed, objective="size",
                        workers=budget.workers, chunk_size=4)
     db = out / "search.db"
     result = search_run.start(db, cfg, progress=search_bar)
     notify(task, "search", budget.gens, budget.gens)
-    search_seconds = time.perf_counter() - started
+    search_seconds, search_cpu = time.perf_counter() - started, _cpu() - cpu
     front = [{**_genome_row(m["bits"], shape), "ptq_val": m["accuracy"]} for m in result["front"]]
     front.sort(key=lambda r: (r["size_bytes"], -r["ptq_val"], r["bits"]))
 
@@ -269,7 +277,7 @@ def run_task(task: str, budget: Budget, out: Path, finetune_map: Callable,
     for r in front + base:
         g = tuple(r["bits"])
         r["ptq_test"] = ptq_test.get(g)
-        r["ft_val"], r["ft_test"], r["ft_seconds"] = tuned.get(g, (None, None, None))
+        r["ft_val"], r["ft_test"], r["ft_cpu_seconds"] = tuned.get(g, (None, None, None))
 
     # 5. figures of merit
     acc8 = base[-1]["ft_test"]
@@ -304,7 +312,7 @@ def run_task(task: str, budget: Budget, out: Path, finetune_map: Callable,
     record["finetune"] = {"batch": budget.batch(len(data.train)), "train_sequences": len(data.train),
                           "sequences_per_epoch": len(data.train) if budget.finetune_samples is None
                           else min(budget.finetune_samples, len(data.train))}
-    record["seconds"] = {"search": search_seconds, "finetune": finetune_seconds,
+    record["seconds"] = {"search": search_seconds, "finetune": finetune_seconds, "search_cpu": search_cpu,
                          "finetune_cpu": sum(v[2] for v in tuned.values()), "finetune_jobs": len(jobs)}
     record["front"], record["baselines"] = front, base
     return record
@@ -386,7 +394,10 @@ def reproduce(out_dir: str | Path, tasks: Sequence[str] = NAMES, budget: Budget 
     budget = budget or Budget()
     tasks = _check_tasks(tasks)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GruqError(f"cannot write the report into {out}: {exc.strerror or exc}") from None
     started = time.perf_counter()
     records = {}
     with _pool(budget.workers) as finetune_map:

@@ -81,15 +81,17 @@ def test_blocks_and_threads_do_not_change_the_codes(models, monkeypatch):
     sim = Simulation(s.model, s.calib, pop)
     xc = sim.input_codes(torch.as_tensor(s.X))
     whole = _Fast.plan(sim).run(xc)
-    before = torch.get_num_threads()
     monkeypatch.setattr(fq, "ELEMENTS", 8 * 5)  # 5 sequences of 8 hidden units per block
+    for workers in (1, 2, 3):
+        assert torch.equal(_Fast.plan(sim).run(xc, workers=workers), whole)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
     try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            assert torch.equal(_Fast.plan(sim).run(xc), whole)
+        with torch.no_grad():
+            assert torch.equal(sim.forward(torch.as_tensor(s.X)), whole)
+        assert torch.get_num_threads() == 2  # forward restores torch's thread count
     finally:
         torch.set_num_threads(before)
-    assert torch.get_num_threads() == before
 
 
 def test_float64_when_float32_cannot_be_proved_exact():

@@ -20,9 +20,10 @@ import argparse
 import importlib
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterator
 
 from gruq.cli import emit
 from gruq.cli.args import positive
@@ -47,6 +48,8 @@ def register(sub: Any) -> None:
                    help=f"task of the headline eval_cost_ratio (default {DEFAULT_TASK})")
     p.add_argument("--ratio-all-tasks", action="store_true",
                    help="also measure eval_cost_ratio on every task of --tasks (slow on the large splits)")
+    p.add_argument("--threads", type=positive, metavar="N",
+                   help="torch threads while measuring eval_cost_ratio (default: torch's own choice)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     # Hidden: for tests and for re-runs.
     p.add_argument("--pop", type=positive, default=32, help=argparse.SUPPRESS)
@@ -120,19 +123,37 @@ def _ratios(module: ModuleType, args: argparse.Namespace, out: dict[str, Any], s
     tasks = [args.ratio_task] + (list(args.tasks) if args.ratio_all_tasks else [])
     per_task: dict[str, float] = {}
     details: dict[str, Any] = {}
-    for task in tqdm(list(dict.fromkeys(tasks)), desc="eval cost", unit="task", file=sys.stderr,
-                     dynamic_ncols=True):
-        try:
-            result = module.eval_cost_ratio(task, repeats=args.ratio_repeats)
-        except GruqError as exc:
-            skipped.setdefault(task, str(exc))
-            continue
-        details[task] = result
-        per_task[task] = float(result["eval_cost_ratio"] if isinstance(result, dict) else result)
+    with _torch_threads(args.threads):
+        for task in tqdm(list(dict.fromkeys(tasks)), desc="eval cost", unit="task", file=sys.stderr,
+                         dynamic_ncols=True):
+            try:
+                result = module.eval_cost_ratio(task, repeats=args.ratio_repeats)
+            except GruqError as exc:
+                skipped.setdefault(task, str(exc))
+                continue
+            details[task] = result
+            per_task[task] = float(result["eval_cost_ratio"] if isinstance(result, dict) else result)
     out["eval_cost_ratio"] = per_task.get(args.ratio_task)
     out["eval_cost_ratio_task"] = args.ratio_task
     out["eval_cost_ratio_per_task"] = per_task
     out["eval_cost"] = details
+    out["eval_cost_threads"] = args.threads
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with `threads` torch threads (None: leave torch's choice), restoring the previous number."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _quality(module: ModuleType, args: argparse.Namespace, out: dict[str, Any], skipped: dict[str, str]) -> None:
