@@ -276,6 +276,16 @@ def summary_table(summary: dict, records: dict[str, dict] | None = None) -> str:
     return "\n".join(rows)
 
 
+def cpu_text(records: dict[str, dict], workers: int) -> str:
+    """The CPU time measured (search and fine-tuning), for machines busier or idler than this one."""
+    secs = [r.get("seconds", {}) for r in records.values()]
+    if not secs or not all("search_cpu" in s for s in secs):
+        return ""
+    cpu = sum(s["search_cpu"] + s["finetune_cpu"] for s in secs)
+    return (f" (CPU time of the search and the fine-tuning: {_minutes(cpu)}; spread over {workers} "
+            f"busy cores that is about {_minutes(cpu / max(1, workers))} of wall time on an idle machine)")
+
+
 def budget_text(budget: dict) -> str:
     samples = budget.get("finetune_samples")
     return (f"NSGA-II population {budget['pop']} x {budget['gens']} generations, seed {budget['seed']}, "
@@ -360,8 +370,8 @@ def render_readme(summary: dict, records: dict[str, dict] | None = None) -> str:
         command_line(b),
         "```",
         "",
-        f"Wall time: **{_minutes(summary['wall_seconds'])}** for {len(summary['tasks'])} task(s). Budget: "
-        + budget_text(b),
+        f"Wall time: **{_minutes(summary['wall_seconds'])}** for {len(summary['tasks'])} task(s)"
+        + cpu_text(records, b.get("workers", 1)) + ". Budget: " + budget_text(b),
         "",
         summary_table(summary, records),
         "",
@@ -425,51 +435,3 @@ def rerender(out: str | Path) -> Path:
         figures(Path(out), record)
         write_task(Path(out), record)
     return write_readme(Path(out), summary, records)
-
-
-MAIN_START, MAIN_END = "<!-- reproduce:start -->", "<!-- reproduce:end -->"
-
-
-def main_readme_section(summary: dict, reports: str = "reports", figure_task: str | None = None) -> str:
-    """The section of the project README: the summary table, one figure, the command and its time."""
-    task = figure_task or next(iter(summary["tasks"]))
-    b = summary["budget"]
-    lines = [
-        MAIN_START,
-        "## Results: mixed against homogeneous precision, four tasks",
-        "",
-        summary_table(summary),
-        "",
-        f"![{task}: the fine-tuned mixed-precision front against the homogeneous genomes]"
-        f"({reports}/{figure_task_path(task)})",
-        "",
-        f"Made by the command below in **{_minutes(summary['wall_seconds'])}** "
-        f"(2-core machine); every accuracy is on the test split, after the same fine-tuning for every genome, "
-        f"the all-8-bit reference included. Figures, clusters of the genomes found, the exact "
-        f"`python -m gruq evaluate` command behind each number, and how to read it: "
-        f"[{reports}/README.md]({reports}/README.md).",
-        "",
-        "```sh",
-        command_line(b, f"{reports}/"),
-        "```",
-        MAIN_END,
-    ]
-    return "\n".join(lines)
-
-
-def figure_task_path(task: str) -> str:
-    return figure_paths(task)["front"]
-
-
-def update_main_readme(readme: str | Path, section: str) -> None:
-    """Replace the reproduce section of `readme` (between the markers), or insert it
-    before the first second-level heading."""
-    path = Path(readme)
-    text = path.read_text()
-    if MAIN_START in text and MAIN_END in text:
-        head, rest = text.split(MAIN_START, 1)
-        text = head + section + rest.split(MAIN_END, 1)[1]
-    else:
-        at = text.find("\n## ")
-        text = (text + "\n" + section + "\n") if at < 0 else text[:at + 1] + section + "\n\n" + text[at + 1:]
-    path.write_text(text)

@@ -53,7 +53,6 @@ from typing import Any, Callable, Iterator, Sequence
 
 from gruq.errors import GruqError
 from gruq.genome import MAX_BITS, MIN_BITS, Genome, ModelShape, bops, homogeneous, size_bytes
-from gruq.ops import OPS
 from gruq.tasks import NAMES
 
 # (task, stage, done, total); stage is "search", "finetune" or "report"

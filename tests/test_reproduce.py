@@ -144,20 +144,3 @@ def test_app_page_reads_the_report(run, monkeypatch):
 def test_app_page_without_a_report_says_how_to_make_one(tmp_path, monkeypatch):
     at = _page(monkeypatch, tmp_path)
     assert "gruq reproduce" in at.info[0].value
-
-
-def test_main_readme_section_is_replaced_in_place(tmp_path):
-    from gruq.report import MAIN_END, MAIN_START, main_readme_section, update_main_readme
-
-    pick = {"bits": [4] * 17, "accuracy": 0.95, "size_bytes": 3000.0, "reduction": 0.4, "check": "c"}
-    summary = {"tasks": {"ecg": {"acc8": 0.95, "size8": 5000.0, "size_cap": 2000.0, "hv_mixed": 0.7,
-                                 "hv_homogeneous": 0.6, "within_0.5pp": pick, "within_1pp": pick}},
-               "budget": TINY.to_dict(), "wall_seconds": 600.0}
-    readme = tmp_path / "README.md"
-    readme.write_text("# p\n\nintro\n\n## Next\n\ntext\n")
-    update_main_readme(readme, main_readme_section(summary))
-    first = readme.read_text()
-    assert first.index(MAIN_START) < first.index("## Next") and "reports/figures/ecg_front.png" in first
-    assert "| ecg | 95.00% |" in first and "10.0 min" in first
-    update_main_readme(readme, main_readme_section(summary))
-    assert readme.read_text() == first
