@@ -66,8 +66,10 @@ def _requantize(v: np.ndarray, frac_in: int, fmt: Format) -> np.ndarray:
 
 
 @contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """torch on one thread for a while (a process-wide setting, restored after)."""
+def single_thread() -> Iterator[None]:
+    """torch on one thread for a while (a process-wide setting, restored after):
+    float reductions then do not depend on a process's thread count, and
+    parallel work does not oversubscribe the cores."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -192,7 +194,7 @@ class Simulation:
         """
         if not (trace or self.ste):
             workers = torch.get_num_threads() if PARALLEL_BLOCKS else 1
-            with _one_torch_thread():  # see _Fast.run
+            with single_thread():  # see _Fast.run
                 fast = _Fast.plan(self)
                 if fast is not None:
                     return fast.run(self.input_codes(x), workers=workers)
@@ -464,7 +466,7 @@ class _Fast:
             for block in blocks:
                 work(block)
         else:
-            with _one_torch_thread(), ThreadPoolExecutor(min(workers, len(blocks))) as pool:
+            with single_thread(), ThreadPoolExecutor(min(workers, len(blocks))) as pool:
                 list(pool.map(work, blocks))
         return (out, hs) if states else out
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 from torch import nn
 
 from gruq.errors import GruqError
-from gruq.fakequant import Simulation
+from gruq.fakequant import Simulation, single_thread
 from gruq.genome import Genome, validate
 from gruq.model import Checkpoint, GRUClassifier, calibrate
 from gruq.tasks.base import Split, Task
@@ -34,19 +33,6 @@ def _batches(split: Split, batch: int, gen: torch.Generator,
     for i in range(0, len(order), batch):
         idx = order[i:i + batch]
         yield X[idx], y[idx]
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one thread: float reductions then do not depend on how many
-    threads a process has, so fine-tuning gives the same weights in a worker
-    pool as on the command line."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @torch.no_grad()

@@ -84,7 +84,7 @@ def empty_db(tmp_path, monkeypatch) -> Path:
 def two_runs(tmp_path_factory) -> Path:
     """A store holding two finished real searches on vowels (seeds 0 and 1)."""
     if not (ROOT / "assets" / "vowels.pt").is_file():
-        pytest.skip("assets/vowels.pt is missing")
+        pytest.fail("assets/vowels.pt is missing")
     from gruq.search import run
     from gruq.search.config import SearchConfig
 
@@ -352,7 +352,7 @@ def test_explorer_what_if_rescores_within_two_seconds(filled_db) -> None:
 
 def test_explorer_without_runs_starts_from_homogeneous_genomes(empty_db) -> None:
     if not (ROOT / "assets" / "vowels.pt").is_file():
-        pytest.skip("assets/vowels.pt is missing")
+        pytest.fail("assets/vowels.pt is missing")
     at = open_page(EXPLORER)
     assert tuple(at.dataframe[0].value["bits"]) == homogeneous(8)
     at.selectbox(key="start_vowels_").set_value("all 3-bit").run()

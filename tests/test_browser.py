@@ -66,9 +66,9 @@ def _wait_health(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 @pytest.fixture()
 def server(tmp_path):
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is not installed (scripts/setup --browser installs it)")
+        pytest.fail(f"{CHROMIUM} is not installed (scripts/setup --browser installs it)")
     if not (ROOT / "assets" / "vowels.pt").is_file():
-        pytest.skip("assets/vowels.pt is missing: run python -m gruq train --task vowels")
+        pytest.fail("assets/vowels.pt is missing: run python -m gruq train --task vowels")
     port = _free_port()
     env = {**os.environ, "GRUQ_DB": str(tmp_path / "gruq.db")}
     env.pop("GRUQ_EVALUATOR", None)

@@ -358,7 +358,7 @@ REAL = ("smnist", "vowels", "har", "ecg")
 @pytest.mark.parametrize("task", REAL)
 def test_real_task_export_is_identical(task, tmp_path):
     if not checkpoint_path(task).is_file():
-        pytest.skip(f"no checkpoint {checkpoint_path(task)}: run `python -m gruq train --task {task}`")
+        pytest.fail(f"no checkpoint {checkpoint_path(task)}: run `python -m gruq train --task {task}`")
     rng = np.random.default_rng(sum(map(ord, task)))
     genome = tuple(int(b) for b in rng.integers(2, 9, N_OPS))
     record = export(task, genome, tmp_path)
