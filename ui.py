@@ -7,9 +7,10 @@ shows comes from the run store (see `db_path`) or from gruq's functions.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import streamlit as st
 
@@ -59,8 +60,10 @@ def run_label(run: dict[str, Any]) -> str:
     """How a run is named in pickers: stable while it runs (its status is shown elsewhere)."""
     cfg = run.get("config") or {}
     when = (run.get("created_at") or "")[:16].replace("T", " ")
-    return (f"run {run['run_id']} · {task_label(run['task'])} · population {cfg.get('pop', '?')} x "
-            f"{run['generations']} generations · seed {run['seed']} · {when} UTC")
+    return (
+        f"run {run['run_id']} · {task_label(run['task'])} · population {cfg.get('pop', '?')} x "
+        f"{run['generations']} generations · seed {run['seed']} · {when} UTC"
+    )
 
 
 def query_int(name: str) -> int | None:
@@ -87,8 +90,9 @@ def choose_run(runs: list[dict[str, Any]], key: str, label: str = "Run") -> dict
     ids = [r["run_id"] for r in runs]
     wanted = query_int("run") or st.session_state.get("run_id")
     index = ids.index(wanted) if wanted in ids else 0
-    choice = st.selectbox(label, ids, index=index, key=key,
-                          format_func=lambda i: run_label(next(r for r in runs if r["run_id"] == i)))
+    choice = st.selectbox(
+        label, ids, index=index, key=key, format_func=lambda i: run_label(next(r for r in runs if r["run_id"] == i))
+    )
     st.session_state["run_id"] = choice
     if st.query_params.get("run") != str(choice):
         st.query_params["run"] = str(choice)
@@ -128,9 +132,11 @@ def own_task_picker() -> str | None:
     """Upload a .npz (or pick one uploaded before); returns its path, checked by gruq."""
     from gruq import tasks
 
-    st.markdown("Your file needs two arrays: **X** of shape (sequences, steps, features) and **y**, one integer "
-                "class per sequence; at least 150 sequences and 3 per class. gruq splits it 60/20/20 "
-                "into train / validation / test.")
+    st.markdown(
+        "Your file needs two arrays: **X** of shape (sequences, steps, features) and **y**, one integer "
+        "class per sequence; at least 150 sequences and 3 per class. gruq splits it 60/20/20 "
+        "into train / validation / test."
+    )
     up = st.file_uploader("Upload a .npz", type=["npz"], key="upload")
     if up is not None:
         path = save_upload(up.name, up.getvalue())
@@ -163,8 +169,10 @@ def training_panel(task: str) -> None:
     from gruq.store import pids
 
     if task in TASK_LABELS:
-        st.error(f"No trained float model for {task} at {checkpoint_path(task)}. Train it once with "
-                 f"`python -m gruq train --task {task}`, then reload this page.")
+        st.error(
+            f"No trained float model for {task} at {checkpoint_path(task)}. Train it once with "
+            f"`python -m gruq train --task {task}`, then reload this page."
+        )
         return
     pid_file, log = _train_pid_file(task), uploads_dir() / f"{Path(task).stem}.train.log"
     pid = int(pid_file.read_text()) if pid_file.exists() else None
@@ -177,8 +185,10 @@ def training_panel(task: str) -> None:
         elif alive:
             st.info("Training the float model in the background (usually under a minute)...")
         else:
-            st.warning("The search quantizes a trained float model, and this data set has none yet. Train one "
-                       "first (a GRU with 32 hidden units, in the background; the page updates when it is done).")
+            st.warning(
+                "The search quantizes a trained float model, and this data set has none yet. Train one "
+                "first (a GRU with 32 hidden units, in the background; the page updates when it is done)."
+            )
             if pid is not None and log.exists():
                 import re
 
@@ -187,9 +197,14 @@ def training_panel(task: str) -> None:
             if st.button("Train the float model", key="train_own"):
                 uploads_dir().mkdir(parents=True, exist_ok=True)
                 with open(log, "ab") as out:
-                    proc = subprocess.Popen([sys.executable, "-m", "gruq", "train", "--task", task],
-                                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "gruq", "train", "--task", task],
+                        cwd=ROOT,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
                 pid_file.write_text(str(proc.pid))
                 st.rerun(scope="app")
 
@@ -250,8 +265,12 @@ def test_result(task: str, genome: tuple[int, ...]) -> dict:
     pred = engine.predict(build(genome, ckpt.model, ckpt.calibration), data.test.X)
     labels = data.extra.get("labels")
     names = [str(v) for v in labels] if labels is not None and len(labels) == data.classes else None
-    return {"accuracy": float((pred == data.test.y).mean()), "confusion": confusion(data.test.y, pred, data.classes),
-            "labels": names, "n": int(len(pred))}
+    return {
+        "accuracy": float((pred == data.test.y).mean()),
+        "confusion": confusion(data.test.y, pred, data.classes),
+        "labels": names,
+        "n": int(len(pred)),
+    }
 
 
 @st.cache_data(show_spinner="Writing the integer model and its C kernel...", max_entries=16)

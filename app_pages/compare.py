@@ -14,8 +14,10 @@ from gruq.views import KB
 
 ui.setup("Compare runs")
 st.title("Compare runs")
-st.markdown("Overlay the fronts of several runs (tasks, seeds, limits), then group the solutions they found by "
-            "their bit patterns: the operators a task **keeps wide** are the ones its accuracy depends on.")
+st.markdown(
+    "Overlay the fronts of several runs (tasks, seeds, limits), then group the solutions they found by "
+    "their bit patterns: the operators a task **keeps wide** are the ones its accuracy depends on."
+)
 
 db = ui.db_path()
 try:
@@ -29,8 +31,9 @@ if len(runs) < 1:
 
 by_id = {r["run_id"]: r for r in runs}
 default = [r["run_id"] for r in runs if r["status"] == "finished"][:4] or [runs[0]["run_id"]]
-chosen = st.multiselect("Runs to compare", list(by_id), default=default, key="compare_runs",
-                        format_func=lambda i: ui.run_label(by_id[i]))
+chosen = st.multiselect(
+    "Runs to compare", list(by_id), default=default, key="compare_runs", format_func=lambda i: ui.run_label(by_id[i])
+)
 if not chosen:
     st.info("Choose at least one run.")
     st.stop()
@@ -49,39 +52,64 @@ for run_id in chosen:
         continue
     objectives.add(r["objective"])
     full = homogeneous(MAX_BITS)
-    front = front.assign(size_pct=100 * front["size_bytes"] / size_bytes(full, shape),
-                         bops_pct=100 * front["bops"] / bops(full, shape))
+    front = front.assign(
+        size_pct=100 * front["size_bytes"] / size_bytes(full, shape), bops_pct=100 * front["bops"] / bops(full, shape)
+    )
     name = f"run {run_id} · {ui.task_label(r['task'])} · seed {r['seed']}"
     fronts[name] = front
     tasks_of[name] = ui.task_label(r["task"])
 
 several_tasks = len(set(tasks_of.values())) > 1
-axis = st.radio("Horizontal axis", ["size_pct", "size_bytes", "bops_pct"], horizontal=True,
-                index=0 if several_tasks else 1, key="compare_axis",
-                format_func=lambda a: {"size_pct": "size, % of all-8-bit (compares tasks)", "size_bytes": "size in kB",
-                                       "bops_pct": "bit operations, % of all-8-bit"}[a])
+axis = st.radio(
+    "Horizontal axis",
+    ["size_pct", "size_bytes", "bops_pct"],
+    horizontal=True,
+    index=0 if several_tasks else 1,
+    key="compare_axis",
+    format_func=lambda a: {
+        "size_pct": "size, % of all-8-bit (compares tasks)",
+        "size_bytes": "size in kB",
+        "bops_pct": "bit operations, % of all-8-bit",
+    }[a],
+)
 if len(objectives) > 1:
     st.caption("Some of these runs minimised size and others bit operations: each front is best for its own objective.")
 st.plotly_chart(figures.fronts_overlay(fronts, axis), key="compare_fronts")
 
 st.header("Which operators does each task keep wide?")
-tol = st.slider("Only solutions within this many accuracy points of their run's best (the useful ones)", 0.0, 50.0,
-                5.0, step=0.5, key="compare_tol",
-                help="A front also holds tiny models that have given up on accuracy; they say little about "
-                     "which operators matter.")
-members = [(name, tuple(g), a, sz) for name, f in fronts.items() if len(f)
-           for g, a, sz in zip(f["genome"], f["accuracy"], f["size_bytes"])
-           if a >= f["accuracy"].max() - tol / 100 - 1e-12]
+tol = st.slider(
+    "Only solutions within this many accuracy points of their run's best (the useful ones)",
+    0.0,
+    50.0,
+    5.0,
+    step=0.5,
+    key="compare_tol",
+    help="A front also holds tiny models that have given up on accuracy; they say little about which operators matter.",
+)
+members = [
+    (name, tuple(g), a, sz)
+    for name, f in fronts.items()
+    if len(f)
+    for g, a, sz in zip(f["genome"], f["accuracy"], f["size_bytes"])
+    if a >= f["accuracy"].max() - tol / 100 - 1e-12
+]
 if len(members) < 2:
     st.info("Not enough solutions to group yet.")
     st.stop()
-k = st.slider("Number of groups (hierarchical clustering of the 17-bit-width vectors)", 1, min(8, len(members)),
-              min(3, len(members)), key="compare_k")
+k = st.slider(
+    "Number of groups (hierarchical clustering of the 17-bit-width vectors)",
+    1,
+    min(8, len(members)),
+    min(3, len(members)),
+    key="compare_k",
+)
 names = [f"{name.split(' · ')[0]} · {100 * a:.1f}% · {sz / KB:.2f} kB" for name, _, a, sz in members]
 cl = views.cluster_genomes([m[1] for m in members], names, k)
 st.plotly_chart(figures.bits_heatmap(cl.genomes, cl.names, cl.labels), key="compare_heatmap")
-st.caption("Each row is one solution from a front, each column an operator; colour = bits (red narrow, blue wide). "
-           "Rows are grouped by cluster (c1 = widest on average); black lines separate the clusters.")
+st.caption(
+    "Each row is one solution from a front, each column an operator; colour = bits (red narrow, blue wide). "
+    "Rows are grouped by cluster (c1 = widest on average); black lines separate the clusters."
+)
 
 st.subheader("Mean bits per operator")
 per_task = {}
@@ -89,8 +117,9 @@ for task in sorted(set(tasks_of.values())):
     gs = [m[1] for m in members if tasks_of[m[0]] == task]
     per_task[task] = pd.Series(pd.DataFrame(gs, columns=list(OPS)).mean(), name=task)
 mean_table = pd.concat([pd.DataFrame(per_task).T, cl.mean_bits])
-st.dataframe(mean_table.style.format("{:.1f}").background_gradient(axis=None, cmap="RdYlBu", vmin=2, vmax=8),
-             key="compare_means")
+st.dataframe(
+    mean_table.style.format("{:.1f}").background_gradient(axis=None, cmap="RdYlBu", vmin=2, vmax=8), key="compare_means"
+)
 for task in per_task:
     gs = [m[1] for m in members if tasks_of[m[0]] == task]
     wide = ", ".join(f"{op} ({b:.1f})" for op, b in views.wide_operators(gs))

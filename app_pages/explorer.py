@@ -15,8 +15,10 @@ from gruq.views import KB
 
 ui.setup("Explorer")
 st.title("Explorer: one scheme, operator by operator")
-st.markdown("Pick a solution (from a run's front, or the same bits everywhere), then **move any operator's bits** "
-            "to see what happens to accuracy and size. Everything below follows the bits you set.")
+st.markdown(
+    "Pick a solution (from a run's front, or the same bits everywhere), then **move any operator's bits** "
+    "to see what happens to accuracy and size. Everything below follows the bits you set."
+)
 
 db = ui.db_path()
 try:
@@ -45,7 +47,9 @@ with c1:
     else:
         from gruq import tasks as _tasks
 
-        task = st.selectbox("Task", list(_tasks.NAMES), index=1, format_func=lambda n: ui.TASK_LABELS[n], key="explorer_task")
+        task = st.selectbox(
+            "Task", list(_tasks.NAMES), index=1, format_func=lambda n: ui.TASK_LABELS[n], key="explorer_task"
+        )
 if run is not None:
     try:
         points = views.points_frame(store.individuals(db, run["run_id"]))
@@ -89,8 +93,13 @@ with st.container(border=True):
     cols = st.columns(6)
     for i, name in enumerate(OPS):
         with cols[i % 6]:
-            st.slider(f"{name}{' (weights)' if i in LINEAR else ''}", MIN_BITS, MAX_BITS, key=f"wi_{name}",
-                      help=f"{DESCRIPTION[name]}: its bits set the {'weights' if i in LINEAR else 'output'}")
+            st.slider(
+                f"{name}{' (weights)' if i in LINEAR else ''}",
+                MIN_BITS,
+                MAX_BITS,
+                key=f"wi_{name}",
+                help=f"{DESCRIPTION[name]}: its bits set the {'weights' if i in LINEAR else 'output'}",
+            )
 genome = tuple(int(st.session_state[f"wi_{name}"]) for name in OPS)
 edited = genome != tuple(start)
 
@@ -106,20 +115,33 @@ with ui.explained():
         val_start = ui.val_accuracy(task, tuple(start))
         val8 = ui.val_accuracy(task, full)
 c = st.columns(4)
-c[0].metric("accuracy, validation", f"{100 * val:.1f}%" if val is not None else "—",
-            delta=(f"{100 * (val - val_start):+.1f} pp vs start" if edited and val is not None else None),
-            help=f"all-8-bit: {100 * val8:.1f}%" if val8 is not None else None)
+c[0].metric(
+    "accuracy, validation",
+    f"{100 * val:.1f}%" if val is not None else "—",
+    delta=(f"{100 * (val - val_start):+.1f} pp vs start" if edited and val is not None else None),
+    help=f"all-8-bit: {100 * val8:.1f}%" if val8 is not None else None,
+)
 test_slot = c[1].empty()  # filled last: the integer engine on test data takes longest
 test_slot.metric("accuracy, test (integer engine)", "…", help="computing...")
-c[2].metric("model size", f"{size / KB:.2f} kB", delta=f"{-100 * (1 - size / size8):.0f}% vs all-8-bit",
-            delta_color="inverse" if size < size8 else "off")
-c[3].metric("bit operations per sequence", f"{ops_ / 1e6:.2f} M", delta=f"{-100 * (1 - ops_ / ops8):.0f}% vs all-8-bit",
-            delta_color="inverse" if ops_ < ops8 else "off")
+c[2].metric(
+    "model size",
+    f"{size / KB:.2f} kB",
+    delta=f"{-100 * (1 - size / size8):.0f}% vs all-8-bit",
+    delta_color="inverse" if size < size8 else "off",
+)
+c[3].metric(
+    "bit operations per sequence",
+    f"{ops_ / 1e6:.2f} M",
+    delta=f"{-100 * (1 - ops_ / ops8):.0f}% vs all-8-bit",
+    delta_color="inverse" if ops_ < ops8 else "off",
+)
 if val is not None and val8 is not None:
-    st.caption(f"The all-8-bit model: {100 * val8:.1f}% on validation data, {size8 / KB:.2f} kB. "
-               f"This scheme is {100 * (val - val8):+.1f} points from it and {100 * (1 - size / size8):.0f}% smaller "
-               f"(at most {100 * (1 - size_bytes(homogeneous(MIN_BITS), shape) / size8):.0f}% is possible: biases "
-               "and the classifier are always kept).")
+    st.caption(
+        f"The all-8-bit model: {100 * val8:.1f}% on validation data, {size8 / KB:.2f} kB. "
+        f"This scheme is {100 * (val - val8):+.1f} points from it and {100 * (1 - size / size8):.0f}% smaller "
+        f"(at most {100 * (1 - size_bytes(homogeneous(MIN_BITS), shape) / size8):.0f}% is possible: biases "
+        "and the classifier are always kept)."
+    )
 if run is not None and run["config"].get("finetune_epochs"):
     st.caption("This run fine-tuned every scheme; the accuracies here are without fine-tuning.")
 
@@ -129,25 +151,43 @@ c1, c2 = st.columns([11, 9])
 with c1:
     st.markdown("**Bits per operator**")
     table = views.genome_table(genome, shape).drop(columns=["#", "bytes at 8 bits"])
-    st.dataframe(table, hide_index=True, key="explorer_table", height=35 * 18 + 3,
-                 column_config={"weight bytes": st.column_config.NumberColumn("bytes", format="%.0f"),
-                                "bits set": st.column_config.TextColumn("sets the")})
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="explorer_table",
+        height=35 * 18 + 3,
+        column_config={
+            "weight bytes": st.column_config.NumberColumn("bytes", format="%.0f"),
+            "bits set": st.column_config.TextColumn("sets the"),
+        },
+    )
 with c2:
     st.markdown("**Where the bytes go** (weights of the six linear operators, and the part every scheme pays)")
     eight = views.size_breakdown(full, shape)
-    st.plotly_chart(figures.size_bars(views.size_breakdown(genome, shape), eight), key="explorer_sizes",
-                    config={"displayModeBar": False})
+    st.plotly_chart(
+        figures.size_bars(views.size_breakdown(genome, shape), eight),
+        key="explorer_sizes",
+        config={"displayModeBar": False},
+    )
 with ui.explained():
     test = ui.test_result(task, genome)
-test_slot.metric("accuracy, test (integer engine)", f"{100 * test['accuracy']:.1f}%" if test else "—",
-                 help="Integer-only inference on the held-out test data: the numbers a chip would produce.")
+test_slot.metric(
+    "accuracy, test (integer engine)",
+    f"{100 * test['accuracy']:.1f}%" if test else "—",
+    help="Integer-only inference on the held-out test data: the numbers a chip would produce.",
+)
 if test:
     c1, c2 = st.columns([11, 9])
     with c1:
-        st.markdown(f"**Confusion matrix on test data** ({test['n']} sequences never used by the search; "
-                    "the diagonal counts the right answers)")
-        st.plotly_chart(figures.confusion_chart(test["confusion"], test["labels"]), key="explorer_cm",
-                        config={"displayModeBar": False})
+        st.markdown(
+            f"**Confusion matrix on test data** ({test['n']} sequences never used by the search; "
+            "the diagonal counts the right answers)"
+        )
+        st.plotly_chart(
+            figures.confusion_chart(test["confusion"], test["labels"]),
+            key="explorer_cm",
+            config={"displayModeBar": False},
+        )
     with c2:
         st.markdown("**How to read this**")
         st.markdown(
@@ -162,13 +202,32 @@ if test:
 
 st.subheader("Downloads")
 d = st.columns(3)
-record = {"task": task, "bits": dict(zip(OPS, genome)), "genome": list(genome), "size_bytes": size, "bops": ops_,
-          "val_accuracy": val, "test_accuracy": test["accuracy"] if test else None}
-d[0].download_button("This scheme (JSON)", json.dumps(record, indent=1), file_name="gruq-genome.json",
-                     mime="application/json", key="dl_genome", on_click="ignore")
+record = {
+    "task": task,
+    "bits": dict(zip(OPS, genome)),
+    "genome": list(genome),
+    "size_bytes": size,
+    "bops": ops_,
+    "val_accuracy": val,
+    "test_accuracy": test["accuracy"] if test else None,
+}
+d[0].download_button(
+    "This scheme (JSON)",
+    json.dumps(record, indent=1),
+    file_name="gruq-genome.json",
+    mime="application/json",
+    key="dl_genome",
+    on_click="ignore",
+)
 if front is not None and len(front):
-    d[1].download_button("The run's front (CSV)", views.front_csv(front), file_name=f"gruq-run{run['run_id']}-front.csv",
-                         mime="text/csv", key="dl_front", on_click="ignore")
+    d[1].download_button(
+        "The run's front (CSV)",
+        views.front_csv(front),
+        file_name=f"gruq-run{run['run_id']}-front.csv",
+        mime="text/csv",
+        key="dl_front",
+        on_click="ignore",
+    )
 try:
     import gruq.export  # noqa: F401
 
@@ -178,12 +237,21 @@ except ImportError:
 if has_export:
     with d[2]:
         want = st.session_state.get("export_for") == (task, genome)
-        if not want and st.button("Build the integer model + C code", key="build_export",
-                                  help="The integer model file, a C99 kernel and a check program, as a zip."):
+        if not want and st.button(
+            "Build the integer model + C code",
+            key="build_export",
+            help="The integer model file, a C99 kernel and a check program, as a zip.",
+        ):
             st.session_state["export_for"] = (task, genome)
             want = True
         if want:
             with ui.explained():
                 data = ui.export_zip(task, genome)
-                st.download_button("Download the export (zip)", data, file_name="gruq-export.zip",
-                                   mime="application/zip", key="dl_export", on_click="ignore")
+                st.download_button(
+                    "Download the export (zip)",
+                    data,
+                    file_name="gruq-export.zip",
+                    mime="application/zip",
+                    key="dl_export",
+                    on_click="ignore",
+                )

@@ -34,8 +34,13 @@ def task_facts(task: str) -> dict:
 
     data = tasks.load(task)
     shape = data.shape
-    return {**data.summary(), "hidden": shape.hidden, "size8": size_bytes(homogeneous(MAX_BITS), shape),
-            "size2": size_bytes(homogeneous(MIN_BITS), shape), "checkpoint": str(checkpoint_path(task))}
+    return {
+        **data.summary(),
+        "hidden": shape.hidden,
+        "size8": size_bytes(homogeneous(MAX_BITS), shape),
+        "size2": size_bytes(homogeneous(MIN_BITS), shape),
+        "checkpoint": str(checkpoint_path(task)),
+    }
 
 
 @st.cache_data(show_spinner=False)
@@ -65,8 +70,13 @@ st.header("1 · Task")
 from gruq import tasks as _tasks  # noqa: E402  (cheap: no data is loaded here)
 
 OWN = "my own data (.npz)"
-choice = st.radio("Which sequences should the GRU classify?", [*_tasks.NAMES, OWN], index=1, key="task_choice",
-                  format_func=lambda n: ui.TASK_LABELS.get(n, "your own data: upload a .npz with X (N, T, F) and y (N)"))
+choice = st.radio(
+    "Which sequences should the GRU classify?",
+    [*_tasks.NAMES, OWN],
+    index=1,
+    key="task_choice",
+    format_func=lambda n: ui.TASK_LABELS.get(n, "your own data: upload a .npz with X (N, T, F) and y (N)"),
+)
 task: str | None = choice
 if choice == OWN:
     task = ui.own_task_picker()
@@ -81,54 +91,92 @@ if facts:
     c[0].metric("steps x features", f"{facts['steps']} x {facts['features']}")
     c[1].metric("classes", facts["classes"])
     c[2].metric("model size, all 8-bit", f"{facts['size8'] / KB:.2f} kB")
-    c[3].metric("float accuracy (validation)",
-                f"{100 * facts['float_val']:.1f}%" if facts["float_val"] is not None else "not trained")
-    st.caption(f"Sequences: {facts['train']} to train, {facts['val']} to score schemes during the search "
-               f"(validation), {facts['test']} held out to report (test). GRU with {facts['hidden']} hidden units.")
+    c[3].metric(
+        "float accuracy (validation)",
+        f"{100 * facts['float_val']:.1f}%" if facts["float_val"] is not None else "not trained",
+    )
+    st.caption(
+        f"Sequences: {facts['train']} to train, {facts['val']} to score schemes during the search "
+        f"(validation), {facts['test']} held out to report (test). GRU with {facts['hidden']} hidden units."
+    )
     if not facts["trained"] and task is not None:
         ui.training_panel(task)
 
 # ---------------------------------------------------------------- objective and limits
 
 st.header("2 · What to minimise, and your limits")
-objective = st.radio("Beside accuracy, minimise", ["size", "bops"], horizontal=True, key="objective",
-                     format_func=lambda o: {"size": "model size (bytes of weights)",
-                                            "bops": "bit operations per sequence (BOPs: compute cost)"}[o])
+objective = st.radio(
+    "Beside accuracy, minimise",
+    ["size", "bops"],
+    horizontal=True,
+    key="objective",
+    format_func=lambda o: {
+        "size": "model size (bytes of weights)",
+        "bops": "bit operations per sequence (BOPs: compute cost)",
+    }[o],
+)
 c1, c2 = st.columns(2)
 with c1:
     size_mode = st.radio("Maximum model size", ["none", "kB", "% of all-8-bit"], horizontal=True, key="size_mode")
     max_kb = max_pct = None
     if size_mode == "kB":
         default = round((facts["size8"] * 0.6 if facts else 10_000) / KB, 2)
-        max_kb = st.number_input("Largest size allowed (kB = 1000 bytes)", min_value=0.01, value=default,
-                                 step=0.1, format="%.2f", key="max_kb")
+        max_kb = st.number_input(
+            "Largest size allowed (kB = 1000 bytes)",
+            min_value=0.01,
+            value=default,
+            step=0.1,
+            format="%.2f",
+            key="max_kb",
+        )
         if facts:
-            st.caption(f"Reachable: from {facts['size2'] / KB:.2f} kB (everything at 2 bits) "
-                       f"to {facts['size8'] / KB:.2f} kB (all 8 bits).")
+            st.caption(
+                f"Reachable: from {facts['size2'] / KB:.2f} kB (everything at 2 bits) "
+                f"to {facts['size8'] / KB:.2f} kB (all 8 bits)."
+            )
     elif size_mode == "% of all-8-bit":
-        max_pct = st.number_input("Largest size allowed (% of the all-8-bit model)", min_value=1.0, max_value=100.0,
-                                  value=60.0, step=1.0, key="max_pct")
+        max_pct = st.number_input(
+            "Largest size allowed (% of the all-8-bit model)",
+            min_value=1.0,
+            max_value=100.0,
+            value=60.0,
+            step=1.0,
+            key="max_pct",
+        )
         if facts:
-            st.caption(f"Reachable: {100 * facts['size2'] / facts['size8']:.0f}% to 100% "
-                       f"(biases and the classifier are always kept).")
+            st.caption(
+                f"Reachable: {100 * facts['size2'] / facts['size8']:.0f}% to 100% "
+                f"(biases and the classifier are always kept)."
+            )
 with c2:
-    min_acc_pct = st.number_input("Minimum accuracy on validation data (%; 0 = none)", min_value=0.0,
-                                  max_value=100.0, value=0.0, step=1.0, key="min_acc")
+    min_acc_pct = st.number_input(
+        "Minimum accuracy on validation data (%; 0 = none)",
+        min_value=0.0,
+        max_value=100.0,
+        value=0.0,
+        step=1.0,
+        key="min_acc",
+    )
     if facts and facts["float_val"] is not None and min_acc_pct > 100 * facts["float_val"]:
-        st.warning(f"The unquantized model itself scores {100 * facts['float_val']:.1f}% on validation data: "
-                   "a higher floor will probably leave no solution.")
+        st.warning(
+            f"The unquantized model itself scores {100 * facts['float_val']:.1f}% on validation data: "
+            "a higher floor will probably leave no solution."
+        )
 
 with st.expander("Allowed bits per operator (optional): narrow a range, or pin an operator to one width"):
-    st.caption("Each operator of the GRU cell (see the Learn page). Thick-bordered ones in the diagram, the "
-               "linear operators, hold the weights: only their bits change the model's size. "
-               "Setting both ends to the same value pins the operator.")
+    st.caption(
+        "Each operator of the GRU cell (see the Learn page). Thick-bordered ones in the diagram, the "
+        "linear operators, hold the weights: only their bits change the model's size. "
+        "Setting both ends to the same value pins the operator."
+    )
     ranges: dict[str, tuple[int, int]] = {}
     cols = st.columns(3)
     for i, name in enumerate(OPS):
         kind = "weights" if i in LINEAR else "output"
         with cols[i % 3]:
-            ranges[name] = st.slider(f"{name} · {DESCRIPTION[name]} ({kind})", MIN_BITS, MAX_BITS,
-                                     (MIN_BITS, MAX_BITS), key=f"range_{name}")
+            ranges[name] = st.slider(
+                f"{name} · {DESCRIPTION[name]} ({kind})", MIN_BITS, MAX_BITS, (MIN_BITS, MAX_BITS), key=f"range_{name}"
+            )
 
 # ---------------------------------------------------------------- budget
 
@@ -136,18 +184,27 @@ st.header("3 · Budget")
 c = st.columns(4)
 pop = c[0].number_input("Population (schemes per generation)", min_value=4, max_value=512, value=16, step=4, key="pop")
 gens = c[1].number_input("Generations (the first included)", min_value=1, max_value=500, value=8, step=1, key="gens")
-ft = c[2].number_input("Fine-tuning epochs per scheme (0 = none, much faster)", min_value=0, max_value=50, value=0,
-                       key="ft")
+ft = c[2].number_input(
+    "Fine-tuning epochs per scheme (0 = none, much faster)", min_value=0, max_value=50, value=0, key="ft"
+)
 seed = c[3].number_input("Seed (same seed, same result)", min_value=0, max_value=2**31 - 1, value=0, key="seed")
-st.caption(f"The search will score at most {int(pop) * int(gens)} schemes. On vowels a generation of 16 takes about "
-           "a second without fine-tuning; larger tasks take longer.")
+st.caption(
+    f"The search will score at most {int(pop) * int(gens)} schemes. On vowels a generation of 16 takes about "
+    "a second without fine-tuning; larger tasks take longer."
+)
 
 # ---------------------------------------------------------------- check and launch
 
 
 def build_config() -> dict:
-    cfg: dict = {"task": task, "pop": int(pop), "gens": int(gens), "seed": int(seed), "objective": objective,
-                 "finetune_epochs": int(ft)}
+    cfg: dict = {
+        "task": task,
+        "pop": int(pop),
+        "gens": int(gens),
+        "seed": int(seed),
+        "objective": objective,
+        "finetune_epochs": int(ft),
+    }
     if max_kb is not None:
         cfg["max_size_kb"] = float(max_kb)
     if max_pct is not None:
@@ -186,8 +243,10 @@ problems = check(cfg)
 for p in problems:
     st.error(p)
 if not problems:
-    st.success("These settings can run. The search works in the background: you can close the browser and "
-               "come back; runs are kept in " + str(ui.db_path()) + ".")
+    st.success(
+        "These settings can run. The search works in the background: you can close the browser and "
+        "come back; runs are kept in " + str(ui.db_path()) + "."
+    )
 if st.button("Launch the search", type="primary", disabled=bool(problems), key="launch"):
     from gruq.search.launch import launch
 
@@ -206,6 +265,17 @@ if runs:
     st.divider()
     st.subheader("Earlier runs")
     st.caption("Open one on the Live run page; runs survive a reload or a restart of this app.")
-    st.dataframe([{"run": r["run_id"], "task": ui.task_label(r["task"]), "status": r["status"],
-                   "generations": f"{r['generations_done']}/{r['generations']}", "schemes scored": r["evaluations"],
-                   "started": r["created_at"]} for r in runs[:20]], hide_index=True)
+    st.dataframe(
+        [
+            {
+                "run": r["run_id"],
+                "task": ui.task_label(r["task"]),
+                "status": r["status"],
+                "generations": f"{r['generations_done']}/{r['generations']}",
+                "schemes scored": r["evaluations"],
+                "started": r["created_at"],
+            }
+            for r in runs[:20]
+        ],
+        hide_index=True,
+    )

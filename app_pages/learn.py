@@ -18,8 +18,14 @@ st.markdown(
 )
 
 st.header("1 · Fewer bits, bigger rounding error")
-bits = st.slider("Bits per number", 2, 8, 4, key="learn_bits",
-                 help="The signal lives in [-1, 1), so the format has b-1 fraction bits.")
+bits = st.slider(
+    "Bits per number",
+    2,
+    8,
+    4,
+    key="learn_bits",
+    help="The signal lives in [-1, 1), so the format has b-1 fraction bits.",
+)
 t, x = views.demo_signal()
 q = views.quantize_signal(x, bits)
 table = views.rms_by_bits(x)
@@ -33,8 +39,10 @@ with c2:
         f"{q['format'].levels} possible values. Each extra bit halves the step and so roughly halves the error."
     )
     st.plotly_chart(figures.rms_chart(table, highlight=bits), key="learn_rms")
-st.caption(f"Rounding: round half up, then saturate to the format's range ({q['format'].lo} .. {q['format'].hi}); "
-           "the same `gruq.fixedpoint` functions the integer engine uses.")
+st.caption(
+    f"Rounding: round half up, then saturate to the format's range ({q['format'].lo} .. {q['format'].hi}); "
+    "the same `gruq.fixedpoint` functions the integer engine uses."
+)
 
 st.header("2 · Activation functions become look-up tables")
 st.markdown(
@@ -48,9 +56,11 @@ out_bits = c2.slider("Output bits", 2, 8, 4, key="learn_lut_out")
 lut = views.sigmoid_lut(in_bits, out_bits)
 c3.metric("Largest table error", f"{lut['max_error']:.4f}", help="over every entry of the table")
 st.plotly_chart(figures.lut_chart(lut), key="learn_lut")
-st.caption(f"{lut['entries']} entries; input range ±{2 ** 3} (format with {lut['in_format'].frac} fraction bits), "
-           f"output unsigned with scale 2^-{out_bits}, as sig_r and sig_z in gruq: its largest code stands for "
-           f"1 − 2^-{out_bits} = {1 - 2 ** -out_bits:.4f}, so the table can never output exactly 1.")
+st.caption(
+    f"{lut['entries']} entries; input range ±{2**3} (format with {lut['in_format'].frac} fraction bits), "
+    f"output unsigned with scale 2^-{out_bits}, as sig_r and sig_z in gruq: its largest code stands for "
+    f"1 − 2^-{out_bits} = {1 - 2**-out_bits:.4f}, so the table can never output exactly 1."
+)
 
 st.header("3 · The 17 operators of a GRU cell")
 st.markdown(
@@ -60,8 +70,15 @@ st.markdown(
     "own bit width (the *genome*)."
 )
 st.plotly_chart(figures.cell_diagram(None), key="learn_cell")
-rows = [{"#": i, "operator": name, "computes": DESCRIPTION[name],
-         "its bits set": "the weights (model size)" if i in LINEAR else "the output"} for i, name in enumerate(OPS)]
+rows = [
+    {
+        "#": i,
+        "operator": name,
+        "computes": DESCRIPTION[name],
+        "its bits set": "the weights (model size)" if i in LINEAR else "the output",
+    }
+    for i, name in enumerate(OPS)
+]
 st.dataframe(rows, hide_index=True)
 st.markdown(
     "- The six **linear** operators multiply by a weight matrix: their bits are the weights' width, the only genes "

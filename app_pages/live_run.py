@@ -48,8 +48,10 @@ def controls(r: dict) -> list[dict]:
     else:
         status_text = status
     c = st.columns([3, 1.1, 1.1, 0.8])
-    c[0].progress(p["fraction"], text=f"**{status_text}** · generation {p['done']} of {p['planned']} done "
-                                      f"· {r['evaluations']} schemes scored")
+    c[0].progress(
+        p["fraction"],
+        text=f"**{status_text}** · generation {p['done']} of {p['planned']} done · {r['evaluations']} schemes scored",
+    )
     c[1].metric("elapsed", views.duration(p["elapsed"]))
     c[2].metric("remaining (estimate)", views.duration(p["remaining"]) if status in ACTIVE else "—")
     with c[3]:
@@ -118,15 +120,25 @@ def live() -> None:
     if cost == "size_bytes":
         lo_kb, hi_kb = round(size2 / KB, 2), round(size8 / KB, 2)
         default = round((run_limit if run_limit is not None else 0.5 * (size2 + size8)) / KB, 2)
-        limit_kb = st.slider("Your size limit (kB): the star marks the best scheme that fits", lo_kb, hi_kb,
-                             min(max(default, lo_kb), hi_kb), step=max(0.01, round((hi_kb - lo_kb) / 200, 2)),
-                             key=f"limit_{run_id}",
-                             help="Starts at the run's maximum size if it has one. Move it to see what fits a smaller chip.")
+        limit_kb = st.slider(
+            "Your size limit (kB): the star marks the best scheme that fits",
+            lo_kb,
+            hi_kb,
+            min(max(default, lo_kb), hi_kb),
+            step=max(0.01, round((hi_kb - lo_kb) / 200, 2)),
+            key=f"limit_{run_id}",
+            help="Starts at the run's maximum size if it has one. Move it to see what fits a smaller chip.",
+        )
         limit = limit_kb * KB
     else:
         b2, b8 = (bops(homogeneous(b), shape) for b in (MIN_BITS, MAX_BITS))
-        lim = st.slider("Your compute limit (million bit operations per sequence)", b2 / 1e6, b8 / 1e6, (b2 + b8) / 2e6,
-                        key=f"limit_{run_id}")
+        lim = st.slider(
+            "Your compute limit (million bit operations per sequence)",
+            b2 / 1e6,
+            b8 / 1e6,
+            (b2 + b8) / 2e6,
+            key=f"limit_{run_id}",
+        )
         limit = lim * 1e6
     min_acc = cfg.get("min_accuracy")
     best = views.best_under(front, limit, cost, min_acc)
@@ -134,15 +146,27 @@ def live() -> None:
     if best is not None:
         s = views.pick_summary(best, shape, acc8, cost)
         unit = f"{limit / KB:.2f} kB" if cost == "size_bytes" else f"{limit / 1e6:.1f} M BOPs"
-        best_text = (f"<b>best under {unit}</b><br>accuracy {100 * s['accuracy']:.1f}%"
-                     f"<br>{s['smaller_pct']:.0f}% smaller than all-8-bit")
+        best_text = (
+            f"<b>best under {unit}</b><br>accuracy {100 * s['accuracy']:.1f}%"
+            f"<br>{s['smaller_pct']:.0f}% smaller than all-8-bit"
+        )
 
     if points.empty:
         st.info("Scoring the first generation... the chart appears when it is done (a few seconds on vowels).")
-    fig = figures.front_chart(points, front, base, cost=cost, limit=limit, best=best, best_text=best_text,
-                              min_accuracy=min_acc, generations=int(r["generations"]) - 1)
-    event = st.plotly_chart(fig, key=f"front_{run_id}", on_select="rerun", selection_mode="points",
-                            config={"displaylogo": False})
+    fig = figures.front_chart(
+        points,
+        front,
+        base,
+        cost=cost,
+        limit=limit,
+        best=best,
+        best_text=best_text,
+        min_accuracy=min_acc,
+        generations=int(r["generations"]) - 1,
+    )
+    event = st.plotly_chart(
+        fig, key=f"front_{run_id}", on_select="rerun", selection_mode="points", config={"displaylogo": False}
+    )
     st.caption(
         "Each faint dot is one quantization scheme the search tried (colour: the generation that found it). "
         "The **black staircase** is the Pareto front: no scheme found is both smaller and more accurate than "
@@ -154,8 +178,11 @@ def live() -> None:
         vs8 = ""
         if acc8 is not None:
             d = s["delta_pp"]
-            vs8 = (f", {abs(d):.1f} points {'below' if d < 0 else 'above'} the all-8-bit model's {100 * acc8:.1f}%"
-                   if abs(d) >= 0.05 else f", the same as the all-8-bit model")
+            vs8 = (
+                f", {abs(d):.1f} points {'below' if d < 0 else 'above'} the all-8-bit model's {100 * acc8:.1f}%"
+                if abs(d) >= 0.05
+                else ", the same as the all-8-bit model"
+            )
         st.success(
             f"**Pick this one:** {100 * s['accuracy']:.1f}% accuracy{vs8}, at {s['size_kb']:.2f} kB: "
             f"**{s['smaller_pct']:.0f}% smaller** than all-8-bit ({s['size8_bytes'] / KB:.2f} kB) and "
@@ -166,8 +193,11 @@ def live() -> None:
         if st.button("Inspect this solution", key="open_best"):
             open_in_explorer(tuple(best["genome"]))
     elif len(front):
-        st.warning("No scheme found so far fits this limit" + (" and the minimum accuracy" if min_acc else "") +
-                   ": move the slider right, or let the search run longer.")
+        st.warning(
+            "No scheme found so far fits this limit"
+            + (" and the minimum accuracy" if min_acc else "")
+            + ": move the slider right, or let the search run longer."
+        )
 
     picked = (event.selection.points if event and event.selection else []) or []
     for pt in picked:
@@ -185,27 +215,56 @@ def live() -> None:
     with c1:
         hv = views.hypervolume_frame(curve)
         if len(hv):
-            st.markdown("**Progress: hypervolume** (the share of the accuracy x size box the front dominates; "
-                        "it rises while the search still finds better trade-offs)")
-            st.plotly_chart(figures.hypervolume_chart(hv, int(r["generations"]) - 1), key=f"hv_{run_id}",
-                            config={"displayModeBar": False})
+            st.markdown(
+                "**Progress: hypervolume** (the share of the accuracy x size box the front dominates; "
+                "it rises while the search still finds better trade-offs)"
+            )
+            st.plotly_chart(
+                figures.hypervolume_chart(hv, int(r["generations"]) - 1),
+                key=f"hv_{run_id}",
+                config={"displayModeBar": False},
+            )
     with c2:
         if len(front):
             alike = int(front["alike"].sum())
-            st.markdown(f"**The front: {len(front)} trade-offs** (bits per operator, in the order of the Learn page's "
-                        "table; select a row to inspect it)"
-                        + (f". {alike} more schemes score exactly the same as one of these: each row shows the "
-                           "one with the fewest bit operations." if alike else ""))
-            table = [{"accuracy %": round(100 * a, 2), "size kB": round(sz / KB, 3),
-                      "smaller than 8-bit": f"{100 * (1 - sz / size8):.0f}%", "bits": " ".join(map(str, g))}
-                     for a, sz, g in zip(front["accuracy"], front["size_bytes"], front["genome"])]
-            sel = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
-                               key=f"front_table_{run_id}", height=min(300, 38 + 35 * len(table)))
+            st.markdown(
+                f"**The front: {len(front)} trade-offs** (bits per operator, in the order of the Learn page's "
+                "table; select a row to inspect it)"
+                + (
+                    f". {alike} more schemes score exactly the same as one of these: each row shows the "
+                    "one with the fewest bit operations."
+                    if alike
+                    else ""
+                )
+            )
+            table = [
+                {
+                    "accuracy %": round(100 * a, 2),
+                    "size kB": round(sz / KB, 3),
+                    "smaller than 8-bit": f"{100 * (1 - sz / size8):.0f}%",
+                    "bits": " ".join(map(str, g)),
+                }
+                for a, sz, g in zip(front["accuracy"], front["size_bytes"], front["genome"])
+            ]
+            sel = st.dataframe(
+                table,
+                hide_index=True,
+                on_select="rerun",
+                selection_mode="single-row",
+                key=f"front_table_{run_id}",
+                height=min(300, 38 + 35 * len(table)),
+            )
             rows = sel.selection.rows if sel and sel.selection else []
             if rows:
                 open_in_explorer(tuple(front.iloc[rows[0]]["genome"]))
-            st.download_button("Download the front (CSV)", views.front_csv(front), file_name=f"gruq-run{run_id}-front.csv",
-                               mime="text/csv", key=f"csv_{run_id}", on_click="ignore")
+            st.download_button(
+                "Download the front (CSV)",
+                views.front_csv(front),
+                file_name=f"gruq-run{run_id}-front.csv",
+                mime="text/csv",
+                key=f"csv_{run_id}",
+                on_click="ignore",
+            )
 
 
 live()

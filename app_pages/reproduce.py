@@ -31,25 +31,35 @@ st.markdown(
 )
 rows = []
 for task, t in summary["tasks"].items():
-    rows.append({
-        "task": task, "all-8-bit test acc %": round(t["acc8"] * 100, 2), "8-bit size kB": t["size8"] / 1000,
-        "cap %": round((1 - t["size_cap"] / t["size8"]) * 100, 1),
-        "reduction within 0.5 pp %": round(t["within_0.5pp"]["reduction"] * 100, 1),
-        "reduction within 1 pp %": round(t["within_1pp"]["reduction"] * 100, 1),
-        "hv mixed": round(t["hv_mixed"], 4), "hv homogeneous": round(t["hv_homogeneous"], 4),
-    })
+    rows.append(
+        {
+            "task": task,
+            "all-8-bit test acc %": round(t["acc8"] * 100, 2),
+            "8-bit size kB": t["size8"] / 1000,
+            "cap %": round((1 - t["size_cap"] / t["size8"]) * 100, 1),
+            "reduction within 0.5 pp %": round(t["within_0.5pp"]["reduction"] * 100, 1),
+            "reduction within 1 pp %": round(t["within_1pp"]["reduction"] * 100, 1),
+            "hv mixed": round(t["hv_mixed"], 4),
+            "hv homogeneous": round(t["hv_homogeneous"], 4),
+        }
+    )
 st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 task = st.selectbox("Task", list(summary["tasks"]), key="reproduce_task")
 t = summary["tasks"][task]
 paths = figure_paths(task)
 if (REPORTS / paths["front"]).is_file():
-    st.image(str(REPORTS / paths["front"]), caption="test accuracy against size: fine-tuned mixed front (blue) and "
-             "homogeneous genomes (orange; hollow: before fine-tuning)")
+    st.image(
+        str(REPORTS / paths["front"]),
+        caption="test accuracy against size: fine-tuned mixed front (blue) and "
+        "homogeneous genomes (orange; hollow: before fine-tuning)",
+    )
 for key, label in (("within_0.5pp", "Smallest within 0.5 pp"), ("within_1pp", "Smallest within 1 pp")):
     p = t[key]
-    st.markdown(f"**{label}** of all-8-bit: {p['reduction'] * 100:.1f}% smaller, {p['accuracy'] * 100:.2f}% test "
-                f"accuracy, {p['size_bytes'] / 1000:.2f} kB, bits `{','.join(map(str, p['bits']))}`")
+    st.markdown(
+        f"**{label}** of all-8-bit: {p['reduction'] * 100:.1f}% smaller, {p['accuracy'] * 100:.2f}% test "
+        f"accuracy, {p['size_bytes'] / 1000:.2f} kB, bits `{','.join(map(str, p['bits']))}`"
+    )
     st.code(p["check"], language="sh")
 if (REPORTS / paths["bits"]).is_file():
     st.image(str(REPORTS / paths["bits"]), caption="bits per operator of the front's genomes, grouped by cluster")

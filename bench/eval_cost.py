@@ -28,8 +28,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,8 +60,9 @@ def random_genomes(n: int = GENOMES, seed: int = 0) -> list[Genome]:
     return [tuple(int(b) for b in rng.integers(MIN_BITS, MAX_BITS + 1, N_OPS)) for _ in range(n)]
 
 
-def measure(task_shape_or_data: Any, model: GRUClassifier, calib: Calibration, genomes: Sequence[Genome],
-            repeats: int = REPEATS) -> dict[str, Any]:
+def measure(
+    task_shape_or_data: Any, model: GRUClassifier, calib: Calibration, genomes: Sequence[Genome], repeats: int = REPEATS
+) -> dict[str, Any]:
     """Time the float forward pass and the scoring of `genomes` on the same sequences.
 
     `task_shape_or_data` is the validation inputs X (N, T, F), or their shape
@@ -107,11 +109,16 @@ def measure(task_shape_or_data: Any, model: GRUClassifier, calib: Calibration, g
         "population_seconds": population_seconds,
         "eval_cost_ratio": population_seconds / (len(genomes) * float_seconds),
         # the same in CPU time: less sensitive to other load on the machine
-        "float_cpu_seconds": float_cpu, "population_cpu_seconds": population_cpu,
+        "float_cpu_seconds": float_cpu,
+        "population_cpu_seconds": population_cpu,
         "eval_cost_ratio_cpu": population_cpu / (len(genomes) * float_cpu),
         "genomes": len(genomes),
-        "sequences": int(X.shape[0]), "steps": int(X.shape[1]), "features": int(X.shape[2]),
-        "hidden": model.hidden, "threads": torch.get_num_threads(), "repeats": repeats,
+        "sequences": int(X.shape[0]),
+        "steps": int(X.shape[1]),
+        "features": int(X.shape[2]),
+        "hidden": model.hidden,
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
     }
 
 

@@ -27,8 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a script: make `gruq` importable from the checkout
@@ -41,14 +42,35 @@ TARGET_SECONDS = 180.0
 TASKS = ("smnist", "vowels", "har", "ecg")
 
 
-def command(task: str, db: Path, pop: int = QUICK["pop"], gens: int = QUICK["gens"],
-            seed: int = QUICK["seed"]) -> list[str]:
-    return [sys.executable, "-m", "gruq", "search", "--task", task, "--pop", str(pop), "--gens", str(gens),
-            "--seed", str(seed), "--db", str(db), "--json"]
+def command(
+    task: str, db: Path, pop: int = QUICK["pop"], gens: int = QUICK["gens"], seed: int = QUICK["seed"]
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gruq",
+        "search",
+        "--task",
+        task,
+        "--pop",
+        str(pop),
+        "--gens",
+        str(gens),
+        "--seed",
+        str(seed),
+        "--db",
+        str(db),
+        "--json",
+    ]
 
 
-def quick_run(task: str, pop: int = QUICK["pop"], gens: int = QUICK["gens"], seed: int = QUICK["seed"],
-              timeout: float | None = None) -> dict[str, Any]:
+def quick_run(
+    task: str,
+    pop: int = QUICK["pop"],
+    gens: int = QUICK["gens"],
+    seed: int = QUICK["seed"],
+    timeout: float | None = None,
+) -> dict[str, Any]:
     """Time one quick search of `task` in its own process.
 
     Returns seconds, evaluations, the final hypervolume and the front's size.
@@ -72,8 +94,12 @@ def quick_run(task: str, pop: int = QUICK["pop"], gens: int = QUICK["gens"], see
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     hv = out["hypervolume"]
     return {
-        "task": task, "seconds": seconds, "within_target": seconds < TARGET_SECONDS,
-        "evaluations": out["evaluations"], "hypervolume": hv[-1] if hv else 0.0, "front_size": len(out["front"]),
+        "task": task,
+        "seconds": seconds,
+        "within_target": seconds < TARGET_SECONDS,
+        "evaluations": out["evaluations"],
+        "hypervolume": hv[-1] if hv else 0.0,
+        "front_size": len(out["front"]),
         "command": " ".join(["python"] + cmd[1:-3] + ["--db", "PATH", "--json"]),
     }
 
@@ -94,8 +120,9 @@ def quick_runs(tasks: Sequence[str] = TASKS, progress: bool = True, **kw: Any) -
     seconds: dict[str, float] = {}
     details: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
-    for task in tqdm(list(tasks), desc="quick runs", unit="task", file=sys.stderr, disable=not progress,
-                     dynamic_ncols=True):
+    for task in tqdm(
+        list(tasks), desc="quick runs", unit="task", file=sys.stderr, disable=not progress, dynamic_ncols=True
+    ):
         try:
             d = quick_run(task, **kw)
         except GruqError as exc:
@@ -103,9 +130,14 @@ def quick_runs(tasks: Sequence[str] = TASKS, progress: bool = True, **kw: Any) -
             continue
         seconds[task] = d["seconds"]
         details[task] = d
-    return {"quick_run_seconds": seconds, "quick_run": details, "skipped": skipped,
-            "budget": {**QUICK, "finetune_epochs": 0, **kw}, "target_seconds": TARGET_SECONDS,
-            "machine": machine()}
+    return {
+        "quick_run_seconds": seconds,
+        "quick_run": details,
+        "skipped": skipped,
+        "budget": {**QUICK, "finetune_epochs": 0, **kw},
+        "target_seconds": TARGET_SECONDS,
+        "machine": machine(),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,8 +51,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a script: make `gruq` importable from the checkout
@@ -78,8 +79,13 @@ OPTUNA_MAX_TRIALS_FACTOR = 10  # likewise for Optuna trials
 class SharedScorer:
     """Scores genomes with one evaluator and one cache; counts what it really computed."""
 
-    def __init__(self, evaluator: Any, batch: int = POP, cache: dict[Genome, float] | None = None,
-                 on_compute: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        evaluator: Any,
+        batch: int = POP,
+        cache: dict[Genome, float] | None = None,
+        on_compute: Callable[[int], None] | None = None,
+    ) -> None:
         self.evaluator = evaluator
         self.shape = evaluator.shape
         self.batch = batch
@@ -92,7 +98,7 @@ class SharedScorer:
         genomes = [tuple(int(b) for b in g) for g in genomes]
         new = [g for g in dict.fromkeys(genomes) if g not in self.cache]
         for i in range(0, len(new), self.batch):
-            chunk = new[i:i + self.batch]
+            chunk = new[i : i + self.batch]
             accuracies = [float(a) for a in self.evaluator.accuracy(chunk)]
             if len(accuracies) != len(chunk):
                 raise RuntimeError(f"evaluator returned {len(accuracies)} accuracies for {len(chunk)} genomes")
@@ -102,7 +108,7 @@ class SharedScorer:
                 self.on_compute(len(chunk))
         return [self.cache[g] for g in genomes]
 
-    def view(self, on_new: Callable[[int], None] | None = None) -> "MethodView":
+    def view(self, on_new: Callable[[int], None] | None = None) -> MethodView:
         return MethodView(self, on_new)
 
 
@@ -157,8 +163,12 @@ def run_gruq(view: MethodView, task: str, seed: int, budget: int, pop: int = POP
             attempt += 1
             probe = MethodView(view.scorer, view._on_new)  # replays are free: the shared cache has every genome
             cfg = SearchConfig(task=task, pop=pop, gens=gens, seed=seed)
-            out = run.start(Path(tmp) / f"run{attempt}.db", cfg, backend_factory=lambda c: Backend(probe),
-                            progress=False)
+            out = run.start(
+                Path(tmp) / f"run{attempt}.db",
+                cfg,
+                backend_factory=lambda c, probe=probe: Backend(probe),
+                progress=False,
+            )
             if len(probe.asked) >= budget or gens >= limit:
                 break
             short = budget - len(probe.asked)  # the population repeated itself: run longer
@@ -178,7 +188,7 @@ def run_random(view: MethodView, seed: int, budget: int, batch: int = POP) -> di
             seen.add(g)
             genomes.append(g)
     for i in range(0, len(genomes), batch):
-        view.accuracy(genomes[i:i + batch])
+        view.accuracy(genomes[i : i + batch])
     return {}
 
 
@@ -222,8 +232,9 @@ def fingerprint(task: str) -> str:
     h.update(f"{task}|{os.environ.get('GRUQ_EVALUATOR', '')}".encode())
     from gruq.model import checkpoint_path
 
-    paths = [checkpoint_path(task)] + [ROOT / "gruq" / n for n in (
-        "fakequant.py", "evaluate.py", "scheme.py", "fixedpoint.py", "model.py", "ops.py")]
+    paths = [checkpoint_path(task)] + [
+        ROOT / "gruq" / n for n in ("fakequant.py", "evaluate.py", "scheme.py", "fixedpoint.py", "model.py", "ops.py")
+    ]
     paths += sorted((ROOT / "gruq" / "tasks").glob("*.py"))
     for p in paths:
         h.update(p.name.encode())
@@ -252,9 +263,15 @@ def save_cache(path: Path | None, key: str, cache: dict[Genome, float]) -> None:
     tmp.replace(path)
 
 
-def search_quality(task: str = TASK, seeds: int | Sequence[int] = SEEDS, budget: int = BUDGET, pop: int = POP,
-                   evaluator: Any = None, score_cache: str | Path | None = None,
-                   progress: bool = True) -> dict[str, Any]:
+def search_quality(
+    task: str = TASK,
+    seeds: int | Sequence[int] = SEEDS,
+    budget: int = BUDGET,
+    pop: int = POP,
+    evaluator: Any = None,
+    score_cache: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Median hypervolume per method at an equal budget, with the per-seed figures.
 
     `evaluator` defaults to the one `gruq search` uses for `task`. Raises GruqError
@@ -272,10 +289,20 @@ def search_quality(task: str = TASK, seeds: int | Sequence[int] = SEEDS, budget:
     cache_path = Path(score_cache) if score_cache else None
     key = fingerprint(task) if cache_path else ""
     ev = evaluator if evaluator is not None else evaluator_for(task)
-    bar = tqdm(total=len(METHODS) * len(seed_list) * budget, desc=f"search quality {task}", unit="genome",
-               file=sys.stderr, disable=not progress, dynamic_ncols=True)
-    scorer = SharedScorer(ev, batch=pop, cache=load_cache(cache_path, key),
-                          on_compute=lambda n: bar.set_postfix(computed=len(scorer.computed), refresh=False))
+    bar = tqdm(
+        total=len(METHODS) * len(seed_list) * budget,
+        desc=f"search quality {task}",
+        unit="genome",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    scorer = SharedScorer(
+        ev,
+        batch=pop,
+        cache=load_cache(cache_path, key),
+        on_compute=lambda n: bar.set_postfix(computed=len(scorer.computed), refresh=False),
+    )
     started = time.perf_counter()
     scorer.score(baselines())  # fails early, with the evaluator's own message, if the task cannot be scored
     per_seed: dict[str, list[float]] = {m: [] for m in METHODS}

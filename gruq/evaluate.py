@@ -7,10 +7,10 @@ and it scores a batch of genomes in one simulated forward pass per chunk.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -36,8 +36,10 @@ def load(task: str, checkpoint: str | None = None) -> tuple[Task, Checkpoint]:
     ckpt = load_checkpoint(task, path)
     m = ckpt.model
     if (m.gru.input_size, m.head.out_features) != (data.features, data.classes):
-        raise GruqError(f"checkpoint {path} takes {m.gru.input_size} features and {m.head.out_features} classes; "
-                        f"task {data.name} has {data.features} and {data.classes}")
+        raise GruqError(
+            f"checkpoint {path} takes {m.gru.input_size} features and {m.head.out_features} classes; "
+            f"task {data.name} has {data.features} and {data.classes}"
+        )
     return replace(data, hidden=m.hidden), ckpt
 
 
@@ -45,8 +47,10 @@ def load(task: str, checkpoint: str | None = None) -> tuple[Task, Checkpoint]:
 def logits(ckpt: Checkpoint, genomes: Sequence[Genome], X: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
     """Integer logits (P, N, C) of the simulation, `chunk` genomes per Simulation."""
     x = torch.as_tensor(X)
-    out = [Simulation(ckpt.model, ckpt.calibration, genomes[i:i + chunk]).forward(x)
-           for i in range(0, len(genomes), chunk)]
+    out = [
+        Simulation(ckpt.model, ckpt.calibration, genomes[i : i + chunk]).forward(x)
+        for i in range(0, len(genomes), chunk)
+    ]
     return torch.cat(out).numpy().astype(np.int64)
 
 
@@ -61,8 +65,15 @@ def accuracies(ckpt: Checkpoint, genomes: Sequence[Genome], split: Split) -> lis
 SELECT = ("val",)  # splits fine-tuning may pick its best epoch on
 
 
-def tuned(ckpt: Checkpoint, genome: Genome, task: Task, epochs: int, seed: int,
-          samples: int | None = None, select: str | None = None) -> Checkpoint:
+def tuned(
+    ckpt: Checkpoint,
+    genome: Genome,
+    task: Task,
+    epochs: int,
+    seed: int,
+    samples: int | None = None,
+    select: str | None = None,
+) -> Checkpoint:
     """The checkpoint fine-tuned for `genome` (itself when epochs is 0); `samples`
     caps the training sequences per epoch; `select` ("val") keeps the epoch with
     the best validation accuracy (see `gruq.train.finetune`)."""
@@ -70,8 +81,15 @@ def tuned(ckpt: Checkpoint, genome: Genome, task: Task, epochs: int, seed: int,
         raise GruqError(f"fine-tuning selects its epoch on {' or '.join(SELECT)}, not {select!r}")
     if epochs <= 0:
         return ckpt
-    return finetune(ckpt, genome, task.train, epochs, seed_for(genome, seed), samples=samples,
-                    select=task.split(select) if select else None)
+    return finetune(
+        ckpt,
+        genome,
+        task.train,
+        epochs,
+        seed_for(genome, seed),
+        samples=samples,
+        select=task.split(select) if select else None,
+    )
 
 
 @dataclass
@@ -101,29 +119,46 @@ class Evaluator:
         split = data.split(self.split)
         if self.finetune_epochs <= 0:
             return accuracies(ckpt, genomes, split)
-        return [accuracies(tuned(ckpt, g, data, self.finetune_epochs, self.seed, self.finetune_samples,
-                                 self.finetune_select), [g], split)[0]
-                for g in genomes]
+        return [
+            accuracies(
+                tuned(ckpt, g, data, self.finetune_epochs, self.seed, self.finetune_samples, self.finetune_select),
+                [g],
+                split,
+            )[0]
+            for g in genomes
+        ]
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_shape": None}
 
 
-def evaluate(task: str, genome: Genome, split: str = "test", finetune_epochs: int = 0, seed: int = 0,
-             checkpoint: str | None = None, finetune_samples: int | None = None,
-             finetune_select: str | None = None) -> dict:
+def evaluate(
+    task: str,
+    genome: Genome,
+    split: str = "test",
+    finetune_epochs: int = 0,
+    seed: int = 0,
+    checkpoint: str | None = None,
+    finetune_samples: int | None = None,
+    finetune_select: str | None = None,
+) -> dict:
     """The `gruq evaluate` record for one genome."""
     genome = validate(genome)
     data, _ = load(task, checkpoint)
     ev = Evaluator(task, split, finetune_epochs, seed, checkpoint, finetune_samples, finetune_select)
     return {
-        "task": data.name, "bits": list(genome), "split": split, "accuracy": ev.accuracy([genome])[0],
-        "size_bytes": size_bytes(genome, data.shape), "bops": bops(genome, data.shape),
+        "task": data.name,
+        "bits": list(genome),
+        "split": split,
+        "accuracy": ev.accuracy([genome])[0],
+        "size_bytes": size_bytes(genome, data.shape),
+        "bops": bops(genome, data.shape),
     }
 
 
-def verify(task: str, genome: Genome, split: str = "test", checkpoint: str | None = None,
-           chunk: int = 256, progress=None) -> dict:
+def verify(
+    task: str, genome: Genome, split: str = "test", checkpoint: str | None = None, chunk: int = 256, progress=None
+) -> dict:
     """Run the integer engine and the simulation on a whole split; compare every code.
 
     Codes are compared for all 17 operators at every step of every sequence.
@@ -135,7 +170,7 @@ def verify(task: str, genome: Genome, split: str = "test", checkpoint: str | Non
     sim = Simulation(ckpt.model, ckpt.calibration, [genome])
     bad_codes = bad_logits = 0
     for i in range(0, len(X), chunk):
-        xb = X[i:i + chunk]
+        xb = X[i : i + chunk]
         ref_logits, ref_codes = engine.run(im, im.quantize_input(xb), trace=True)
         with torch.no_grad():
             sim_logits, sim_codes = sim.forward(torch.as_tensor(xb), trace=True)
@@ -143,8 +178,12 @@ def verify(task: str, genome: Genome, split: str = "test", checkpoint: str | Non
         bad_codes += sum(int((sim_codes[n][0].numpy() != ref_codes[n]).sum()) for n in ref_codes)
         if progress:
             progress(min(i + chunk, len(X)), len(X))
-    return {"identical": bad_codes == 0 and bad_logits == 0, "sequences": len(X),
-            "mismatched_codes": bad_codes, "mismatched_logits": bad_logits}
+    return {
+        "identical": bad_codes == 0 and bad_logits == 0,
+        "sequences": len(X),
+        "mismatched_codes": bad_codes,
+        "mismatched_logits": bad_logits,
+    }
 
 
 def finetune_front(task: str, genomes: Sequence[Genome], epochs: int, seed: int = 0) -> list[float]:

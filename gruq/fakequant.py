@@ -21,10 +21,10 @@ weights and formats and falls back to the reference path when one fails.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cached_property, lru_cache
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ def _col(values: Sequence[float], dtype: torch.dtype = F64) -> torch.Tensor:
 
 
 def _pow2(exps: Sequence[int], dtype: torch.dtype = F64) -> torch.Tensor:
-    return _col([2.0 ** e for e in exps], dtype)
+    return _col([2.0**e for e in exps], dtype)
 
 
 @lru_cache(maxsize=4096)
@@ -117,8 +117,9 @@ class Simulation:
     @cached_property
     def lut(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """The reference path's activation tables (flat) and per-genome offsets."""
-        return {name: self._table(name, src) for name, src in (("sig_r", "add_r"), ("sig_z", "add_z"),
-                                                                ("tanh_n", "add_n"))}
+        return {
+            name: self._table(name, src) for name, src in (("sig_r", "add_r"), ("sig_z", "add_z"), ("tanh_n", "add_n"))
+        }
 
     @cached_property
     def _scale(self) -> dict[str, torch.Tensor]:
@@ -127,14 +128,19 @@ class Simulation:
         shift = lambda dst, src: _pow2([d - s for d, s in zip(fr[dst], src)])  # noqa: E731
         add = lambda a, b: [x + y for x, y in zip(a, b)]  # noqa: E731
         scale = {
-            "xr": shift("add_r", acc["lin_xr"]), "hr": shift("add_r", acc["lin_hr"]),
-            "xz": shift("add_z", acc["lin_xz"]), "hz": shift("add_z", acc["lin_hz"]),
+            "xr": shift("add_r", acc["lin_xr"]),
+            "hr": shift("add_r", acc["lin_hr"]),
+            "xz": shift("add_z", acc["lin_xz"]),
+            "hz": shift("add_z", acc["lin_hz"]),
             "rn": shift("mul_rn", add(fr["sig_r"], acc["lin_hn"])),
-            "xn": shift("add_n", acc["lin_xn"]), "mn": shift("add_n", fr["mul_rn"]),
-            "sub": shift("sub_z", fr["sig_z"]), "one": _pow2(fr["sig_z"]),
+            "xn": shift("add_n", acc["lin_xn"]),
+            "mn": shift("add_n", fr["mul_rn"]),
+            "sub": shift("sub_z", fr["sig_z"]),
+            "one": _pow2(fr["sig_z"]),
             "zn": shift("mul_zn", add(fr["sub_z"], fr["tanh_n"])),
             "zh": shift("mul_zh", add(fr["sig_z"], fr["add_h"])),
-            "nh": shift("add_h", fr["mul_zn"]), "hh": shift("add_h", fr["mul_zh"]),
+            "nh": shift("add_h", fr["mul_zn"]),
+            "hh": shift("add_h", fr["mul_zh"]),
         }
         for name, src in (("sig_r", "add_r"), ("sig_z", "add_z"), ("tanh_n", "add_n")):  # for the STE
             scale[f"{name}_in"], scale[f"{name}_out"] = _pow2([-e for e in fr[src]]), _pow2(fr[name])
@@ -146,7 +152,7 @@ class Simulation:
         offsets = []
         for p, f in enumerate(self.fmts):
             lut = _lut(name, f.out[src], f.out[name])
-            table[p, :len(lut)] = lut
+            table[p, : len(lut)] = lut
             offsets.append(p * LUT_SIZE - f.out[src].lo)
         return torch.tensor(table.ravel(), dtype=F64), torch.tensor(offsets, dtype=torch.long).view(-1, 1, 1)
 
@@ -200,8 +206,14 @@ class Simulation:
                     return fast.run(self.input_codes(x), workers=workers)
             if len(self.genomes) > REFERENCE_GENOMES:  # bounded memory: a few genomes at a time
                 with torch.no_grad():
-                    return torch.cat([Simulation(self.model, self.calib, self.genomes[i:i + REFERENCE_GENOMES])
-                                      ._reference(x, False) for i in range(0, len(self.genomes), REFERENCE_GENOMES)])
+                    return torch.cat(
+                        [
+                            Simulation(self.model, self.calib, self.genomes[i : i + REFERENCE_GENOMES])._reference(
+                                x, False
+                            )
+                            for i in range(0, len(self.genomes), REFERENCE_GENOMES)
+                        ]
+                    )
         return self._reference(x, trace)
 
     def _lookup(self, name: str, v: torch.Tensor, fn: Callable) -> torch.Tensor:
@@ -228,8 +240,12 @@ class Simulation:
             ax = torch.clamp(torch.matmul(xc[:, t], wx) + bx, i32lo, i32hi)
             ah = torch.clamp(torch.bmm(h, wh) + bh, i32lo, i32hi)
             c = {
-                "lin_xr": ax[..., :H], "lin_xz": ax[..., H:2 * H], "lin_xn": ax[..., 2 * H:],
-                "lin_hr": ah[..., :H], "lin_hz": ah[..., H:2 * H], "lin_hn": ah[..., 2 * H:],
+                "lin_xr": ax[..., :H],
+                "lin_xz": ax[..., H : 2 * H],
+                "lin_xn": ax[..., 2 * H :],
+                "lin_hr": ah[..., :H],
+                "lin_hz": ah[..., H : 2 * H],
+                "lin_hn": ah[..., 2 * H :],
             }
             c["add_r"] = R(c["lin_xr"] * s["xr"] + c["lin_hr"] * s["hr"], lo["add_r"], hi["add_r"])
             c["sig_r"] = self._lookup("sig_r", c["add_r"], torch.sigmoid)
@@ -264,7 +280,7 @@ def _fits(terms: Sequence[tuple[torch.Tensor, torch.Tensor]], mantissa: int) -> 
     exps = torch.stack(torch.broadcast_tensors(*[e for _, e in terms]))
     emin = exps.min(dim=0).values
     total = sum(b * torch.exp2(e - emin) for b, e in terms)
-    return bool((total < 2.0 ** mantissa).all()) and bool((emin > -100).all())
+    return bool((total < 2.0**mantissa).all()) and bool((emin > -100).all())
 
 
 class _Fast:
@@ -330,7 +346,7 @@ class _Fast:
 
     # -- the plan ---------------------------------------------------------
     @classmethod
-    def plan(cls, sim: Simulation) -> "_Fast | None":
+    def plan(cls, sim: Simulation) -> _Fast | None:
         """The fast path for `sim`, or None when its exactness cannot be proved (see the class)."""
         with torch.no_grad():
             parts, bounds = cls._parts(sim)
@@ -346,12 +362,14 @@ class _Fast:
         """Scaled weights, biases and tables (float64) and the exactness bounds."""
         fm, fr, acc = sim.fmts, sim.frac, sim.acc
         e = lambda v: torch.tensor(v, dtype=F64).view(-1, 1, 1)  # noqa: E731  exponents (P, 1, 1)
-        x8 = 2.0 ** 7  # max |x code| (8-bit input)
+        x8 = 2.0**7  # max |x code| (8-bit input)
         hmax = e([2 ** (f.h.bits - 1) for f in fm])
         lin = {op: sim._linear(op) for op in INPUT_LINEAR + HIDDEN_LINEAR}
         # per unit j: sum_i |W_ji| max|in| + |b_j|, shape (P, 1, H)
-        mag = {OPS[op]: (w.abs().sum(2).unsqueeze(1) * (x8 if op in INPUT_LINEAR else hmax) + b.abs())
-               for op, (w, b) in lin.items()}
+        mag = {
+            OPS[op]: (w.abs().sum(2).unsqueeze(1) * (x8 if op in INPUT_LINEAR else hmax) + b.abs())
+            for op, (w, b) in lin.items()
+        }
         parts: dict = {}
         bounds: dict = {"int32": all(bool((m <= INT32_MAX).all()) for m in mag.values())}
         # r: normalised index w_r + 128 (point 1)
@@ -379,14 +397,21 @@ class _Fast:
         wn, bn = lin[8]
         parts["w_n"], parts["b_n"] = wn.transpose(1, 2) * torch.exp2(ex), bn * torch.exp2(ex) + 0.5 - lo_n
         parts["c_n"] = torch.exp2(cn)
-        bounds["n"] = [(mag["lin_xn"], ex), (e([2 ** (f.out["mul_rn"].bits - 1) for f in fm]), cn),
-                       (1.0, e([-1])), (-lo_n, e([0]))]
+        bounds["n"] = [
+            (mag["lin_xn"], ex),
+            (e([2 ** (f.out["mul_rn"].bits - 1) for f in fm]), cn),
+            (1.0, e([-1])),
+            (-lo_n, e([0])),
+        ]
         er = e(fr["mul_rn"]) - e(fr["sig_r"]) - e(acc["lin_hn"])
         bounds["mul_rn"] = [(mag["lin_hn"] * e([2 ** f.out["sig_r"].bits for f in fm]), er), (1.0, e([-1]))]
         s1 = [a - b for a, b in zip(fr["add_h"], fr["mul_zn"])]
         s2 = [a - b for a, b in zip(fr["add_h"], fr["mul_zh"])]
-        bounds["add_h"] = [(e([2 ** (f.out["mul_zn"].bits - 1) for f in fm]), e(s1)),
-                           (e([2 ** (f.out["mul_zh"].bits - 1) for f in fm]), e(s2)), (1.0, e([-1]))]
+        bounds["add_h"] = [
+            (e([2 ** (f.out["mul_zn"].bits - 1) for f in fm]), e(s1)),
+            (e([2 ** (f.out["mul_zh"].bits - 1) for f in fm]), e(s2)),
+            (1.0, e([-1])),
+        ]
         parts["sig_r"] = _Fast._sig_r(fm, er.view(-1).tolist())
         parts["s1"], parts["s2"] = s1, s2
         parts["top_z"] = e([f.out["add_z"].hi - f.out["add_z"].lo for f in fm])
@@ -427,11 +452,17 @@ class _Fast:
             mul_zn = _requantize(sub_z[:, None] * tanh_n[None, :], o["sub_z"].frac + o["tanh_n"].frac, o["mul_zn"])
             h = np.arange(o["add_h"].lo, o["add_h"].hi + 1)
             mul_zh = _requantize(sig_z[:, None] * h[None, :], o["sig_z"].frac + o["add_h"].frac, o["mul_zh"])
-            zn[zn_at[p]:zn_at[p + 1]] = np.ldexp(mul_zn, s1[p]).ravel() + 0.5
-            zh[zh_at[p]:zh_at[p + 1]] = np.ldexp(mul_zh, s2[p]).ravel()
-        return {"zn": torch.from_numpy(zn), "zh": torch.from_numpy(zh), "zn_at": zn_at, "zh_at": zh_at,
-                "zn_row": [f.out["add_n"].levels for f in fm], "zh_row": [f.out["add_h"].levels for f in fm],
-                "h_lo": [f.out["add_h"].lo for f in fm]}
+            zn[zn_at[p] : zn_at[p + 1]] = np.ldexp(mul_zn, s1[p]).ravel() + 0.5
+            zh[zh_at[p] : zh_at[p + 1]] = np.ldexp(mul_zh, s2[p]).ravel()
+        return {
+            "zn": torch.from_numpy(zn),
+            "zh": torch.from_numpy(zh),
+            "zn_at": zn_at,
+            "zh_at": zh_at,
+            "zn_row": [f.out["add_n"].levels for f in fm],
+            "zh_row": [f.out["add_h"].levels for f in fm],
+            "h_lo": [f.out["add_h"].lo for f in fm],
+        }
 
     # -- the run ----------------------------------------------------------
     def run(self, xc: torch.Tensor, states: bool = False, workers: int = 1):
@@ -454,8 +485,11 @@ class _Fast:
         per = max(1, min(ELEMENTS // max(1, N * self.H), -(-self.P // workers)))
         tile = N if per > 1 else max(1, min(ELEMENTS // self.H, -(-N // workers)))
         xt = xc.to(self.dtype).transpose(0, 1).contiguous()  # (T, N, F)
-        blocks = [(slice(p, min(p + per, self.P)), slice(i, i + tile))
-                  for p in range(0, self.P, per) for i in range(0, N, tile)]
+        blocks = [
+            (slice(p, min(p + per, self.P)), slice(i, i + tile))
+            for p in range(0, self.P, per)
+            for i in range(0, N, tile)
+        ]
 
         def work(block: tuple[slice, slice]) -> None:
             with torch.no_grad():
@@ -475,10 +509,10 @@ class _Fast:
         P, (T, N, F), H, dt = g.stop - g.start, xt.shape, self.H, self.dtype
         w_r, b_r, w_z, b_z = self.w_r[g], self.b_r[g], self.w_z[g], self.b_z[g]
         w_l, b_l, w_n, b_n = self.w_l[g], self.b_l[g], self.w_n[g], self.b_n[g]
-        sig_r = self.sig_r[g.start * 256:g.stop * 256]
+        sig_r = self.sig_r[g.start * 256 : g.stop * 256]
         tb = self.tables
-        zn = tb["zn"][tb["zn_at"][g.start]:tb["zn_at"][g.stop]]
-        zh = tb["zh"][tb["zh_at"][g.start]:tb["zh_at"][g.stop]]
+        zn = tb["zn"][tb["zn_at"][g.start] : tb["zn_at"][g.stop]]
+        zh = tb["zh"][tb["zh_at"][g.start] : tb["zh_at"][g.stop]]
         i32 = lambda v: torch.tensor(v, dtype=I32).view(P, 1, 1)  # noqa: E731
         zn_at = i32([a - tb["zn_at"][g.start] for a in tb["zn_at"][g]])
         zh_at = i32([a - tb["zh_at"][g.start] - lo for a, lo in zip(tb["zh_at"][g], tb["h_lo"][g])])

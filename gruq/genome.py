@@ -6,9 +6,9 @@ shape, so the search, the reports and the export agree on them by construction.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Iterable, Sequence
 
 from gruq.errors import GruqError
 from gruq.ops import HIDDEN_LINEAR, INPUT_LINEAR, LINEAR, N_OPS, OPS

@@ -42,13 +42,13 @@ class GRUClassifier(nn.Module):
         H = self.hidden
         gate = GATE_OF_LINEAR[op]
         w = self.gru.weight_ih_l0 if op in INPUT_LINEAR else self.gru.weight_hh_l0
-        return w[gate * H:(gate + 1) * H]
+        return w[gate * H : (gate + 1) * H]
 
     def linear_bias(self, op: int) -> torch.Tensor:
         H = self.hidden
         gate = GATE_OF_LINEAR[op]
         b = self.gru.bias_ih_l0 if op in INPUT_LINEAR else self.gru.bias_hh_l0
-        return b[gate * H:(gate + 1) * H]
+        return b[gate * H : (gate + 1) * H]
 
 
 def float_trace(model: GRUClassifier, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -96,7 +96,7 @@ class Calibration:
         return {"x": self.x, **self.ops}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Calibration":
+    def from_dict(cls, d: dict) -> Calibration:
         return cls(x=int(d["x"]), ops={name: int(d[name]) for name in CALIBRATED})
 
 
@@ -122,12 +122,15 @@ class Checkpoint:
     def save(self, path: Path) -> None:
         m = self.model
         try:
-            torch.save({
-                "state": m.state_dict(),
-                "shape": [m.gru.input_size, m.hidden, m.head.out_features],
-                "calibration": self.calibration.to_dict(),
-                "meta": self.meta,
-            }, writable(path))
+            torch.save(
+                {
+                    "state": m.state_dict(),
+                    "shape": [m.gru.input_size, m.hidden, m.head.out_features],
+                    "calibration": self.calibration.to_dict(),
+                    "meta": self.meta,
+                },
+                writable(path),
+            )
         except OSError as exc:
             raise GruqError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
 

@@ -8,10 +8,23 @@ the weights; for the others, the width of the output.
 from __future__ import annotations
 
 OPS: tuple[str, ...] = (
-    "lin_xr", "lin_hr", "add_r", "sig_r",
-    "lin_xz", "lin_hz", "add_z", "sig_z",
-    "lin_xn", "lin_hn", "mul_rn", "add_n", "tanh_n",
-    "sub_z", "mul_zn", "mul_zh", "add_h",
+    "lin_xr",
+    "lin_hr",
+    "add_r",
+    "sig_r",
+    "lin_xz",
+    "lin_hz",
+    "add_z",
+    "sig_z",
+    "lin_xn",
+    "lin_hn",
+    "mul_rn",
+    "add_n",
+    "tanh_n",
+    "sub_z",
+    "mul_zn",
+    "mul_zh",
+    "add_h",
 )
 N_OPS = len(OPS)
 INDEX: dict[str, int] = {name: i for i, name in enumerate(OPS)}
@@ -28,13 +41,22 @@ GATE_OF_LINEAR: dict[int, int] = {0: 0, 1: 0, 4: 1, 5: 1, 8: 2, 9: 2}
 CALIBRATED: tuple[str, ...] = ("add_r", "add_z", "mul_rn", "add_n", "mul_zn", "mul_zh", "add_h")
 
 DESCRIPTION: dict[str, str] = {
-    "lin_xr": "W_ir x + b_ir", "lin_hr": "W_hr h + b_hr",
-    "add_r": "lin_xr + lin_hr", "sig_r": "r = sigmoid(add_r)",
-    "lin_xz": "W_iz x + b_iz", "lin_hz": "W_hz h + b_hz",
-    "add_z": "lin_xz + lin_hz", "sig_z": "z = sigmoid(add_z)",
-    "lin_xn": "W_in x + b_in", "lin_hn": "W_hn h + b_hn",
-    "mul_rn": "r * lin_hn", "add_n": "lin_xn + mul_rn", "tanh_n": "n = tanh(add_n)",
-    "sub_z": "1 - z", "mul_zn": "(1 - z) * n", "mul_zh": "z * h",
+    "lin_xr": "W_ir x + b_ir",
+    "lin_hr": "W_hr h + b_hr",
+    "add_r": "lin_xr + lin_hr",
+    "sig_r": "r = sigmoid(add_r)",
+    "lin_xz": "W_iz x + b_iz",
+    "lin_hz": "W_hz h + b_hz",
+    "add_z": "lin_xz + lin_hz",
+    "sig_z": "z = sigmoid(add_z)",
+    "lin_xn": "W_in x + b_in",
+    "lin_hn": "W_hn h + b_hn",
+    "mul_rn": "r * lin_hn",
+    "add_n": "lin_xn + mul_rn",
+    "tanh_n": "n = tanh(add_n)",
+    "sub_z": "1 - z",
+    "mul_zn": "(1 - z) * n",
+    "mul_zh": "z * h",
     "add_h": "mul_zn + mul_zh = new h",
 }
 

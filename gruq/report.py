@@ -10,8 +10,8 @@ so the report can be re-rendered from the files without re-running anything:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -69,18 +69,26 @@ def analyse(record: dict) -> dict:
     groups = []
     for c in range(1, k + 1):
         members = [r for r in front if r["cluster"] == c]
-        groups.append({
-            "cluster": c, "members": len(members),
-            "mean_bits": [float(v) for v in np.mean([m["bits"] for m in members], axis=0)],
-            "size_bytes": [min(m["size_bytes"] for m in members), max(m["size_bytes"] for m in members)],
-            "ptq_val": [min(m["ptq_val"] for m in members), max(m["ptq_val"] for m in members)],
-        })
-    accurate = [r for r in front if r.get("ft_test") is not None and len(set(r["bits"])) > 1
-                and r["ft_test"] >= record["acc8"] - 0.01 - 1e-9]  # mixed genomes only
+        groups.append(
+            {
+                "cluster": c,
+                "members": len(members),
+                "mean_bits": [float(v) for v in np.mean([m["bits"] for m in members], axis=0)],
+                "size_bytes": [min(m["size_bytes"] for m in members), max(m["size_bytes"] for m in members)],
+                "ptq_val": [min(m["ptq_val"] for m in members), max(m["ptq_val"] for m in members)],
+            }
+        )
+    accurate = [
+        r
+        for r in front
+        if r.get("ft_test") is not None and len(set(r["bits"])) > 1 and r["ft_test"] >= record["acc8"] - 0.01 - 1e-9
+    ]  # mixed genomes only
     A = np.array([r["bits"] for r in accurate], dtype=float).reshape(-1, len(OPS))
     record["clusters"] = {
         "method": f"Ward hierarchical clustering of the front's bit vectors, k in 2..{MAX_CLUSTERS} by silhouette",
-        "k": k, "silhouette": sil, "groups": groups,
+        "k": k,
+        "silhouette": sil,
+        "groups": groups,
     }
     record["widths"] = {
         "mean_front": [float(v) for v in G.mean(axis=0)] if len(G) else [],
@@ -99,18 +107,30 @@ def width_statement(record: dict) -> str:
     if not mean:
         return "The front is empty."
     lin = sorted(LINEAR, key=lambda i: (-mean[i], i))
-    text = ("Weights (the only genes that cost size), mean bits on the front, widest first: "
-            + ", ".join(f"{OPS[i]} {mean[i]:.1f}" for i in lin) + ".")
+    text = (
+        "Weights (the only genes that cost size), mean bits on the front, widest first: "
+        + ", ".join(f"{OPS[i]} {mean[i]:.1f}" for i in lin)
+        + "."
+    )
     if w["min_accurate"]:
         free = [i for i in range(len(OPS)) if i not in LINEAR]
         kept = [OPS[i] for i in free if w["min_accurate"][i] >= WIDE]
         squeezed = [OPS[i] for i in free if w["min_accurate"][i] <= MIN_BITS + 1]
         n = w["accurate_members"]
-        text += (f" Among the {n} fine-tuned mixed front genome{'s' if n != 1 else ''} within 1 pp of all-8-bit, "
-                 + (f"none takes {', '.join(kept)} below {WIDE} bits (the operators that look like they need width)"
-                    if kept else f"every free operator goes below {WIDE} bits in some genome")
-                 + (f"; {', '.join(squeezed)} {'goes' if len(squeezed) == 1 else 'go'} down to "
-                    f"{MIN_BITS}-{MIN_BITS + 1} bits (tolerant)." if squeezed else "."))
+        text += (
+            f" Among the {n} fine-tuned mixed front genome{'s' if n != 1 else ''} within 1 pp of all-8-bit, "
+            + (
+                f"none takes {', '.join(kept)} below {WIDE} bits (the operators that look like they need width)"
+                if kept
+                else f"every free operator goes below {WIDE} bits in some genome"
+            )
+            + (
+                f"; {', '.join(squeezed)} {'goes' if len(squeezed) == 1 else 'go'} down to "
+                f"{MIN_BITS}-{MIN_BITS + 1} bits (tolerant)."
+                if squeezed
+                else "."
+            )
+        )
         wl = [OPS[i] for i in LINEAR if w["min_accurate"][i] >= WIDE]
         if wl:
             text += f" Weights never below {WIDE} bits there: {', '.join(wl)}."
@@ -163,15 +183,31 @@ def front_figure(record: dict, path: Path) -> None:
         hx, hy = _staircase(bx, by)
         ax.plot(hx, hy, "--", color="#ff7f0e", lw=1.2, alpha=0.8)
         ax.scatter(bx, by, s=46, marker="s", color="#ff7f0e", zorder=3, label="homogeneous, fine-tuned")
-        ax.scatter(bx, [r["ptq_test"] * 100 for r in base], s=40, marker="s", facecolors="none",
-                   edgecolors="#7f7f7f", zorder=2, label="homogeneous, post-training")
+        ax.scatter(
+            bx,
+            [r["ptq_test"] * 100 for r in base],
+            s=40,
+            marker="s",
+            facecolors="none",
+            edgecolors="#7f7f7f",
+            zorder=2,
+            label="homogeneous, post-training",
+        )
         for r, x, y in zip(base, bx, by):
-            ax.annotate(str(r["bits"][0]), (x, y), textcoords="offset points", xytext=(4, -11), fontsize=8,
-                        color="#b35900")
+            ax.annotate(
+                str(r["bits"][0]), (x, y), textcoords="offset points", xytext=(4, -11), fontsize=8, color="#b35900"
+            )
         ax.axhline(acc8 - 0.5, color="#2ca02c", ls=":", lw=1.2, label="all-8-bit - 0.5 pp")
         ax.axvline(record["size_cap"] / KB, color="#999999", ls="-.", lw=0.8)
-        ax.scatter([pick["size_bytes"] / KB], [pick["accuracy"] * 100], s=200, marker="*", color="#d62728",
-                   zorder=4, label=f"smallest within 0.5 pp: -{pick['reduction'] * 100:.0f}%")
+        ax.scatter(
+            [pick["size_bytes"] / KB],
+            [pick["accuracy"] * 100],
+            s=200,
+            marker="*",
+            color="#d62728",
+            zorder=4,
+            label=f"smallest within 0.5 pp: -{pick['reduction'] * 100:.0f}%",
+        )
         ax.set_xlabel("model size (kB)")
         ax.grid(alpha=0.3)
         if zoom:
@@ -225,8 +261,10 @@ def bits_figure(record: dict, path: Path) -> None:
     axm.set_xticks(range(len(OPS)), OPS, rotation=60, ha="right", fontsize=8)
     cl = record["clusters"]
     sil = f", silhouette {cl['silhouette']:.2f}" if cl.get("silhouette") is not None else ""
-    ax.set_title(f"{record['task']}: bits per operator on the front ({n} genomes, {cl['k']} clusters{sil}; "
-                 "dotted: weights)", fontsize=10)
+    ax.set_title(
+        f"{record['task']}: bits per operator on the front ({n} genomes, {cl['k']} clusters{sil}; dotted: weights)",
+        fontsize=10,
+    )
     fig.colorbar(im, cax=cax, ticks=range(MIN_BITS, MAX_BITS + 1), label="bits")
     fig.savefig(path, dpi=110 if n <= 40 else 80, bbox_inches="tight")  # long fronts: keep the file small
     plt.close(fig)
@@ -262,9 +300,11 @@ def _minutes(s: float) -> str:
 
 def summary_table(summary: dict, records: dict[str, dict] | None = None) -> str:
     """The Markdown table of summary.json (one row per task)."""
-    rows = ["| task | all-8-bit test acc (fine-tuned) | size 8-bit | cap (all-2-bit) | within 0.5 pp: reduction "
-            "(acc, size) | within 1 pp: reduction (acc, size) | hv mixed | hv homogeneous |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| task | all-8-bit test acc (fine-tuned) | size 8-bit | cap (all-2-bit) | within 0.5 pp: reduction "
+        "(acc, size) | within 1 pp: reduction (acc, size) | hv mixed | hv homogeneous |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for task, t in summary["tasks"].items():
         cap = 1 - t["size_cap"] / t["size8"]
         cells = [task, _pct(t["acc8"], 2), _kb(t["size8"]), f"{_kb(t['size_cap'])} (-{cap * 100:.0f}%)"]
@@ -282,27 +322,36 @@ def cpu_text(records: dict[str, dict], workers: int) -> str:
     if not secs or not all("search_cpu" in s for s in secs):
         return ""
     cpu = sum(s["search_cpu"] + s["finetune_cpu"] for s in secs)
-    return (f" (CPU time of the search and the fine-tuning: {_minutes(cpu)}; spread over {workers} "
-            f"busy cores that is about {_minutes(cpu / max(1, workers))} of wall time on an idle machine)")
+    return (
+        f" (CPU time of the search and the fine-tuning: {_minutes(cpu)}; spread over {workers} "
+        f"busy cores that is about {_minutes(cpu / max(1, workers))} of wall time on an idle machine)"
+    )
 
 
 def budget_text(budget: dict) -> str:
     samples = budget.get("finetune_samples")
-    return (f"NSGA-II population {budget['pop']} x {budget['gens']} generations, seed {budget['seed']}, "
-            f"objective {budget['objective']}, fitness = post-training accuracy on the validation split; "
-            f"fine-tuning {budget['finetune_epochs']} epochs"
-            + (f" of {samples} training sequences each (a fresh seeded subset per epoch)" if samples else "")
-            + f", Adam lr {budget['finetune_lr']:g}, cosine decay, batch {budget['finetune_batch']} (fewer for small "
-            "training sets: at least 8 steps per epoch)"
-            + (", keeping the epoch (0 included) with the best validation accuracy"
-               if budget.get("finetune_select") == "val" else "")
-            + f"; at most {budget['front_size']} front genomes fine-tuned; {budget['workers']} worker processes.")
+    return (
+        f"NSGA-II population {budget['pop']} x {budget['gens']} generations, seed {budget['seed']}, "
+        f"objective {budget['objective']}, fitness = post-training accuracy on the validation split; "
+        f"fine-tuning {budget['finetune_epochs']} epochs"
+        + (f" of {samples} training sequences each (a fresh seeded subset per epoch)" if samples else "")
+        + f", Adam lr {budget['finetune_lr']:g}, cosine decay, batch {budget['finetune_batch']} (fewer for small "
+        "training sets: at least 8 steps per epoch)"
+        + (
+            ", keeping the epoch (0 included) with the best validation accuracy"
+            if budget.get("finetune_select") == "val"
+            else ""
+        )
+        + f"; at most {budget['front_size']} front genomes fine-tuned; {budget['workers']} worker processes."
+    )
 
 
 def command_line(budget: dict, out: str = "reports/") -> str:
-    cmd = (f"python -m gruq reproduce --out {out} --pop {budget['pop']} --gens {budget['gens']} "
-           f"--finetune-epochs {budget['finetune_epochs']} --seed {budget['seed']} --workers {budget['workers']}"
-           f" --front-size {budget['front_size']}")
+    cmd = (
+        f"python -m gruq reproduce --out {out} --pop {budget['pop']} --gens {budget['gens']} "
+        f"--finetune-epochs {budget['finetune_epochs']} --seed {budget['seed']} --workers {budget['workers']}"
+        f" --front-size {budget['front_size']}"
+    )
     samples = budget.get("finetune_samples")
     cmd += f" --finetune-samples {samples}" if samples else " --finetune-samples 0"
     return cmd + (" --finetune-select val" if budget.get("finetune_select") == "val" else " --finetune-select last")
@@ -311,48 +360,70 @@ def command_line(budget: dict, out: str = "reports/") -> str:
 def _task_section(task: str, t: dict, r: dict | None) -> list[str]:
     paths = figure_paths(task)
     lines = [f"## {task}", "", f"![{task}: front against homogeneous genomes]({paths['front']})", ""]
-    lines += ["| | bits (17 operators, DESIGN.md order) | test accuracy | size | reduction |",
-              "|---|---|---|---|---|"]
+    lines += ["| | bits (17 operators, DESIGN.md order) | test accuracy | size | reduction |", "|---|---|---|---|---|"]
     lines.append(f"| all-8-bit, fine-tuned (acc8) | 8 x 17 | {_pct(t['acc8'], 2)} | {_kb(t['size8'])} | 0% |")
     if r:
         lines.append(f"| all-8-bit, post-training | 8 x 17 | {_pct(r['acc8_ptq'], 2)} | {_kb(t['size8'])} | 0% |")
         if r.get("float_test") is not None:
             lines.append(f"| float model | - | {_pct(r['float_test'], 2)} | - | - |")
-    lines.append(f"| cap: all-2-bit size | 2 x 17 | - | {_kb(t['size_cap'])} | "
-                 f"{(1 - t['size_cap'] / t['size8']) * 100:.1f}% |")
+    lines.append(
+        f"| cap: all-2-bit size | 2 x 17 | - | {_kb(t['size_cap'])} | {(1 - t['size_cap'] / t['size8']) * 100:.1f}% |"
+    )
     for key, label in (("within_0.5pp", "smallest within 0.5 pp"), ("within_1pp", "smallest within 1 pp")):
         p = t[key]
-        lines.append(f"| {label} | `{','.join(map(str, p['bits']))}` | {_pct(p['accuracy'], 2)} | "
-                     f"{_kb(p['size_bytes'])} | **{p['reduction'] * 100:.1f}%** |")
+        lines.append(
+            f"| {label} | `{','.join(map(str, p['bits']))}` | {_pct(p['accuracy'], 2)} | "
+            f"{_kb(p['size_bytes'])} | **{p['reduction'] * 100:.1f}%** |"
+        )
     if r:
         for key, label in (("val_picks", "chosen on validation"), ("ptq_picks", "post-training only")):
             p = r[key]["within_0.5pp"]
-            lines.append(f"| {label}, within 0.5 pp | `{','.join(map(str, p['bits']))}` | {_pct(p['accuracy'], 2)} | "
-                         f"{_kb(p['size_bytes'])} | {p['reduction'] * 100:.1f}% |")
-    lines += ["", f"Hypervolume (test, size / all-8-bit): mixed **{t['hv_mixed']:.4f}**, "
-              f"homogeneous {t['hv_homogeneous']:.4f}"
-              + (f", both together {r['hv_union']:.4f}; post-training only: mixed {r['hv_mixed_ptq']:.4f}, "
-                 f"homogeneous {r['hv_homogeneous_ptq']:.4f}." if r else "."), ""]
+            lines.append(
+                f"| {label}, within 0.5 pp | `{','.join(map(str, p['bits']))}` | {_pct(p['accuracy'], 2)} | "
+                f"{_kb(p['size_bytes'])} | {p['reduction'] * 100:.1f}% |"
+            )
+    lines += [
+        "",
+        f"Hypervolume (test, size / all-8-bit): mixed **{t['hv_mixed']:.4f}**, "
+        f"homogeneous {t['hv_homogeneous']:.4f}"
+        + (
+            f", both together {r['hv_union']:.4f}; post-training only: mixed {r['hv_mixed_ptq']:.4f}, "
+            f"homogeneous {r['hv_homogeneous_ptq']:.4f}."
+            if r
+            else "."
+        ),
+        "",
+    ]
     lines += ["Re-derive the two picks:", "", "```sh"]
     lines += [t[k]["check"] for k in ("within_0.5pp", "within_1pp")] + ["```", ""]
     if r:
         s = r["seconds"]
-        lines.append(f"Search: {r['search']['evaluations']} genomes scored, front of {r['search']['front_members']}, "
-                     f"{r['search']['finetuned_members']} fine-tuned; time {_minutes(s['search'])} search, "
-                     f"{_minutes(s['finetune'])} fine-tuning ({s['finetune_jobs']} models), "
-                     f"{_minutes(s.get('total', s['search'] + s['finetune']))} in all"
-                     + (f"; CPU time {_minutes(s['search_cpu'])} search, {_minutes(s['finetune_cpu'])} fine-tuning."
-                        if "search_cpu" in s else "."))
+        lines.append(
+            f"Search: {r['search']['evaluations']} genomes scored, front of {r['search']['front_members']}, "
+            f"{r['search']['finetuned_members']} fine-tuned; time {_minutes(s['search'])} search, "
+            f"{_minutes(s['finetune'])} fine-tuning ({s['finetune_jobs']} models), "
+            f"{_minutes(s.get('total', s['search'] + s['finetune']))} in all"
+            + (
+                f"; CPU time {_minutes(s['search_cpu'])} search, {_minutes(s['finetune_cpu'])} fine-tuning."
+                if "search_cpu" in s
+                else "."
+            )
+        )
         lines += ["", f"![{task}: bits per operator on the front]({paths['bits']})", ""]
         cl = r["clusters"]
-        lines.append(f"{cl['k']} cluster{'s' if cl['k'] != 1 else ''} ({cl['method']}"
-                     + (f", silhouette {cl['silhouette']:.2f}" if cl.get("silhouette") is not None else "") + "):")
-        lines += ["", "| cluster | genomes | size | " + " | ".join(OPS) + " |",
-                  "|---|---|---|" + "---|" * len(OPS)]
+        lines.append(
+            f"{cl['k']} cluster{'s' if cl['k'] != 1 else ''} ({cl['method']}"
+            + (f", silhouette {cl['silhouette']:.2f}" if cl.get("silhouette") is not None else "")
+            + "):"
+        )
+        lines += ["", "| cluster | genomes | size | " + " | ".join(OPS) + " |", "|---|---|---|" + "---|" * len(OPS)]
         for g in cl["groups"]:
             lo, hi = g["size_bytes"]
-            lines.append(f"| {g['cluster']} | {g['members']} | {lo / KB:.2f}-{hi / KB:.2f} kB | "
-                         + " | ".join(f"{v:.1f}" for v in g["mean_bits"]) + " |")
+            lines.append(
+                f"| {g['cluster']} | {g['members']} | {lo / KB:.2f}-{hi / KB:.2f} kB | "
+                + " | ".join(f"{v:.1f}" for v in g["mean_bits"])
+                + " |"
+            )
         lines += ["", r["widths"]["statement"], ""]
     return lines
 
@@ -371,7 +442,9 @@ def render_readme(summary: dict, records: dict[str, dict] | None = None) -> str:
         "```",
         "",
         f"Wall time: **{_minutes(summary['wall_seconds'])}** for {len(summary['tasks'])} task(s)"
-        + cpu_text(records, b.get("workers", 1)) + ". Budget: " + budget_text(b),
+        + cpu_text(records, b.get("workers", 1))
+        + ". Budget: "
+        + budget_text(b),
         "",
         summary_table(summary, records),
         "",
@@ -406,10 +479,13 @@ def widths_table(records: dict[str, dict]) -> list[str]:
     rows = [(task, r["widths"]["mean_front"]) for task, r in records.items() if r.get("widths", {}).get("mean_front")]
     if not rows:
         return []
-    lines = ["Mean bits per operator on each task's front (weights in bold: the only genes that cost size; "
-             "details and clusters per task below):", "",
-             "| task | " + " | ".join(f"**{op}**" if i in LINEAR else op for i, op in enumerate(OPS)) + " |",
-             "|---|" + "---|" * len(OPS)]
+    lines = [
+        "Mean bits per operator on each task's front (weights in bold: the only genes that cost size; "
+        "details and clusters per task below):",
+        "",
+        "| task | " + " | ".join(f"**{op}**" if i in LINEAR else op for i, op in enumerate(OPS)) + " |",
+        "|---|" + "---|" * len(OPS),
+    ]
     for task, mean in rows:
         lines.append(f"| {task} | " + " | ".join(f"{v:.1f}" for v in mean) + " |")
     return lines + [""]
@@ -424,9 +500,7 @@ def write_readme(out: Path, summary: dict, records: dict[str, dict] | None = Non
 def rerender(out: str | Path) -> Path:
     """Re-do the analysis, the figures and README.md from the files of a finished run
     (nothing is searched, fine-tuned or scored again)."""
-    from gruq.reproduce import load_summary, load_task
-
-    from gruq.reproduce import write_task
+    from gruq.reproduce import load_summary, load_task, write_task
 
     summary = load_summary(out)
     records = {t: load_task(out, t) for t in summary["tasks"]}

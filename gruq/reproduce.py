@@ -46,10 +46,11 @@ import json
 import math
 import multiprocessing
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from gruq.errors import GruqError
 from gruq.genome import MAX_BITS, MIN_BITS, Genome, ModelShape, bops, homogeneous, size_bytes
@@ -82,16 +83,24 @@ class Budget:
 
     def __post_init__(self) -> None:
         checks = (
-            ("pop", self.pop, 4), ("gens", self.gens, 1), ("finetune_epochs", self.finetune_epochs, 0),
-            ("front_size", self.front_size, 2), ("workers", self.workers, 1), ("seed", self.seed, 0),
+            ("pop", self.pop, 4),
+            ("gens", self.gens, 1),
+            ("finetune_epochs", self.finetune_epochs, 0),
+            ("front_size", self.front_size, 2),
+            ("workers", self.workers, 1),
+            ("seed", self.seed, 0),
         )
         for name, value, low in checks:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise GruqError(f"budget {name} must be an integer of at least {low}; got {value!r}")
         if self.finetune_samples is not None and (
-                isinstance(self.finetune_samples, bool) or not isinstance(self.finetune_samples, int)
-                or self.finetune_samples < 1):
-            raise GruqError(f"budget finetune_samples must be a positive integer or None; got {self.finetune_samples!r}")
+            isinstance(self.finetune_samples, bool)
+            or not isinstance(self.finetune_samples, int)
+            or self.finetune_samples < 1
+        ):
+            raise GruqError(
+                f"budget finetune_samples must be a positive integer or None; got {self.finetune_samples!r}"
+            )
         if self.finetune_select not in (None, "val"):
             raise GruqError(f"budget finetune_select must be 'val' or None; got {self.finetune_select!r}")
 
@@ -100,8 +109,12 @@ class Budget:
         from gruq.train import FINETUNE_BATCH, FINETUNE_LR
 
         return {
-            **asdict(self), "objective": "size", "search_split": "val", "report_split": "test",
-            "finetune_lr": FINETUNE_LR, "finetune_batch": FINETUNE_BATCH,
+            **asdict(self),
+            "objective": "size",
+            "search_split": "val",
+            "report_split": "test",
+            "finetune_lr": FINETUNE_LR,
+            "finetune_batch": FINETUNE_BATCH,
         }
 
     def batch(self, train_size: int) -> int:
@@ -112,15 +125,17 @@ class Budget:
         return finetune_batch(n)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Budget":
+    def from_dict(cls, data: dict[str, Any]) -> Budget:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def check_command(task: str, bits: Sequence[int], budget: Budget) -> str:
     """The `gruq evaluate` command line that re-derives a reported accuracy and size."""
-    cmd = (f"python -m gruq evaluate --task {task} --bits {','.join(map(str, bits))} --split test "
-           f"--finetune-epochs {budget.finetune_epochs} --seed {budget.seed}")
+    cmd = (
+        f"python -m gruq evaluate --task {task} --bits {','.join(map(str, bits))} --split test "
+        f"--finetune-epochs {budget.finetune_epochs} --seed {budget.seed}"
+    )
     if budget.finetune_samples is not None and budget.finetune_epochs > 0:
         cmd += f" --finetune-samples {budget.finetune_samples}"
     if budget.finetune_select is not None and budget.finetune_epochs > 0:
@@ -160,8 +175,10 @@ def _cpu() -> float:
     """CPU seconds of this process and of its finished children (the search's pool)."""
     import resource
 
-    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
-               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return sum(
+        resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
 
 
 # ---------------------------------------------------------------- front selection
@@ -210,8 +227,11 @@ def _pick(c: dict, key: str, size8: float, task: str, budget: Budget) -> dict:
     """A pick as summary.json reports it; post-training ("ptq_*") picks are checked without fine-tuning."""
     check_budget = Budget(**{**asdict(budget), "finetune_epochs": 0}) if key.startswith("ptq") else budget
     return {
-        "bits": list(c["bits"]), "accuracy": c[key], "size_bytes": c["size_bytes"],
-        "reduction": 1 - c["size_bytes"] / size8, "check": check_command(task, c["bits"], check_budget),
+        "bits": list(c["bits"]),
+        "accuracy": c[key],
+        "size_bytes": c["size_bytes"],
+        "reduction": 1 - c["size_bytes"] / size8,
+        "check": check_command(task, c["bits"], check_budget),
     }
 
 
@@ -223,8 +243,14 @@ def _genome_row(bits: Sequence[int], shape: ModelShape) -> dict:
     return {"bits": list(g), "size_bytes": size_bytes(g, shape), "bops": bops(g, shape)}
 
 
-def run_task(task: str, budget: Budget, out: Path, finetune_map: Callable,
-             progress: Progress | None = None, search_bar: bool = False) -> dict:
+def run_task(
+    task: str,
+    budget: Budget,
+    out: Path,
+    finetune_map: Callable,
+    progress: Progress | None = None,
+    search_bar: bool = False,
+) -> dict:
     """Search, fine-tune and score one task; returns its full record (result.json)."""
     from gruq.evaluate import accuracies, load
     from gruq.search import run as search_run
@@ -239,8 +265,15 @@ def run_task(task: str, budget: Budget, out: Path, finetune_map: Callable,
     # 1. search on validation, post-training quantization
     started, cpu = time.perf_counter(), _cpu()
     notify(task, "search", 0, budget.gens)
-    cfg = SearchConfig(task=task, pop=budget.pop, gens=budget.gens, seed=budget.seed, objective="size",
-                       workers=budget.workers, chunk_size=4)
+    cfg = SearchConfig(
+        task=task,
+        pop=budget.pop,
+        gens=budget.gens,
+        seed=budget.seed,
+        objective="size",
+        workers=budget.workers,
+        chunk_size=4,
+    )
     db = out / "search.db"
     result = search_run.start(db, cfg, progress=search_bar)
     notify(task, "search", budget.gens, budget.gens)
@@ -255,15 +288,19 @@ def run_task(task: str, budget: Budget, out: Path, finetune_map: Callable,
     base = [{**_genome_row(homogeneous(b), shape), "label": f"all {b}-bit"} for b in range(MIN_BITS, MAX_BITS + 1)]
 
     # 3. post-training test accuracy of every genome that is fine-tuned (for the comparison)
-    todo: list[Genome] = list(dict.fromkeys(
-        [tuple(r["bits"]) for r in base] + [tuple(r["bits"]) for r in front if r["selected"]]))
+    todo: list[Genome] = list(
+        dict.fromkeys([tuple(r["bits"]) for r in base] + [tuple(r["bits"]) for r in front if r["selected"]])
+    )
     ptq_test = dict(zip(todo, accuracies(ckpt, todo, data.test)))
-    ptq_val_base = dict(zip([tuple(r["bits"]) for r in base], accuracies(ckpt, [tuple(r["bits"]) for r in base], data.val)))
+    ptq_val_base = dict(
+        zip([tuple(r["bits"]) for r in base], accuracies(ckpt, [tuple(r["bits"]) for r in base], data.val))
+    )
 
     # 4. fine-tune everything once, score on validation and test
     started_ft = time.perf_counter()
-    jobs = [(task, g, budget.finetune_epochs, budget.seed, budget.finetune_samples, budget.finetune_select)
-            for g in todo]
+    jobs = [
+        (task, g, budget.finetune_epochs, budget.seed, budget.finetune_samples, budget.finetune_select) for g in todo
+    ]
     tuned: dict[Genome, tuple[float, float, float]] = {}
     notify(task, "finetune", 0, len(jobs))
     for g, val, test, secs in finetune_map(_finetune_job, jobs):
@@ -284,10 +321,16 @@ def run_task(task: str, budget: Budget, out: Path, finetune_map: Callable,
     fronted = [r for r in front if r["selected"]]
     candidates = fronted + base
     record: dict[str, Any] = {
-        "task": task, "shape": asdict(shape), "float_test": ckpt.meta.get("test_accuracy"),
+        "task": task,
+        "shape": asdict(shape),
+        "float_test": ckpt.meta.get("test_accuracy"),
         "float_val": ckpt.meta.get("val_accuracy"),
-        "acc8": acc8, "acc8_ptq": base[-1]["ptq_test"], "acc8_val": acc8_val,
-        "size8": size8, "size_cap": size2, "cap_reduction": 1 - size2 / size8,
+        "acc8": acc8,
+        "acc8_ptq": base[-1]["ptq_test"],
+        "acc8_val": acc8_val,
+        "size8": size8,
+        "size_cap": size2,
+        "cap_reduction": 1 - size2 / size8,
         "hv_mixed": hypervolume([(r["ft_test"], r["size_bytes"]) for r in fronted], size8),
         "hv_homogeneous": hypervolume([(r["ft_test"], r["size_bytes"]) for r in base], size8),
         "hv_union": hypervolume([(r["ft_test"], r["size_bytes"]) for r in candidates], size8),
@@ -301,18 +344,33 @@ def run_task(task: str, budget: Budget, out: Path, finetune_map: Callable,
         c = smallest_within(candidates, "ft_val", acc8_val, margin)
         record["val_picks"][name] = {**_pick(c, "ft_test", size8, task, budget), "val_accuracy": c["ft_val"]}
     record["ptq_picks"] = {
-        name: _pick(smallest_within(candidates, "ptq_test", record["acc8_ptq"], margin), "ptq_test", size8, task, budget)
+        name: _pick(
+            smallest_within(candidates, "ptq_test", record["acc8_ptq"], margin), "ptq_test", size8, task, budget
+        )
         for name, margin in THRESHOLDS.items()
     }
     record["search"] = {
-        "run_id": result["run_id"], "db": str(db), "evaluations": result["evaluations"],
-        "hypervolume_val": result["hypervolume"], "front_members": len(front), "finetuned_members": len(fronted),
+        "run_id": result["run_id"],
+        "db": str(db),
+        "evaluations": result["evaluations"],
+        "hypervolume_val": result["hypervolume"],
+        "front_members": len(front),
+        "finetuned_members": len(fronted),
     }
-    record["finetune"] = {"batch": budget.batch(len(data.train)), "train_sequences": len(data.train),
-                          "sequences_per_epoch": len(data.train) if budget.finetune_samples is None
-                          else min(budget.finetune_samples, len(data.train))}
-    record["seconds"] = {"search": search_seconds, "finetune": finetune_seconds, "search_cpu": search_cpu,
-                         "finetune_cpu": sum(v[2] for v in tuned.values()), "finetune_jobs": len(jobs)}
+    record["finetune"] = {
+        "batch": budget.batch(len(data.train)),
+        "train_sequences": len(data.train),
+        "sequences_per_epoch": len(data.train)
+        if budget.finetune_samples is None
+        else min(budget.finetune_samples, len(data.train)),
+    }
+    record["seconds"] = {
+        "search": search_seconds,
+        "finetune": finetune_seconds,
+        "search_cpu": search_cpu,
+        "finetune_cpu": sum(v[2] for v in tuned.values()),
+        "finetune_jobs": len(jobs),
+    }
     record["front"], record["baselines"] = front, base
     return record
 
@@ -335,8 +393,9 @@ def _write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None
         w = csv.writer(f)
         w.writerow(columns)
         for r in rows:
-            w.writerow([",".join(map(str, r[c])) if c == "bits" else ("" if r.get(c) is None else r.get(c))
-                        for c in columns])
+            w.writerow(
+                [",".join(map(str, r[c])) if c == "bits" else ("" if r.get(c) is None else r.get(c)) for c in columns]
+            )
 
 
 def write_task(out: Path, record: dict) -> None:
@@ -381,8 +440,13 @@ def _check_tasks(tasks: Sequence[str]) -> list[str]:
     return tasks
 
 
-def reproduce(out_dir: str | Path, tasks: Sequence[str] = NAMES, budget: Budget | None = None,
-              progress: Progress | None = None, search_bar: bool = False) -> dict:
+def reproduce(
+    out_dir: str | Path,
+    tasks: Sequence[str] = NAMES,
+    budget: Budget | None = None,
+    progress: Progress | None = None,
+    search_bar: bool = False,
+) -> dict:
     """Run the whole reproduction into `out_dir`; return the summary (also summary.json).
 
     Writes summary.json, tasks/<task>/{result.json, front.csv, baselines.csv},

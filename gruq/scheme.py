@@ -106,9 +106,11 @@ def build(genome: Genome, model: GRUClassifier, calib: Calibration) -> IntegerMo
         "tanh_n": activation_lut(np.tanh, o["add_n"], o["tanh_n"]),
     }
     return IntegerModel(
-        genome=genome, fmt=fmt, weights=weights, biases=biases,
+        genome=genome,
+        fmt=fmt,
+        weights=weights,
+        biases=biases,
         head_weight=_codes(model.head.weight, fmt.head_weight),
         head_bias=_codes(model.head.bias, Format(32, fmt.logit_frac)),
         lut=lut,
     )
-

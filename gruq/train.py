@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,8 +22,9 @@ FINETUNE_LR = 3e-3  # Adam, cosine decay over the epochs (measured better than 1
 FINETUNE_BATCH = 128  # at most: small training sets get smaller batches (see finetune_batch)
 
 
-def _batches(split: Split, batch: int, gen: torch.Generator,
-             samples: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    split: Split, batch: int, gen: torch.Generator, samples: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled mini-batches of one epoch; with `samples`, only the first `samples`
     sequences of this epoch's permutation (a fresh seeded subset each epoch)."""
     order = torch.randperm(len(split), generator=gen)
@@ -31,7 +32,7 @@ def _batches(split: Split, batch: int, gen: torch.Generator,
         order = order[:samples]
     X, y = torch.as_tensor(split.X), torch.as_tensor(split.y)
     for i in range(0, len(order), batch):
-        idx = order[i:i + batch]
+        idx = order[i : i + batch]
         yield X[idx], y[idx]
 
 
@@ -41,8 +42,14 @@ def float_accuracy(model: GRUClassifier, split: Split) -> float:
     return float((logits.argmax(1).numpy() == split.y).mean())
 
 
-def train_float(task: Task, epochs: int | None = None, seed: int = 0, lr: float = 3e-3,
-                batch: int | None = None, progress: Progress | None = None) -> Checkpoint:
+def train_float(
+    task: Task,
+    epochs: int | None = None,
+    seed: int = 0,
+    lr: float = 3e-3,
+    batch: int | None = None,
+    progress: Progress | None = None,
+) -> Checkpoint:
     """Train the float GRU; keep the epoch with the best validation accuracy.
 
     Adam with a cosine learning-rate decay and gradient clipping: recurrent
@@ -73,15 +80,28 @@ def train_float(task: Task, epochs: int | None = None, seed: int = 0, lr: float 
     model.load_state_dict(best)
     model.eval()
     meta = {
-        "task": task.name, "epochs": epochs, "seed": seed, "seconds": round(time.perf_counter() - start, 1),
-        "val_accuracy": float_accuracy(model, task.val), "test_accuracy": float_accuracy(model, task.test),
+        "task": task.name,
+        "epochs": epochs,
+        "seed": seed,
+        "seconds": round(time.perf_counter() - start, 1),
+        "val_accuracy": float_accuracy(model, task.val),
+        "test_accuracy": float_accuracy(model, task.test),
     }
     return Checkpoint(model=model, calibration=calibrate(model, task.train.X), meta=meta)
 
 
-def finetune(ckpt: Checkpoint, genome: Genome, train: Split, epochs: int, seed: int = 0,
-             lr: float = FINETUNE_LR, batch: int | None = None, progress: Progress | None = None,
-             samples: int | None = None, select: Split | None = None) -> Checkpoint:
+def finetune(
+    ckpt: Checkpoint,
+    genome: Genome,
+    train: Split,
+    epochs: int,
+    seed: int = 0,
+    lr: float = FINETUNE_LR,
+    batch: int | None = None,
+    progress: Progress | None = None,
+    samples: int | None = None,
+    select: Split | None = None,
+) -> Checkpoint:
     """Quantization-aware fine-tuning of a copy of the float model under `genome`.
 
     Straight-through rounding through the exact simulation; activation ranges
@@ -117,8 +137,18 @@ def finetune_batch(sequences: int) -> int:
     return max(1, min(FINETUNE_BATCH, max(16, -(-sequences // 8))))
 
 
-def _qat(ckpt: Checkpoint, genome: Genome, train: Split, epochs: int, seed: int, lr: float, batch: int,
-         progress: Progress | None, samples: int | None = None, select: Split | None = None) -> GRUClassifier:
+def _qat(
+    ckpt: Checkpoint,
+    genome: Genome,
+    train: Split,
+    epochs: int,
+    seed: int,
+    lr: float,
+    batch: int,
+    progress: Progress | None,
+    samples: int | None = None,
+    select: Split | None = None,
+) -> GRUClassifier:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = copy.deepcopy(ckpt.model)

@@ -8,15 +8,25 @@ name says otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from datetime import UTC
 
 import numpy as np
 import pandas as pd
 
 from gruq import fixedpoint
 from gruq.genome import (
-    MAX_BITS, MIN_BITS, Genome, ModelShape, bops, fixed_bytes, homogeneous, op_bytes, size_bytes, size_cap,
+    MAX_BITS,
+    MIN_BITS,
+    Genome,
+    ModelShape,
+    bops,
+    fixed_bytes,
+    homogeneous,
+    op_bytes,
+    size_bytes,
+    size_cap,
 )
 from gruq.ops import DESCRIPTION, LINEAR, OPS
 
@@ -52,8 +62,9 @@ def front_of(points: pd.DataFrame, cost: str = "size_bytes") -> pd.DataFrame:
     return points[mask].sort_values(cost).reset_index(drop=True)
 
 
-def best_under(front: pd.DataFrame, limit: float | None, cost: str = "size_bytes",
-               min_accuracy: float | None = None) -> pd.Series | None:
+def best_under(
+    front: pd.DataFrame, limit: float | None, cost: str = "size_bytes", min_accuracy: float | None = None
+) -> pd.Series | None:
     """The most accurate row whose cost is at most `limit` (None: no limit).
 
     Ties go to the smaller cost. None when nothing fits.
@@ -74,8 +85,16 @@ def baselines(shape: ModelShape, accuracies: Sequence[float]) -> pd.DataFrame:
     rows = []
     for b, acc in zip(range(MIN_BITS, MAX_BITS + 1), accuracies):
         g = homogeneous(b)
-        rows.append({"bits_all": b, "label": f"all {b}-bit", "accuracy": float(acc),
-                     "size_bytes": size_bytes(g, shape), "bops": bops(g, shape), "genome": g})
+        rows.append(
+            {
+                "bits_all": b,
+                "label": f"all {b}-bit",
+                "accuracy": float(acc),
+                "size_bytes": size_bytes(g, shape),
+                "bops": bops(g, shape),
+                "genome": g,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -92,17 +111,24 @@ def homogeneous_scores(points: pd.DataFrame) -> dict[int, float]:
     return out
 
 
-def pick_summary(pick: pd.Series | dict, shape: ModelShape, reference_accuracy: float | None = None,
-                 cost: str = "size_bytes") -> dict:
+def pick_summary(
+    pick: pd.Series | dict, shape: ModelShape, reference_accuracy: float | None = None, cost: str = "size_bytes"
+) -> dict:
     """Plain-language numbers for one solution against the all-8-bit model."""
     genome = tuple(int(b) for b in pick["genome"])
     full = homogeneous(MAX_BITS)
     size, size8 = size_bytes(genome, shape), size_bytes(full, shape)
     ops, ops8 = bops(genome, shape), bops(full, shape)
     out = {
-        "accuracy": float(pick["accuracy"]), "size_bytes": size, "size_kb": size / KB,
-        "smaller_pct": 100.0 * (1 - size / size8), "bops": ops, "fewer_bops_pct": 100.0 * (1 - ops / ops8),
-        "size8_bytes": size8, "cap_pct": 100.0 * size_cap(shape), "cost": cost,
+        "accuracy": float(pick["accuracy"]),
+        "size_bytes": size,
+        "size_kb": size / KB,
+        "smaller_pct": 100.0 * (1 - size / size8),
+        "bops": ops,
+        "fewer_bops_pct": 100.0 * (1 - ops / ops8),
+        "size8_bytes": size8,
+        "cap_pct": 100.0 * size_cap(shape),
+        "cost": cost,
     }
     if reference_accuracy is not None:
         out["delta_pp"] = 100.0 * (out["accuracy"] - reference_accuracy)
@@ -131,11 +157,17 @@ def genome_table(genome: Sequence[int], shape: ModelShape) -> pd.DataFrame:
     rows = []
     for i, (name, b) in enumerate(zip(OPS, genome)):
         linear = i in LINEAR
-        rows.append({
-            "#": i, "operator": name, "computes": DESCRIPTION[name], "bits": int(b),
-            "bits set": "weights" if linear else "output",
-            "weight bytes": sizes[i], "bytes at 8 bits": eight[i],
-        })
+        rows.append(
+            {
+                "#": i,
+                "operator": name,
+                "computes": DESCRIPTION[name],
+                "bits": int(b),
+                "bits set": "weights" if linear else "output",
+                "weight bytes": sizes[i],
+                "bytes at 8 bits": eight[i],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -182,8 +214,11 @@ def cluster_genomes(genomes: Sequence[Sequence[int]], names: Sequence[str], k: i
     rank = {c: i + 1 for i, c in enumerate(sorted(means, key=lambda c: -means[c]))}
     labels = np.array([rank[c] for c in labels])
     order = np.lexsort((G.sum(axis=1) * -1, labels))
-    mean_bits = pd.DataFrame([G[labels == c].mean(axis=0) for c in sorted(set(labels))],
-                             index=[f"cluster {c}" for c in sorted(set(labels))], columns=list(OPS))
+    mean_bits = pd.DataFrame(
+        [G[labels == c].mean(axis=0) for c in sorted(set(labels))],
+        index=[f"cluster {c}" for c in sorted(set(labels))],
+        columns=list(OPS),
+    )
     return Clusters(G[order].astype(int), labels[order], [names[i] for i in order], mean_bits)
 
 
@@ -217,8 +252,14 @@ def quantize_signal(x: np.ndarray, bits: int, exponent: int = 0) -> dict:
     codes = fixedpoint.quantize(x, fmt)
     values = np.ldexp(codes.astype(np.float64), -fmt.frac)
     err = values - x
-    return {"format": fmt, "codes": codes, "values": values, "error": err,
-            "rms": float(np.sqrt(np.mean(err ** 2))), "step": 2.0 ** -fmt.frac}
+    return {
+        "format": fmt,
+        "codes": codes,
+        "values": values,
+        "error": err,
+        "rms": float(np.sqrt(np.mean(err**2))),
+        "step": 2.0**-fmt.frac,
+    }
 
 
 def rms_by_bits(x: np.ndarray, bits: Iterable[int] = range(MIN_BITS, MAX_BITS + 1), exponent: int = 0) -> pd.DataFrame:
@@ -244,8 +285,15 @@ def sigmoid_lut(in_bits: int, out_bits: int, in_exponent: int = 3) -> dict:
     xin = np.ldexp(codes.astype(np.float64), -fin.frac)
     yout = np.ldexp(lut.astype(np.float64), -fout.frac)
     true = fixedpoint.sigmoid(xin)
-    return {"x": xin, "lut": yout, "true": true, "entries": len(lut), "max_error": float(np.abs(yout - true).max()),
-            "in_format": fin, "out_format": fout}
+    return {
+        "x": xin,
+        "lut": yout,
+        "true": true,
+        "entries": len(lut),
+        "max_error": float(np.abs(yout - true).max()),
+        "in_format": fin,
+        "out_format": fout,
+    }
 
 
 def genome_from(value: object) -> Genome:
@@ -321,9 +369,9 @@ def _time(text: str | None):
 
 def progress(run: dict, curve: Sequence[dict], now=None) -> dict:
     """Fraction done, elapsed and estimated remaining seconds of a run."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     planned = max(int(run["generations"]), 1)
     done = int(run["generations_done"])
     started, finished = _time(run.get("started_at")), _time(run.get("finished_at"))
@@ -335,8 +383,13 @@ def progress(run: dict, curve: Sequence[dict], now=None) -> dict:
         remaining = max(0.0, per_gen * (planned - done))
     elif run["status"] == "finished":
         remaining = 0.0
-    return {"fraction": min(1.0, done / planned), "done": done, "planned": planned,
-            "elapsed": max(0.0, elapsed), "remaining": remaining}
+    return {
+        "fraction": min(1.0, done / planned),
+        "done": done,
+        "planned": planned,
+        "elapsed": max(0.0, elapsed),
+        "remaining": remaining,
+    }
 
 
 def duration(seconds: float | None) -> str:
@@ -358,8 +411,12 @@ def hypervolume_frame(curve: Sequence[dict]) -> pd.DataFrame:
 
 def config_summary(config: dict) -> list[str]:
     """The settings of a run in words, for a caption."""
-    parts = [f"objective: {'bit operations' if config.get('objective') == 'bops' else 'model size'}",
-             f"population {config.get('pop')}", f"{config.get('gens')} generations", f"seed {config.get('seed')}"]
+    parts = [
+        f"objective: {'bit operations' if config.get('objective') == 'bops' else 'model size'}",
+        f"population {config.get('pop')}",
+        f"{config.get('gens')} generations",
+        f"seed {config.get('seed')}",
+    ]
     if config.get("max_size_kb") is not None:
         parts.append(f"max size {config['max_size_kb']:g} kB")
     if config.get("max_size_pct") is not None:

@@ -25,8 +25,15 @@ class Small:
     X: np.ndarray  # (N, T, F) float32
 
 
-def small(features: int = 3, hidden: int = 8, classes: int = 4, steps: int = 6, n: int = 24,
-          seed: int = 0, weight_scale: float = 1.0) -> Small:
+def small(
+    features: int = 3,
+    hidden: int = 8,
+    classes: int = 4,
+    steps: int = 6,
+    n: int = 24,
+    seed: int = 0,
+    weight_scale: float = 1.0,
+) -> Small:
     """A seeded random GRUClassifier; `weight_scale` > 1 makes activations larger
     (more saturation, more varied calibration exponents)."""
     torch.manual_seed(seed)

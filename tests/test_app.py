@@ -21,12 +21,18 @@ from gruq.ops import OPS
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-LIVE, EXPLORER, COMPARE, LEARN = ("app_pages/live_run.py", "app_pages/explorer.py", "app_pages/compare.py",
-                                  "app_pages/learn.py")
+LIVE, EXPLORER, COMPARE, LEARN = (
+    "app_pages/live_run.py",
+    "app_pages/explorer.py",
+    "app_pages/compare.py",
+    "app_pages/learn.py",
+)
 TIMEOUT = 180
 
-needs_vowels = pytest.mark.skipif(not (ROOT / "assets" / "vowels.pt").is_file(),
-                                  reason="assets/vowels.pt is missing: python -m gruq train --task vowels")
+needs_vowels = pytest.mark.skipif(
+    not (ROOT / "assets" / "vowels.pt").is_file(),
+    reason="assets/vowels.pt is missing: python -m gruq train --task vowels",
+)
 
 
 def open_page(page: str | None = None, **query: str) -> AppTest:
@@ -154,7 +160,9 @@ def test_launching_records_the_run_and_opens_the_live_page(empty_db) -> None:
     assert at.session_state["run_id"] == runs[0]["run_id"]
     assert "Live run" in at.title[0].value  # switched to the live page
     deadline = time.monotonic() + 120  # let the background process finish before the store goes away
-    while store.run_detail(empty_db, runs[0]["run_id"])["status"] in ("queued", "running") and time.monotonic() < deadline:
+    while (
+        store.run_detail(empty_db, runs[0]["run_id"])["status"] in ("queued", "running") and time.monotonic() < deadline
+    ):
         time.sleep(0.5)
     assert store.run_detail(empty_db, runs[0]["run_id"])["status"] == "finished"
 
@@ -240,6 +248,7 @@ def test_inspecting_the_pick_opens_the_explorer_on_it(filled_db) -> None:
     assert at.title[0].value.startswith("Explorer")
     bits = tuple(at.dataframe[0].value["bits"])
     assert list(bits) in [m["bits"] for m in store.result(filled_db, 1)["front"]]
+
 
 def test_a_finished_run_offers_neither_cancel_nor_resume(filled_db) -> None:
     at = open_page(LIVE, run="2")
@@ -367,6 +376,7 @@ def test_explorer_offers_the_downloads(filled_db) -> None:
     assert not at.exception and not at.error
     assert "Download the export (zip)" in [el.proto.label for el in at.get("download_button")]
 
+
 def _shape():
     from gruq.tasks import load
 
@@ -401,4 +411,3 @@ def test_learn_sliders_change_the_displayed_error(empty_db) -> None:
     at.slider(key="learn_lut_out").set_value(8).run()
     assert float(metric(at, "Largest table error").value) < lut_before
     assert not at.exception
-

@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from bench import quick_run, search_quality as sq  # noqa: E402
-
+from bench import quick_run  # noqa: E402
+from bench import search_quality as sq  # noqa: E402
 from gruq.genome import homogeneous  # noqa: E402
 
 BUDGET = 40
@@ -91,8 +91,12 @@ def test_gruqs_figure_is_the_hypervolume_gruq_reports_after_as_many_scorings(tmp
 
     scorer = sq.SharedScorer(FakeEvaluator(), batch=POP)
     view = scorer.view()
-    out = run.start(tmp_path / "r.db", SearchConfig(task="fake", pop=POP, gens=4, seed=2),
-                    backend_factory=lambda c: Backend(view), progress=False)
+    out = run.start(
+        tmp_path / "r.db",
+        SearchConfig(task="fake", pop=POP, gens=4, seed=2),
+        backend_factory=lambda c: Backend(view),
+        progress=False,
+    )
     assert len(view.asked) == out["evaluations"]
     assert sq.front_hypervolume(scorer, view.first(out["evaluations"])) == pytest.approx(out["hypervolume"][-1])
 
@@ -135,15 +139,34 @@ def test_the_score_cache_file_is_reused_only_for_the_same_fingerprint(tmp_path: 
 
 
 def gruq(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GRUQ_EVALUATOR": "test_search_fake:make",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
-    return subprocess.run([sys.executable, "-m", "gruq", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=300)
+    env = {
+        **os.environ,
+        "GRUQ_EVALUATOR": "test_search_fake:make",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "gruq", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
+    )
 
 
 def test_bench_json_shape_with_a_tiny_budget() -> None:
-    proc = gruq("bench", "--json", "--tasks", "fake", "--search-task", "fake", "--ratio-task", "fake",
-                "--seeds", "2", "--budget", "24", "--pop", "8", "--no-ratio")
+    proc = gruq(
+        "bench",
+        "--json",
+        "--tasks",
+        "fake",
+        "--search-task",
+        "fake",
+        "--ratio-task",
+        "fake",
+        "--seeds",
+        "2",
+        "--budget",
+        "24",
+        "--pop",
+        "8",
+        "--no-ratio",
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert {"eval_cost_ratio", "hypervolume", "evaluations", "quick_run_seconds"} <= set(out)
@@ -156,8 +179,9 @@ def test_bench_json_shape_with_a_tiny_budget() -> None:
 
 
 def test_bench_skips_a_task_it_cannot_run() -> None:
-    proc = gruq("bench", "--json", "--tasks", "nosuch", "--search-task", "nosuch", "--seeds", "1", "--budget", "8",
-                "--no-ratio")
+    proc = gruq(
+        "bench", "--json", "--tasks", "nosuch", "--search-task", "nosuch", "--seeds", "1", "--budget", "8", "--no-ratio"
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["hypervolume"] is None and out["quick_run_seconds"] == {}
@@ -178,10 +202,28 @@ def test_bench_reports_eval_cost_ratios_per_task(monkeypatch, capsys) -> None:
         return {"task": task, "eval_cost_ratio": {"vowels": 1.5, "ecg": 2.5}[task], "repeats": repeats}
 
     real = bench_cli.bench_module
-    monkeypatch.setattr(bench_cli, "bench_module", lambda name: types.SimpleNamespace(eval_cost_ratio=ratio)
-                        if name == "eval_cost" else real(name))
-    assert main(["bench", "--json", "--tasks", "ecg", "nosuch", "--ratio-all-tasks", "--no-quality", "--no-quick",
-                 "--ratio-repeats", "1"]) == 0
+    monkeypatch.setattr(
+        bench_cli,
+        "bench_module",
+        lambda name: types.SimpleNamespace(eval_cost_ratio=ratio) if name == "eval_cost" else real(name),
+    )
+    assert (
+        main(
+            [
+                "bench",
+                "--json",
+                "--tasks",
+                "ecg",
+                "nosuch",
+                "--ratio-all-tasks",
+                "--no-quality",
+                "--no-quick",
+                "--ratio-repeats",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["eval_cost_ratio"] == 1.5 and out["eval_cost_ratio_per_task"] == {"vowels": 1.5, "ecg": 2.5}
     assert "nosuch" in out["skipped"] and out["hypervolume"] is None

@@ -26,8 +26,15 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 CONNECTED = "[data-testid='stApp'][data-test-connection-state='CONNECTED']"
 IDLE = "[data-test-script-state='notRunning']"
 # The promise: the first front shows within 15 s of launch. On a machine busy
@@ -74,9 +81,29 @@ def server(tmp_path):
     env.pop("GRUQ_EVALUATOR", None)
     log = open(tmp_path / "streamlit.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--server.fileWatcherType",
+            "none",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -113,8 +140,15 @@ def _timeline(db: Path) -> str:
 
     r = store.list_runs(db)[0]
     curve = store.hypervolume_curve(db, r["run_id"])
-    t = {k: datetime.fromisoformat(v) for k, v in (("created", r["created_at"]), ("started", r["started_at"]),
-                                                     ("gen0", curve[0]["finished_at"] if curve else None)) if v}
+    t = {
+        k: datetime.fromisoformat(v)
+        for k, v in (
+            ("created", r["created_at"]),
+            ("started", r["started_at"]),
+            ("gen0", curve[0]["finished_at"] if curve else None),
+        )
+        if v
+    }
     parts = []
     if "started" in t:
         parts.append(f"process start-up {(t['started'] - t['created']).total_seconds():.0f} s")

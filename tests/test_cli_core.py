@@ -23,11 +23,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import small
 
 from gruq.genome import ModelShape, bops, parse_bits, size_bytes
 from gruq.model import Checkpoint
-
-from conftest import small
 
 ROOT = Path(__file__).resolve().parents[1]
 MIXED = "2,3,4,5,6,7,8,2,3,4,5,6,7,8,2,3,4"
@@ -35,8 +34,9 @@ MARKER = Path(f"/tmp/gruq-cli-test-pickle-ran-{os.getpid()}")
 
 
 def gruq(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gruq", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "gruq", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 def run_all(commands: dict[str, list]) -> dict[str, subprocess.CompletedProcess]:
@@ -110,21 +110,43 @@ ERRORS = [
     ("negative epochs", lambda f: ["train", "--task", f.task, "--epochs", "-1"], "-1"),
     ("zero epochs", lambda f: ["train", "--task", f.task, "--epochs", "0"], "0"),
     ("non-numeric epochs", lambda f: ["train", "--task", f.task, "--epochs", "many"], "many"),
-    ("negative finetune epochs", lambda f: ["evaluate", "--task", f.task, "--bits", "8", "--finetune-epochs", "-2"], "-2"),
+    (
+        "negative finetune epochs",
+        lambda f: ["evaluate", "--task", f.task, "--bits", "8", "--finetune-epochs", "-2"],
+        "-2",
+    ),
     ("negative seed", lambda f: ["evaluate", "--task", f.task, "--bits", "8", "--seed", "-1"], "-1"),
-    ("missing checkpoint", lambda f: ["evaluate", "--task", f.task, "--bits", "8", "--checkpoint", f.missing_ckpt],
-     "missing.pt"),
-    ("missing checkpoint (verify)", lambda f: ["verify", "--task", f.task, "--bits", "8", "--checkpoint", f.missing_ckpt],
-     "missing.pt"),
+    (
+        "missing checkpoint",
+        lambda f: ["evaluate", "--task", f.task, "--bits", "8", "--checkpoint", f.missing_ckpt],
+        "missing.pt",
+    ),
+    (
+        "missing checkpoint (verify)",
+        lambda f: ["verify", "--task", f.task, "--bits", "8", "--checkpoint", f.missing_ckpt],
+        "missing.pt",
+    ),
     ("no default checkpoint", lambda f: ["evaluate", "--task", f.task, "--bits", "8"], "train"),
-    ("garbage checkpoint", lambda f: ["evaluate", "--task", f.task, "--bits", "8", "--checkpoint", f.garbage_ckpt],
-     "garbage.pt"),
-    ("checkpoint of another input width", lambda f: ["evaluate", "--task", f.task, "--bits", "8", "--checkpoint",
-                                                     f.other_features], "other_features.pt"),
-    ("checkpoint of another input width (verify)",
-     lambda f: ["verify", "--task", f.task, "--bits", "8", "--checkpoint", f.other_features], "other_features.pt"),
-    ("checkpoint with other classes", lambda f: ["evaluate", "--task", f.task, "--bits", "8", "--checkpoint",
-                                                  f.other_classes], "other_classes.pt"),
+    (
+        "garbage checkpoint",
+        lambda f: ["evaluate", "--task", f.task, "--bits", "8", "--checkpoint", f.garbage_ckpt],
+        "garbage.pt",
+    ),
+    (
+        "checkpoint of another input width",
+        lambda f: ["evaluate", "--task", f.task, "--bits", "8", "--checkpoint", f.other_features],
+        "other_features.pt",
+    ),
+    (
+        "checkpoint of another input width (verify)",
+        lambda f: ["verify", "--task", f.task, "--bits", "8", "--checkpoint", f.other_features],
+        "other_features.pt",
+    ),
+    (
+        "checkpoint with other classes",
+        lambda f: ["evaluate", "--task", f.task, "--bits", "8", "--checkpoint", f.other_classes],
+        "other_classes.pt",
+    ),
     ("unwritable --out", lambda f: ["train", "--task", f.task, "--epochs", "1", "--out", f.unwritable_out], "ckpt.pt"),
     ("missing .npz", lambda f: ["evaluate", "--task", f.missing_npz, "--bits", "8"], "task.npz"),
     ("not a zip", lambda f: ["evaluate", "--task", f.not_a_zip, "--bits", "8"], "not_a_zip"),
@@ -140,18 +162,34 @@ def runs(files) -> dict[str, subprocess.CompletedProcess]:
     the commands that need the trained checkpoint."""
     if MARKER.exists():
         MARKER.unlink()
-    first = {"train": ["train", "--task", files.task, "--epochs", "1", "--out", files.ckpt, "--json"],
-             "tasks": ["tasks", "--json"]}
+    first = {
+        "train": ["train", "--task", files.task, "--epochs", "1", "--out", files.ckpt, "--json"],
+        "tasks": ["tasks", "--json"],
+    }
     first.update({key: argv(files) for key, argv, _ in ERRORS})
     out = run_all(first)
     ck = ["--task", files.task, "--checkpoint", files.ckpt]
-    out.update(run_all({
-        "evaluate 8": ["evaluate", *ck, "--bits", "8", "--json"],
-        "evaluate mixed val": ["evaluate", *ck, "--bits", MIXED, "--split", "val", "--json"],
-        "evaluate finetuned": ["evaluate", *ck, "--bits", "3", "--finetune-epochs", "1", "--seed", "4", "--json"],
-        "verify 2": ["verify", *ck, "--bits", "2", "--json"],
-        "verify mixed": ["verify", *ck, "--bits", MIXED, "--json"],
-    }))
+    out.update(
+        run_all(
+            {
+                "evaluate 8": ["evaluate", *ck, "--bits", "8", "--json"],
+                "evaluate mixed val": ["evaluate", *ck, "--bits", MIXED, "--split", "val", "--json"],
+                "evaluate finetuned": [
+                    "evaluate",
+                    *ck,
+                    "--bits",
+                    "3",
+                    "--finetune-epochs",
+                    "1",
+                    "--seed",
+                    "4",
+                    "--json",
+                ],
+                "verify 2": ["verify", *ck, "--bits", "2", "--json"],
+                "verify mixed": ["verify", *ck, "--bits", MIXED, "--json"],
+            }
+        )
+    )
     return out
 
 
@@ -166,6 +204,7 @@ def one_json_object(r: subprocess.CompletedProcess) -> dict:
 
 
 # -- error paths ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("key,mention", [(k, m) for k, _, m in ERRORS], ids=[k for k, _, _ in ERRORS])
 def test_bad_input_exits_2_with_one_line_and_no_traceback(key, mention, runs):
@@ -186,6 +225,7 @@ def test_a_hostile_npz_is_refused_without_unpickling_it(runs):
 
 # -- tasks ------------------------------------------------------------------------
 
+
 def test_tasks_json_lists_the_four_tasks_and_their_splits(runs):
     obj = one_json_object(runs["tasks"])
     assert set(obj) == {"tasks"}
@@ -202,6 +242,7 @@ def test_tasks_json_lists_the_four_tasks_and_their_splits(runs):
 
 # -- train / evaluate / verify on a user task ---------------------------------------
 
+
 def test_train_writes_the_checkpoint_and_reports_it(runs, files):
     rec = one_json_object(runs["train"])
     assert Path(rec["checkpoint"]).resolve() == files.ckpt.resolve()
@@ -215,8 +256,10 @@ def shape_of(files) -> ModelShape:
     return ModelShape(features=3, hidden=32, classes=3, steps=6)
 
 
-@pytest.mark.parametrize("key,bits,split", [("evaluate 8", "8", "test"), ("evaluate mixed val", MIXED, "val"),
-                                            ("evaluate finetuned", "3", "test")])
+@pytest.mark.parametrize(
+    "key,bits,split",
+    [("evaluate 8", "8", "test"), ("evaluate mixed val", MIXED, "val"), ("evaluate finetuned", "3", "test")],
+)
 def test_evaluate_json_schema(key, bits, split, runs, files):
     rec = one_json_object(runs[key])
     assert set(rec) == {"task", "bits", "split", "accuracy", "size_bytes", "bops"}

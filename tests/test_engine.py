@@ -15,6 +15,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from conftest import small
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,8 +24,6 @@ from gruq.fixedpoint import INT32_MAX, INT32_MIN, Format, align_add, requantize
 from gruq.genome import homogeneous
 from gruq.ops import LINEAR, OPS
 from gruq.scheme import build
-
-from conftest import small
 
 genomes = st.lists(st.integers(2, 8), min_size=17, max_size=17).map(tuple)
 
@@ -63,9 +62,11 @@ def reference(im, X: np.ndarray):
                 name = OPS[op]
                 src = xc[n][t] if name.startswith("lin_x") else h
                 w, b = im.weights[name], im.biases[name]
-                c[name] = [max(INT32_MIN, min(INT32_MAX, sum(int(w[i, j]) * src[j] for j in range(len(src))) + int(b[i])))
-                           for i in range(H)]
-            R = lambda name, k: real(c[name][k], o[name].frac if name in o else a[name])  # noqa: E731
+                c[name] = [
+                    max(INT32_MIN, min(INT32_MAX, sum(int(w[i, j]) * src[j] for j in range(len(src))) + int(b[i])))
+                    for i in range(H)
+                ]
+            R = lambda name, k: real(c[name][k], o[name].frac if name in o else a[name])  # noqa: E731, B023
             for k in range(H):
                 c.setdefault("add_r", []).append(code(R("lin_xr", k) + R("lin_hr", k), o["add_r"]))
                 c.setdefault("sig_r", []).append(fn_code(sigmoid, R("add_r", k), o["sig_r"]))
@@ -81,8 +82,15 @@ def reference(im, X: np.ndarray):
             for name in OPS:
                 trace[name][n, t] = c[name]
             h = c["add_h"]
-        logits.append([max(INT32_MIN, min(INT32_MAX, sum(int(im.head_weight[i, j]) * h[j] for j in range(H))
-                                          + int(im.head_bias[i]))) for i in range(im.head_weight.shape[0])])
+        logits.append(
+            [
+                max(
+                    INT32_MIN,
+                    min(INT32_MAX, sum(int(im.head_weight[i, j]) * h[j] for j in range(H)) + int(im.head_bias[i])),
+                )
+                for i in range(im.head_weight.shape[0])
+            ]
+        )
     return np.array(logits, dtype=np.int64), trace
 
 
@@ -109,6 +117,7 @@ def test_engine_equals_the_exact_rational_cell_for_mixed_genomes(g):
 
 
 # -- integer-only -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("b", [2, 8])
 def test_engine_works_in_integers_only(b, models):

@@ -15,17 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import small
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import small
 from gruq import engine
 from gruq.cli import main
-from gruq.export import CFLAGS, FILES, archive, export, read_model, run_check, write_export
-from gruq.export import c_source
+from gruq.export import CFLAGS, FILES, archive, c_source, export, read_model, run_check, write_export
 from gruq.export.packing import pack, packed_size, unpack
 from gruq.genome import ModelShape, homogeneous, size_bytes
-from gruq.model import Checkpoint, calibrate, checkpoint_path, GRUClassifier
+from gruq.model import Checkpoint, GRUClassifier, calibrate, checkpoint_path
 from gruq.ops import N_OPS
 from gruq.scheme import build
 
@@ -177,8 +176,9 @@ def test_many_mismatches_print_a_few_lines(random_model, tmp_path):
     path = tmp_path / c_source.VECTORS_C
     head, tail = path.read_text().split(c_source.LOGITS_MARK)
     rows, rest = tail.split("};", 1)
-    rows = "\n".join(",".join("7" for _ in line.rstrip(",").split(",")) + "," if line else ""
-                     for line in rows.split("\n"))
+    rows = "\n".join(
+        ",".join("7" for _ in line.rstrip(",").split(",")) + "," if line else "" for line in rows.split("\n")
+    )
     path.write_text(head + c_source.LOGITS_MARK + rows + "};" + rest)
     run = _compile_and_run(tmp_path)
     assert run.returncode == 1
@@ -282,11 +282,30 @@ def test_cli_export_task(npz_task, tmp_path, capsys):
     task, ckpt = npz_task
     out = tmp_path / "out"
     bits = "2,3,4,5,6,7,8,2,3,4,5,6,7,8,2,3,4"
-    assert main(["export", "--task", str(task), "--bits", bits, "--checkpoint", str(ckpt),
-                 "--out", str(out), "--check", "--json"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--task",
+                str(task),
+                "--bits",
+                bits,
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(out),
+                "--check",
+                "--json",
+            ]
+        )
+        == 0
+    )
     record = json.loads(capsys.readouterr().out)
     assert record["genome"] == [int(b) for b in bits.split(",")]
-    assert record["check"]["ok"] and record["check"]["last_line"] == f"{record['sequences']}/{record['sequences']} identical"
+    assert (
+        record["check"]["ok"]
+        and record["check"]["last_line"] == f"{record['sequences']}/{record['sequences']} identical"
+    )
     assert record["sequences"] == 32  # the .npz task's test split
 
 
@@ -301,24 +320,54 @@ def test_cli_export_from_a_run_front(npz_task, tmp_path, capsys):
     with RunStore(db) as st_:
         run_id = st_.create_run(str(task), {"task": str(task), "objective": "size"}, 0, 1)
         scored = [Scored(g, 0.5 + 0.01 * g[0], size_bytes(g, shape), bops(g, shape), 0, True) for g in front]
-        st_.commit_generation(run_id, 0, hypervolume=0.5, seconds=1.0, evaluations=3, scored=scored,
-                              front=front, checkpoint={})
+        st_.commit_generation(
+            run_id, 0, hypervolume=0.5, seconds=1.0, evaluations=3, scored=scored, front=front, checkpoint={}
+        )
     out = tmp_path / "out"
-    assert main(["export", "--db", str(db), "--run", str(run_id), "--pick", "1", "--checkpoint", str(ckpt),
-                 "--out", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--db",
+                str(db),
+                "--run",
+                str(run_id),
+                "--pick",
+                "1",
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     record = json.loads(capsys.readouterr().out)
     assert record["genome"] == list(homogeneous(4))  # sizes: all-2 < all-4 < all-8
     assert record["front_member"]["pick"] == 1
-    code = main(["export", "--db", str(db), "--run", str(run_id), "--pick", "3", "--checkpoint", str(ckpt),
-                 "--out", str(out)])
+    code = main(
+        ["export", "--db", str(db), "--run", str(run_id), "--pick", "3", "--checkpoint", str(ckpt), "--out", str(out)]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "--pick must be 0 to 2" in err and len(err.strip().splitlines()) == 1
     code = main(["export", "--db", str(db), "--run", "99", "--pick", "0", "--out", str(out)])
     assert code == 2 and "no run 99" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["out_is_file", "unknown_task", "missing_checkpoint", "db_without_run",
-                                  "run_without_db", "no_bits", "missing_db", "both"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "out_is_file",
+        "unknown_task",
+        "missing_checkpoint",
+        "db_without_run",
+        "run_without_db",
+        "no_bits",
+        "missing_db",
+        "both",
+    ],
+)
 def test_cli_export_errors(npz_task, tmp_path, capsys, case):
     task, ckpt = npz_task
     afile = tmp_path / "file.txt"
@@ -327,14 +376,34 @@ def test_cli_export_errors(npz_task, tmp_path, capsys, case):
     argv = {
         "out_is_file": ["--task", str(task), "--bits", "4", "--checkpoint", str(ckpt), "--out", str(afile)],
         "unknown_task": ["--task", "nosuchtask", "--bits", "4", "--out", out],
-        "missing_checkpoint": ["--task", str(task), "--bits", "4", "--checkpoint", str(tmp_path / "no.pt"),
-                               "--out", out],
+        "missing_checkpoint": [
+            "--task",
+            str(task),
+            "--bits",
+            "4",
+            "--checkpoint",
+            str(tmp_path / "no.pt"),
+            "--out",
+            out,
+        ],
         "db_without_run": ["--db", str(tmp_path / "x.db"), "--out", out],
         "run_without_db": ["--task", str(task), "--bits", "4", "--run", "1", "--pick", "0", "--out", out],
         "no_bits": ["--task", str(task), "--out", out],
         "missing_db": ["--db", str(tmp_path / "none.db"), "--run", "1", "--pick", "0", "--out", out],
-        "both": ["--db", str(tmp_path / "x.db"), "--run", "1", "--pick", "0", "--task", str(task), "--bits", "4",
-                 "--out", out],
+        "both": [
+            "--db",
+            str(tmp_path / "x.db"),
+            "--run",
+            "1",
+            "--pick",
+            "0",
+            "--task",
+            str(task),
+            "--bits",
+            "4",
+            "--out",
+            out,
+        ],
     }[case]
     assert main(["export", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import MODELS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,8 +20,6 @@ from gruq.fakequant import Simulation
 from gruq.genome import homogeneous
 from gruq.ops import OPS
 from gruq.scheme import build
-
-from conftest import MODELS
 
 genomes = st.lists(st.integers(2, 8), min_size=17, max_size=17).map(tuple)
 model_names = st.sampled_from(sorted(MODELS))
@@ -62,8 +61,7 @@ def test_saturating_two_bit_cell_is_still_bit_exact(which, models):
     s = models[which]
     _, codes = simulate(s, [homogeneous(2)], trace=True)
     im = build(homogeneous(2), s.model, s.calib)
-    hit = [name for name, fmt in im.fmt.out.items()
-           if (codes[name] == fmt.lo).any() or (codes[name] == fmt.hi).any()]
+    hit = [name for name, fmt in im.fmt.out.items() if (codes[name] == fmt.lo).any() or (codes[name] == fmt.hi).any()]
     assert "add_h" in hit and "sig_z" in hit and "tanh_n" in hit
     assert_bit_exact(s, homogeneous(2))
 
@@ -109,7 +107,7 @@ def test_logit_scale_turns_codes_into_real_logits(models):
     assert scale.shape[0] == 2
     for p, g in enumerate(pop):
         im = build(g, s.model, s.calib)
-        assert float(scale[p].flatten()[0]) == 2.0 ** -im.fmt.logit_frac
+        assert float(scale[p].flatten()[0]) == 2.0**-im.fmt.logit_frac
     with torch.no_grad():
         real = (sim.forward(torch.as_tensor(s.X)) * scale)[0]
         want = s.model(torch.as_tensor(s.X)).double()
@@ -118,8 +116,10 @@ def test_logit_scale_turns_codes_into_real_logits(models):
 
 # -- straight-through estimator ---------------------------------------------
 
-@pytest.mark.parametrize("genome", [homogeneous(8), homogeneous(4),
-                                    (2, 3, 4, 5, 6, 7, 8, 2, 3, 4, 5, 6, 7, 8, 2, 3, 4)])
+
+@pytest.mark.parametrize(
+    "genome", [homogeneous(8), homogeneous(4), (2, 3, 4, 5, 6, 7, 8, 2, 3, 4, 5, 6, 7, 8, 2, 3, 4)]
+)
 def test_ste_gradients_reach_every_parameter(genome, models):
     s = models["F3-H8-C4"]
     s.model.zero_grad()
@@ -146,7 +146,9 @@ def test_ste_gradients_are_finite_when_everything_saturates(models):
     s.model.zero_grad()
 
 
-@pytest.mark.parametrize("genome", [homogeneous(2), homogeneous(8), (8, 2, 5, 3, 7, 2, 4, 8, 6, 3, 2, 5, 8, 4, 7, 2, 6)])
+@pytest.mark.parametrize(
+    "genome", [homogeneous(2), homogeneous(8), (8, 2, 5, 3, 7, 2, 4, 8, 6, 3, 2, 5, 8, 4, 7, 2, 6)]
+)
 def test_ste_changes_gradients_not_values(genome, models):
     s = models["F1-H5-C2"]
     x = torch.as_tensor(s.X)

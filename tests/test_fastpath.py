@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import MODELS, small
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,8 +21,6 @@ from gruq.fakequant import Simulation, _Fast
 from gruq.genome import homogeneous
 from gruq.model import calibrate
 from gruq.scheme import build
-
-from conftest import MODELS, small
 
 genomes = st.lists(st.integers(2, 8), min_size=17, max_size=17).map(tuple)
 model_names = st.sampled_from(sorted(MODELS))
@@ -98,7 +97,7 @@ def test_float64_when_float32_cannot_be_proved_exact():
     """Input weights 2^12 times finer than the hidden ones: the sums need more than 24 bits."""
     s = small(features=3, hidden=8, classes=4, steps=6, seed=0)
     with torch.no_grad():
-        s.model.gru.weight_ih_l0.mul_(2.0 ** -12)
+        s.model.gru.weight_ih_l0.mul_(2.0**-12)
         s.model.gru.bias_ih_l0.zero_()
     s.calib = calibrate(s.model, s.X)
     pop = [homogeneous(8), homogeneous(5), (2, 3, 4, 5, 6, 7, 8, 2, 3, 4, 5, 6, 7, 8, 2, 3, 4)]
@@ -111,7 +110,7 @@ def test_reference_path_when_an_accumulator_can_saturate():
     """Tiny weights make the bias codes overflow int32: the fast path steps aside."""
     s = small(features=3, hidden=8, classes=4, steps=6, seed=0)
     with torch.no_grad():
-        s.model.gru.weight_ih_l0.mul_(2.0 ** -20)
+        s.model.gru.weight_ih_l0.mul_(2.0**-20)
     s.calib = calibrate(s.model, s.X)
     pop = [homogeneous(b) for b in range(2, 9)]  # more than one reference pass of genomes
     sim = Simulation(s.model, s.calib, pop)

@@ -58,6 +58,7 @@ small_formats = st.builds(Format, bits=st.integers(2, 8), frac=st.integers(-6, 1
 
 # -- Format -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("bits", range(1, 33))
 def test_signed_format_is_twos_complement(bits):
     fmt = Format(bits, 0, signed=True)
@@ -88,6 +89,7 @@ def test_frac_bits_leaves_one_sign_bit_above_the_exponent():
 
 
 # -- round_shift ------------------------------------------------------------
+
 
 @given(v=st.integers(), s=st.integers(-10, 40))
 @example(v=-1, s=1)  # -0.5 rounds up to 0
@@ -121,14 +123,14 @@ def test_round_shift_of_int64_arrays_by_64_bits_or_more_rounds_to_zero():
 
 # -- saturate / requantize --------------------------------------------------
 
+
 @given(v=st.lists(st.integers(-(2**62), 2**62), min_size=1, max_size=20), fmt=formats)
 def test_saturate_clamps_into_the_format(v, fmt):
     out = saturate(np.array(v, dtype=np.int64), fmt)
     assert out.tolist() == [clamp(x, fmt) for x in v]
 
 
-@given(v=st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=20),
-       frac_in=st.integers(-12, 60), fmt=formats)
+@given(v=st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=20), frac_in=st.integers(-12, 60), fmt=formats)
 @example(v=[-3], frac_in=1, fmt=Format(8, 0))  # -1.5 -> -1
 @example(v=[255], frac_in=1, fmt=Format(8, 0))  # 127.5 -> 128 -> saturates to 127
 @example(v=[-257], frac_in=1, fmt=Format(8, 0))  # -128.5 -> -128
@@ -149,8 +151,13 @@ def test_requantize_of_a_python_int_scalar():
 int32s = st.integers(INT32_MIN, INT32_MAX)
 
 
-@given(a=st.lists(int32s, min_size=1, max_size=10), b=st.data(),
-       frac_a=st.integers(-8, 30), frac_b=st.integers(-8, 30), fmt=formats)
+@given(
+    a=st.lists(int32s, min_size=1, max_size=10),
+    b=st.data(),
+    frac_a=st.integers(-8, 30),
+    frac_b=st.integers(-8, 30),
+    fmt=formats,
+)
 @example(a=[1], b=None, frac_a=1, frac_b=2, fmt=Format(8, 0))
 def test_align_add_is_the_exact_sum_rounded_once(a, b, frac_a, frac_b, fmt):
     # Engine ranges: int32 operands, scales at most 30 bits apart, so the
@@ -223,6 +230,7 @@ def test_quantize_keeps_codes_of_representable_values():
 
 # -- ceil_log2 ----------------------------------------------------------------
 
+
 def exact_ceil_log2(x: float) -> int:
     q = Fraction(x)
     k = q.numerator.bit_length() - q.denominator.bit_length()
@@ -263,6 +271,7 @@ def test_ceil_log2_of_ordinary_values():
 
 
 # -- activation look-up tables ----------------------------------------------
+
 
 def ref_lut(fn, fmt_in: Format, fmt_out: Format) -> list[int]:
     out = []

@@ -29,10 +29,26 @@ genomes = st.lists(st.integers(MIN_BITS, MAX_BITS), min_size=N_OPS, max_size=N_O
 
 # -- operators ----------------------------------------------------------------
 
+
 def test_the_seventeen_operators_in_design_order():
     assert OPS == (
-        "lin_xr", "lin_hr", "add_r", "sig_r", "lin_xz", "lin_hz", "add_z", "sig_z",
-        "lin_xn", "lin_hn", "mul_rn", "add_n", "tanh_n", "sub_z", "mul_zn", "mul_zh", "add_h",
+        "lin_xr",
+        "lin_hr",
+        "add_r",
+        "sig_r",
+        "lin_xz",
+        "lin_hz",
+        "add_z",
+        "sig_z",
+        "lin_xn",
+        "lin_hn",
+        "mul_rn",
+        "add_n",
+        "tanh_n",
+        "sub_z",
+        "mul_zn",
+        "mul_zh",
+        "add_h",
     )
     assert N_OPS == 17
     assert [OPS[i] for i in LINEAR] == ["lin_xr", "lin_hr", "lin_xz", "lin_hz", "lin_xn", "lin_hn"]
@@ -41,6 +57,7 @@ def test_the_seventeen_operators_in_design_order():
 
 
 # -- validate -------------------------------------------------------------------
+
 
 def test_validate_returns_a_tuple_of_the_given_widths():
     bits = [2, 3, 4, 5, 6, 7, 8, 2, 3, 4, 5, 6, 7, 8, 2, 3, 4]
@@ -80,6 +97,7 @@ def test_validate_errors_are_one_line():
 
 # -- parse_bits ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("b", range(2, 9))
 def test_one_width_sets_every_operator(b):
     assert parse_bits(str(b)) == (b,) * N_OPS
@@ -91,10 +109,25 @@ def test_seventeen_widths_set_each_operator_in_order():
     assert parse_bits(" , ".join(map(str, bits))) == bits
 
 
-@pytest.mark.parametrize("text", [
-    "", "x", "4.5", "8,,8", "four", "4;4", "1", "9", "0", "-4",
-    ",".join(["8"] * 16), ",".join(["8"] * 18), ",".join(["8"] * 16 + ["9"]), ",".join(["8"] * 16 + ["a"]),
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "x",
+        "4.5",
+        "8,,8",
+        "four",
+        "4;4",
+        "1",
+        "9",
+        "0",
+        "-4",
+        ",".join(["8"] * 16),
+        ",".join(["8"] * 18),
+        ",".join(["8"] * 16 + ["9"]),
+        ",".join(["8"] * 16 + ["a"]),
+    ],
+)
 def test_parse_bits_rejects_bad_text_in_one_line(text):
     with pytest.raises(GruqError) as info:
         parse_bits(text)
@@ -102,6 +135,7 @@ def test_parse_bits_rejects_bad_text_in_one_line(text):
 
 
 # -- homogeneous ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("b", range(2, 9))
 def test_homogeneous_gives_every_operator_the_same_width(b):
@@ -115,6 +149,7 @@ def test_homogeneous_outside_the_range_is_an_error(b):
 
 
 # -- size -----------------------------------------------------------------------
+
 
 def test_smnist_sizes_by_hand():
     # H=64, F=28, C=10. Weights: 3 x 64x28 (input) + 3 x 64x64 (hidden) = 17,664.
@@ -133,8 +168,25 @@ def test_mixed_genome_size_by_hand():
     biases = 6 * 3 * 4  # 72
     head = 3 * 4 * 1 + 4 * 4  # 28
     assert size_bytes(g, shape) == weights + biases + head == 124.0
-    assert op_bytes(g, shape) == [6 * 2 / 8, 9 * 3 / 8, 0, 0, 6 * 6 / 8, 9 * 7 / 8, 0, 0,
-                                  6 * 3 / 8, 9 * 4 / 8, 0, 0, 0, 0, 0, 0, 0]
+    assert op_bytes(g, shape) == [
+        6 * 2 / 8,
+        9 * 3 / 8,
+        0,
+        0,
+        6 * 6 / 8,
+        9 * 7 / 8,
+        0,
+        0,
+        6 * 3 / 8,
+        9 * 4 / 8,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]
 
 
 def test_weight_counts():
@@ -174,13 +226,16 @@ def test_size_cap_is_the_all_2_reduction():
 
 # -- BOPs -------------------------------------------------------------------------
 
+
 def test_smnist_all_8_bops_by_hand():
     H, F, C, T = 64, 28, 10, 28
-    per_step = (3 * H * F * 8 * 8  # x (8 bit) times input weights
-                + 3 * H * H * 8 * 8  # h times hidden weights
-                + H * 8 * 32  # mul_rn: r times the lin_hn accumulator (32 bit)
-                + H * 8 * 8  # mul_zn
-                + H * 8 * 8)  # mul_zh
+    per_step = (
+        3 * H * F * 8 * 8  # x (8 bit) times input weights
+        + 3 * H * H * 8 * 8  # h times hidden weights
+        + H * 8 * 32  # mul_rn: r times the lin_hn accumulator (32 bit)
+        + H * 8 * 8  # mul_zn
+        + H * 8 * 8
+    )  # mul_zh
     head = H * C * 8 * 8
     assert bops(homogeneous(8), SMNIST) == T * per_step + head == 32382976
 
@@ -189,11 +244,13 @@ def test_mixed_genome_bops_by_hand():
     shape = ModelShape(features=2, hidden=3, classes=4, steps=5)
     g = (2, 3, 4, 5, 6, 7, 8, 2, 3, 4, 5, 6, 7, 8, 2, 3, 4)
     h = 4  # add_h
-    per_step = (3 * 2 * 8 * (2 + 6 + 3)  # lin_xr, lin_xz, lin_xn against the 8-bit input
-                + 3 * 3 * h * (3 + 7 + 4)  # lin_hr, lin_hz, lin_hn against h
-                + 3 * 5 * 32  # mul_rn: sig_r (5) x accumulator (32)
-                + 3 * 8 * 7  # mul_zn: sub_z (8) x tanh_n (7)
-                + 3 * 2 * h)  # mul_zh: sig_z (2) x h
+    per_step = (
+        3 * 2 * 8 * (2 + 6 + 3)  # lin_xr, lin_xz, lin_xn against the 8-bit input
+        + 3 * 3 * h * (3 + 7 + 4)  # lin_hr, lin_hz, lin_hn against h
+        + 3 * 5 * 32  # mul_rn: sig_r (5) x accumulator (32)
+        + 3 * 8 * 7  # mul_zn: sub_z (8) x tanh_n (7)
+        + 3 * 2 * h
+    )  # mul_zh: sig_z (2) x h
     head = 3 * 4 * 8 * h
     assert per_step == 1704
     assert bops(g, shape) == 5 * per_step + head == 8904

@@ -5,17 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import small
 
 from gruq.errors import GruqError
 from gruq.model import Calibration, Checkpoint, GRUClassifier, calibrate, checkpoint_path, float_trace, load_checkpoint
 from gruq.ops import CALIBRATED, LINEAR, OPS
 
-from conftest import small
 
-
-@pytest.mark.parametrize("features,hidden,classes,steps,batch", [
-    (1, 1, 2, 1, 1), (3, 8, 4, 6, 5), (28, 16, 10, 12, 3), (6, 32, 6, 30, 4), (12, 5, 9, 29, 7),
-])
+@pytest.mark.parametrize(
+    "features,hidden,classes,steps,batch",
+    [
+        (1, 1, 2, 1, 1),
+        (3, 8, 4, 6, 5),
+        (28, 16, 10, 12, 3),
+        (6, 32, 6, 30, 4),
+        (12, 5, 9, 29, 7),
+    ],
+)
 def test_unrolled_cell_matches_torch_gru(features, hidden, classes, steps, batch):
     torch.manual_seed(features * 100 + hidden)
     model = GRUClassifier(features, hidden, classes).eval()
@@ -47,11 +53,12 @@ def test_linear_operators_are_slices_of_the_stacked_gru_weights():
     H = 4
     g = model.gru
     expect = {
-        "lin_xr": (g.weight_ih_l0[:H], g.bias_ih_l0[:H]), "lin_hr": (g.weight_hh_l0[:H], g.bias_hh_l0[:H]),
-        "lin_xz": (g.weight_ih_l0[H:2 * H], g.bias_ih_l0[H:2 * H]),
-        "lin_hz": (g.weight_hh_l0[H:2 * H], g.bias_hh_l0[H:2 * H]),
-        "lin_xn": (g.weight_ih_l0[2 * H:], g.bias_ih_l0[2 * H:]),
-        "lin_hn": (g.weight_hh_l0[2 * H:], g.bias_hh_l0[2 * H:]),
+        "lin_xr": (g.weight_ih_l0[:H], g.bias_ih_l0[:H]),
+        "lin_hr": (g.weight_hh_l0[:H], g.bias_hh_l0[:H]),
+        "lin_xz": (g.weight_ih_l0[H : 2 * H], g.bias_ih_l0[H : 2 * H]),
+        "lin_hz": (g.weight_hh_l0[H : 2 * H], g.bias_hh_l0[H : 2 * H]),
+        "lin_xn": (g.weight_ih_l0[2 * H :], g.bias_ih_l0[2 * H :]),
+        "lin_hn": (g.weight_hh_l0[2 * H :], g.bias_hh_l0[2 * H :]),
     }
     for op in LINEAR:
         w, b = expect[OPS[op]]
@@ -69,6 +76,7 @@ def test_float_trace_reports_a_peak_for_every_operator():
 
 
 # -- calibration --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("weight_scale", [0.1, 1.0, 4.0])
 def test_calibration_exponents_bound_the_activations_tightly(weight_scale):
@@ -99,6 +107,7 @@ def test_calibration_round_trips_through_a_dict():
 
 
 # -- checkpoints ----------------------------------------------------------------
+
 
 def test_checkpoint_save_and_load_round_trip(tmp_path):
     s = small(seed=7)

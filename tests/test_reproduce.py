@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gruq.errors import GruqError
-from gruq.reproduce import Budget, reproduce, smallest_within, spread_subset
 from gruq.report import render_readme, summary_table
+from gruq.reproduce import Budget, reproduce, smallest_within, spread_subset
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = Budget(pop=8, gens=2, seed=0, finetune_epochs=1, finetune_samples=96, front_size=3, workers=1)
@@ -86,9 +86,21 @@ def test_task_files_figures_and_readme(run):
 
 def test_readme_table_without_run():
     pick = {"bits": [4] * 17, "accuracy": 0.95, "size_bytes": 3000.0, "reduction": 0.4, "check": "python -m gruq x"}
-    summary = {"tasks": {"ecg": {"acc8": 0.9512, "size8": 5000.0, "size_cap": 2000.0, "hv_mixed": 0.71,
-                                 "hv_homogeneous": 0.69, "within_0.5pp": pick, "within_1pp": pick}},
-               "budget": {**TINY.to_dict()}, "wall_seconds": 61.0}
+    summary = {
+        "tasks": {
+            "ecg": {
+                "acc8": 0.9512,
+                "size8": 5000.0,
+                "size_cap": 2000.0,
+                "hv_mixed": 0.71,
+                "hv_homogeneous": 0.69,
+                "within_0.5pp": pick,
+                "within_1pp": pick,
+            }
+        },
+        "budget": {**TINY.to_dict()},
+        "wall_seconds": 61.0,
+    }
     text = render_readme(summary)
     assert "| ecg | 95.12% | 5.00 kB | 2.00 kB (-60%) | **40.0%** (95.00%, 3.00 kB)" in text
     assert "python -m gruq x" in text
@@ -103,8 +115,12 @@ def test_spread_subset_keeps_both_ends_and_spreads():
 
 
 def test_smallest_within_prefers_small_then_accurate():
-    c = [{"bits": [8] * 17, "size_bytes": 10.0, "a": 0.90}, {"bits": [3] * 17, "size_bytes": 4.0, "a": 0.80},
-         {"bits": [5] * 17, "size_bytes": 6.0, "a": 0.896}, {"bits": [6] * 17, "size_bytes": 6.0, "a": 0.899}]
+    c = [
+        {"bits": [8] * 17, "size_bytes": 10.0, "a": 0.90},
+        {"bits": [3] * 17, "size_bytes": 4.0, "a": 0.80},
+        {"bits": [5] * 17, "size_bytes": 6.0, "a": 0.896},
+        {"bits": [6] * 17, "size_bytes": 6.0, "a": 0.899},
+    ]
     assert smallest_within(c, "a", 0.90, 0.005)["bits"] == [6] * 17
     assert smallest_within(c, "a", 0.90, 0.2)["bits"] == [3] * 17
 
@@ -114,8 +130,13 @@ def test_bad_budget_and_task_are_gruq_errors(tmp_path):
         Budget(pop=2)
     with pytest.raises(GruqError):
         reproduce(tmp_path, ["nope"], TINY)
-    done = subprocess.run([sys.executable, "-m", "gruq", "reproduce", "--out", str(tmp_path), "--tasks", "nope"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "gruq", "reproduce", "--out", str(tmp_path), "--tasks", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "unknown task" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -137,7 +158,9 @@ def test_app_page_reads_the_report(run, monkeypatch):
     assert at.title[0].value.startswith("Reproduce")
     table = at.dataframe[0].value
     assert list(table["task"]) == ["vowels"]
-    assert table["reduction within 0.5 pp %"][0] == round(summary["tasks"]["vowels"]["within_0.5pp"]["reduction"] * 100, 1)
+    assert table["reduction within 0.5 pp %"][0] == round(
+        summary["tasks"]["vowels"]["within_0.5pp"]["reduction"] * 100, 1
+    )
     assert summary["tasks"]["vowels"]["within_0.5pp"]["check"] in [c.value for c in at.code]
 
 

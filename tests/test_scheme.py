@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import small
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,8 +19,6 @@ from gruq.fixedpoint import Format, quantize
 from gruq.genome import homogeneous
 from gruq.ops import CALIBRATED, INPUT_LINEAR, LINEAR, OPS
 from gruq.scheme import build, formats, weight_exponents
-
-from conftest import small
 
 genomes = st.lists(st.integers(2, 8), min_size=17, max_size=17).map(tuple)
 MODEL = small(weight_scale=2.0)

@@ -128,8 +128,12 @@ def constraint_sets(draw: st.DrawFn) -> dict[str, Any]:
     for op in ops[len(ops) // 2 + 1 :]:
         lo, hi = ranges.get(op, (MIN_BITS, MAX_BITS))
         pins[op] = draw(st.integers(lo, hi))
-    settings_: dict[str, Any] = {"bits_ranges": ranges, "pins": pins,
-                                 "objective": draw(st.sampled_from(["size", "bops"])), "seed": draw(st.integers(0, 99))}
+    settings_: dict[str, Any] = {
+        "bits_ranges": ranges,
+        "pins": pins,
+        "objective": draw(st.sampled_from(["size", "bops"])),
+        "seed": draw(st.integers(0, 99)),
+    }
     low = resolve(SearchConfig(task="fake", bits_ranges=ranges, pins=pins), SHAPE).low
     smallest = 100 * size_bytes(low, SHAPE) / SIZE8
     if draw(st.booleans()):

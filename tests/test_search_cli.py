@@ -13,14 +13,15 @@ GRUQ_EVALUATOR hook (see gruq.search.backend).
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from test_search_fake import FakeEvaluator, make
@@ -46,8 +47,9 @@ def fake_evaluator(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def gruq(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gruq", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "gruq", *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+    )
 
 
 def in_process(db: Path, **settings: Any) -> dict[str, Any]:
@@ -72,8 +74,26 @@ def status(db: Path, run_id: int) -> str:
 
 def test_search_prints_one_json_object_and_runs_lists_the_run(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    out = gruq("search", "--task", "fake", "--pop", "8", "--gens", "3", "--seed", "5", "--max-size-pct", "70",
-               "--pin", "add_h=8", "--bits-range", "lin_hn=3-6", "--db", str(db), "--json")
+    out = gruq(
+        "search",
+        "--task",
+        "fake",
+        "--pop",
+        "8",
+        "--gens",
+        "3",
+        "--seed",
+        "5",
+        "--max-size-pct",
+        "70",
+        "--pin",
+        "add_h=8",
+        "--bits-range",
+        "lin_hn=3-6",
+        "--db",
+        str(db),
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     [line] = out.stdout.splitlines()
     res = json.loads(line)
@@ -81,22 +101,41 @@ def test_search_prints_one_json_object_and_runs_lists_the_run(tmp_path: Path) ->
     assert res["front"] and all(set(m) == {"bits", "accuracy", "size_bytes", "bops"} for m in res["front"])
     assert "run 1" in out.stderr  # the progress bar
     # another process, same seed: the same result
-    assert res == in_process(tmp_path / "ref.db", pop=8, gens=3, seed=5, max_size_pct=70, pins={"add_h": 8},
-                             bits_ranges={"lin_hn": (3, 6)})
+    assert res == in_process(
+        tmp_path / "ref.db", pop=8, gens=3, seed=5, max_size_pct=70, pins={"add_h": 8}, bits_ranges={"lin_hn": (3, 6)}
+    )
 
     listed = gruq("runs", "--db", str(db), "--json")
-    assert listed.returncode == 0 and json.loads(listed.stdout) == {"runs": [
-        {"run_id": 1, "task": "fake", "status": "finished", "generations_done": 3, "generations": 3, "seed": 5}]}
+    assert listed.returncode == 0 and json.loads(listed.stdout) == {
+        "runs": [
+            {"run_id": 1, "task": "fake", "status": "finished", "generations_done": 3, "generations": 3, "seed": 5}
+        ]
+    }
 
 
 def test_kill_9_after_two_generations_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> None:
     db, log = tmp_path / "s.db", tmp_path / "scored.txt"
     settings = {"pop": 12, "gens": 6, "seed": 2, "chunk_size": 4}
-    args = ["search", "--task", "fake", "--pop", "12", "--gens", "6", "--seed", "2", "--chunk-size", "4",
-            "--db", str(db), "--json"]
+    args = [
+        "search",
+        "--task",
+        "fake",
+        "--pop",
+        "12",
+        "--gens",
+        "6",
+        "--seed",
+        "2",
+        "--chunk-size",
+        "4",
+        "--db",
+        str(db),
+        "--json",
+    ]
     env = {**os.environ, "GRUQ_FAKE_DELAY": "0.1", "GRUQ_FAKE_LOG": str(log)}
-    proc = subprocess.Popen([sys.executable, "-m", "gruq", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gruq", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     wait_for(lambda: db.exists() and bool(list_runs(db)) and list_runs(db)[0]["generations_done"] >= 2)
     proc.kill()
     proc.wait()
@@ -162,8 +201,9 @@ def test_run_level_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Ca
     assert main(["search", "--task", "fake", "--pop", "4", "--gens", "1", "--db", str(db), "--json"]) == 0
     capsys.readouterr()
     assert "no run 7" in one_error_line(capsys, ["search", "--resume", "7", "--db", str(db), "--json"])
-    assert "drop --task, --pop" in one_error_line(capsys, ["search", "--resume", "1", "--task", "fake", "--pop", "8",
-                                                            "--db", str(db)])
+    assert "drop --task, --pop" in one_error_line(
+        capsys, ["search", "--resume", "1", "--task", "fake", "--pop", "8", "--db", str(db)]
+    )
     assert "needs --task" in one_error_line(capsys, ["search", "--db", str(db)])
     assert "unknown task 'nope'" in one_error_line(capsys, ["search", "--task", "nope", "--db", str(db)])
     assert "no gruq store" in one_error_line(capsys, ["runs", "--db", str(tmp_path / "none.db"), "--json"])
@@ -253,8 +293,9 @@ def test_cancel_stops_a_launched_run_and_resume_finishes_it_identically(
 
 def test_a_queued_run_cancelled_before_its_process_starts_never_runs(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
-    run_id = run.create(db, SearchConfig(task="fake", pop=4, gens=2),
-                        backend_factory=lambda c: Backend(FakeEvaluator(), None))
+    run_id = run.create(
+        db, SearchConfig(task="fake", pop=4, gens=2), backend_factory=lambda c: Backend(FakeEvaluator(), None)
+    )
     assert launch.cancel(db, run_id) == "cancelled"
     with pytest.raises(run.RunCancelled, match="cancelled before it started"):
         run.execute(db, run_id, launched=True, backend_factory=lambda c: Backend(FakeEvaluator(), None))
@@ -263,8 +304,9 @@ def test_a_queued_run_cancelled_before_its_process_starts_never_runs(tmp_path: P
 
 def test_a_running_run_whose_process_died_is_marked_cancelled(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
-    run_id = run.create(db, SearchConfig(task="fake", pop=4, gens=2),
-                        backend_factory=lambda c: Backend(FakeEvaluator(), None))
+    run_id = run.create(
+        db, SearchConfig(task="fake", pop=4, gens=2), backend_factory=lambda c: Backend(FakeEvaluator(), None)
+    )
     with RunStore(db) as store:
         store.claim(run_id, pid=2**22 + 12345, allowed=("queued",))  # no such process
     assert launch.cancel(db, run_id) == "cancelled"

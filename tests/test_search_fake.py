@@ -17,7 +17,7 @@ import math
 import os
 import time
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from gruq.errors import GruqError
 from gruq.genome import Genome, ModelShape, homogeneous
@@ -25,10 +25,23 @@ from gruq.ops import N_OPS
 
 SHAPE = ModelShape(features=12, hidden=32, classes=9, steps=29)
 SENSITIVITY = (
-    0.05, 0.15, 0.20, 0.03,  # lin_xr lin_hr add_r sig_r
-    0.10, 0.30, 0.30, 0.10,  # lin_xz lin_hz add_z sig_z
-    0.50, 0.45, 0.45, 0.60, 0.05,  # lin_xn lin_hn mul_rn add_n tanh_n
-    0.03, 0.20, 0.20, 0.40,  # sub_z mul_zn mul_zh add_h
+    0.05,
+    0.15,
+    0.20,
+    0.03,  # lin_xr lin_hr add_r sig_r
+    0.10,
+    0.30,
+    0.30,
+    0.10,  # lin_xz lin_hz add_z sig_z
+    0.50,
+    0.45,
+    0.45,
+    0.60,
+    0.05,  # lin_xn lin_hn mul_rn add_n tanh_n
+    0.03,
+    0.20,
+    0.20,
+    0.40,  # sub_z mul_zn mul_zh add_h
 )
 
 
@@ -41,8 +54,16 @@ def fake_accuracy(genome: Sequence[int]) -> float:
 class FakeEvaluator:
     """Scores genomes instantly; records what it scored (in its own process)."""
 
-    def __init__(self, task: str = "fake", split: str = "val", finetune_epochs: int = 0, seed: int = 0,
-                 delay: float = 0.0, log: str | None = None, fail_at_call: int | None = None) -> None:
+    def __init__(
+        self,
+        task: str = "fake",
+        split: str = "val",
+        finetune_epochs: int = 0,
+        seed: int = 0,
+        delay: float = 0.0,
+        log: str | None = None,
+        fail_at_call: int | None = None,
+    ) -> None:
         if not task.startswith("fake"):
             raise GruqError(f"unknown task {task!r}")
         self.shape = SHAPE
@@ -72,8 +93,14 @@ class FakeEvaluator:
 
 def make(task: str, split: str = "val", finetune_epochs: int = 0, seed: int = 0) -> FakeEvaluator:
     """The GRUQ_EVALUATOR factory (same signature as gruq.evaluate.Evaluator)."""
-    return FakeEvaluator(task, split, finetune_epochs, seed, delay=float(os.environ.get("GRUQ_FAKE_DELAY", 0)),
-                         log=os.environ.get("GRUQ_FAKE_LOG"))
+    return FakeEvaluator(
+        task,
+        split,
+        finetune_epochs,
+        seed,
+        delay=float(os.environ.get("GRUQ_FAKE_DELAY", 0)),
+        log=os.environ.get("GRUQ_FAKE_LOG"),
+    )
 
 
 def test_fake_accuracy_rises_with_bits_and_saturates() -> None:

@@ -18,16 +18,27 @@ import pytest
 import gruq.store.connection as connection
 from gruq.errors import GruqError
 from gruq.store import (
-    RunStore, Scored, fronts, genome_text, hypervolume_curve, individuals, list_runs, parse_genome, population,
-    result, run_detail, schema,
+    RunStore,
+    Scored,
+    fronts,
+    genome_text,
+    hypervolume_curve,
+    individuals,
+    list_runs,
+    parse_genome,
+    population,
+    result,
+    run_detail,
+    schema,
 )
 
 G8, G4, G2 = (8,) * 17, (4,) * 17, (2,) * 17
 
 
 def scored(genome, accuracy, gen=0, feasible=True) -> Scored:
-    return Scored(genome, accuracy, size_bytes=float(sum(genome)), bops=sum(genome) * 10, generation=gen,
-                  feasible=feasible)
+    return Scored(
+        genome, accuracy, size_bytes=float(sum(genome)), bops=sum(genome) * 10, generation=gen, feasible=feasible
+    )
 
 
 @pytest.fixture
@@ -41,12 +52,26 @@ def store_with_run(db: Path) -> tuple[Path, int]:
     with RunStore(db) as store:
         run_id = store.create_run("fake", {"objective": "size", "pop": 4}, seed=3, generations=5)
         store.claim(run_id, pid=1, allowed=("queued",))
-        store.commit_generation(run_id, 0, hypervolume=0.5, seconds=0.1, evaluations=2,
-                                scored=[scored(G8, 0.9), scored(G2, 0.2)], front=[G8, G2],
-                                checkpoint={"gen": 0, "population": [list(G8), list(G2)]})
-        store.commit_generation(run_id, 1, hypervolume=0.6, seconds=0.1, evaluations=3,
-                                scored=[scored(G4, 0.8, gen=1)], front=[G8, G4, G2],
-                                checkpoint={"gen": 1, "population": [list(G8), list(G4)]})
+        store.commit_generation(
+            run_id,
+            0,
+            hypervolume=0.5,
+            seconds=0.1,
+            evaluations=2,
+            scored=[scored(G8, 0.9), scored(G2, 0.2)],
+            front=[G8, G2],
+            checkpoint={"gen": 0, "population": [list(G8), list(G2)]},
+        )
+        store.commit_generation(
+            run_id,
+            1,
+            hypervolume=0.6,
+            seconds=0.1,
+            evaluations=3,
+            scored=[scored(G4, 0.8, gen=1)],
+            front=[G8, G4, G2],
+            checkpoint={"gen": 1, "population": [list(G8), list(G4)]},
+        )
     return db, run_id
 
 
@@ -178,8 +203,16 @@ def test_a_generation_is_committed_whole_or_not_at_all(store_with_run: tuple[Pat
     db, run_id = store_with_run
     with RunStore(db) as store, pytest.raises(sqlite3.IntegrityError):
         # the same generation twice: its new individual must not be left behind
-        store.commit_generation(run_id, 1, hypervolume=0.7, seconds=0.1, evaluations=4,
-                                scored=[scored((3,) * 17, 0.5, gen=1)], front=[G8], checkpoint={})
+        store.commit_generation(
+            run_id,
+            1,
+            hypervolume=0.7,
+            seconds=0.1,
+            evaluations=4,
+            scored=[scored((3,) * 17, 0.5, gen=1)],
+            front=[G8],
+            checkpoint={},
+        )
     assert len(individuals(db, run_id)) == 3
     assert [g["gen"] for g in hypervolume_curve(db, run_id)] == [0, 1]
 

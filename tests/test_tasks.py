@@ -38,6 +38,7 @@ def row_hashes(X: np.ndarray) -> set[bytes]:
 
 # ---- the registry -----------------------------------------------------------------------------
 
+
 def test_names_are_the_four_tasks_in_order():
     assert tasks.NAMES == ("smnist", "vowels", "har", "ecg")
 
@@ -71,6 +72,7 @@ def test_summaries_are_the_four_in_order():
 
 
 # ---- the four real tasks ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", tasks.NAMES)
 def test_task_has_documented_shapes_classes_and_sizes(name):
@@ -151,12 +153,12 @@ def test_vowels_are_normalised_on_real_train_frames_then_left_padded():
     task = tasks.load("vowels")
     lengths = task.extra["lengths"]
     assert min(min(v) for v in lengths.values()) >= 7 and max(max(v) for v in lengths.values()) == 29
-    frames = np.concatenate([x[task.steps - n:] for x, n in zip(task.train.X, lengths["train"])]).astype(np.float64)
+    frames = np.concatenate([x[task.steps - n :] for x, n in zip(task.train.X, lengths["train"])]).astype(np.float64)
     np.testing.assert_allclose(frames.mean(axis=0), 0.0, atol=1e-5)
     np.testing.assert_allclose(frames.std(axis=0), 1.0, atol=1e-4)
     for s in SPLITS:
         for x, n in zip(task.split(s).X, lengths[s]):
-            assert not x[:task.steps - n].any()  # zeros before the real data
+            assert not x[: task.steps - n].any()  # zeros before the real data
             assert x[-1].any()  # the last step is a real frame
 
 
@@ -166,8 +168,11 @@ def test_har_splits_by_user():
     assert [len(users[s]) for s in SPLITS] == [17, 4, 9]
     assert users["test"] == (2, 4, 9, 10, 12, 13, 18, 20, 24)  # UCI HAR's own test subjects
     assert set(users["train"]) | set(users["val"]) | set(users["test"]) == set(range(1, 31))
-    assert not (set(users["train"]) & set(users["val"]) or set(users["train"]) & set(users["test"])
-                or set(users["val"]) & set(users["test"]))
+    assert not (
+        set(users["train"]) & set(users["val"])
+        or set(users["train"]) & set(users["test"])
+        or set(users["val"]) & set(users["test"])
+    )
     assert 5500 <= len(task.train) <= 7500
     assert 1000 <= len(task.val) <= 2000 and len(task.test) == 2000
     assert tasks.load("har", 1).extra["users"] != users
@@ -208,8 +213,15 @@ def test_canonical_splits_never_change(name):
 def vowels_file(part):
     from gruq.tasks import vowels
 
-    return vowels.package_file("sktime", "datasets", "data", "JapaneseVowels", f"JapaneseVowels_{part}.ts",
-                               task="vowels", install=vowels.INSTALL)
+    return vowels.package_file(
+        "sktime",
+        "datasets",
+        "data",
+        "JapaneseVowels",
+        f"JapaneseVowels_{part}.ts",
+        task="vowels",
+        install=vowels.INSTALL,
+    )
 
 
 @pytest.mark.parametrize("part", ["TRAIN", "TEST"])
@@ -252,11 +264,13 @@ def test_tasks_never_import_heavy_packages():
     import subprocess
     import sys
 
-    code = ("import sys, gruq.tasks as t\n"
-            "heavy = ('torch', 'sktime', 'mlxtend', 'pandas')\n"
-            "print(sorted(m for m in heavy if m in sys.modules))\n"
-            "t.summaries()\n"
-            "print(sorted(m for m in heavy if m in sys.modules))\n")
+    code = (
+        "import sys, gruq.tasks as t\n"
+        "heavy = ('torch', 'sktime', 'mlxtend', 'pandas')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "t.summaries()\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split("\n")[:2] == ["[]", "[]"], out  # neither on import nor on loading all four tasks
 
@@ -286,8 +300,12 @@ def test_ts_reader_reads_a_small_file(tmp_path):
     assert list(data.labels) == ["a", "b"]
     np.testing.assert_array_equal(data.sequences[0], [[1.0, 4.0], [2.5, 5.0], [-0.3, 6.0]])
     np.testing.assert_array_equal(data.sequences[1], [[0.5, 800.0], [7.0, 9.0]])
-    univariate = parse_ts(GOOD_TS.replace("@univariate false", "@univariate true").replace("@dimensions 2\n", "")
-                          .replace(":4,5,6", "").replace(":8E2,9", ""))
+    univariate = parse_ts(
+        GOOD_TS.replace("@univariate false", "@univariate true")
+        .replace("@dimensions 2\n", "")
+        .replace(":4,5,6", "")
+        .replace(":8E2,9", "")
+    )
     assert [s.shape for s in univariate.sequences] == [(3, 1), (2, 1)]
 
 
@@ -297,7 +315,7 @@ def without(line):
 
 MALFORMED_TS = {
     "no data tag": (without("@data"), "line 9: expected a header tag or @data before the data"),
-    "header only": (GOOD_TS[:GOOD_TS.index("@data")], "no @data line"),
+    "header only": (GOOD_TS[: GOOD_TS.index("@data")], "no @data line"),
     "no class label tag": (without("@classLabel true a b"), "lacks @classlabel"),
     "no problem name": (without("@problemName Tiny"), "lacks @problemname"),
     "empty problem name": (GOOD_TS.replace("@problemName Tiny", "@problemName"), "needs a name"),
@@ -310,14 +328,20 @@ MALFORMED_TS = {
     "unlabelled": (GOOD_TS.replace("@classLabel true a b", "@classLabel false"), "no class labels"),
     "text before data tag": (GOOD_TS.replace("@missing false", "missing false"), "expected a header tag"),
     "data tag with text": (GOOD_TS.replace("@data", "@data now"), "alone on its line"),
-    "no cases": (GOOD_TS[:GOOD_TS.index("@data") + 6], "no cases after @data"),
+    "no cases": (GOOD_TS[: GOOD_TS.index("@data") + 6], "no cases after @data"),
     "undeclared label": (GOOD_TS.replace(":a\n", ":c\n"), "class label 'c'"),
-    "no label": (GOOD_TS.replace(":4,5,6:a", ""), "line 10: a case is dimensions separated by ':' then its class label"),
+    "no label": (
+        GOOD_TS.replace(":4,5,6:a", ""),
+        "line 10: a case is dimensions separated by ':' then its class label",
+    ),
     "too many dimensions": (GOOD_TS.replace(":4,5,6:a", ":4,5,6:7,8,9:a"), "3 dimensions where the file has 2"),
     "univariate with two": (GOOD_TS.replace("@univariate false", "@univariate true"), "contradicts @dimensions"),
     "unequal dimensions": (GOOD_TS.replace(":4,5,6:a", ":4,5:a"), "unequal lengths"),
     "equal length broken": (GOOD_TS.replace("@equalLength false", "@equalLength true"), "@equalLength true"),
-    "series length": (GOOD_TS.replace("@equalLength false", "@equalLength true\n@seriesLength 4"), "@seriesLength is 4"),
+    "series length": (
+        GOOD_TS.replace("@equalLength false", "@equalLength true\n@seriesLength 4"),
+        "@seriesLength is 4",
+    ),
     "word": (GOOD_TS.replace("4,5,6", "4,five,6"), "line 10: dimension 2 is not comma-separated numbers"),
     "empty value": (GOOD_TS.replace("4,5,6", "4,,6"), "dimension 2 is not comma-separated numbers"),
     "trailing comma": (GOOD_TS.replace("4,5,6", "4,5,6,"), "not comma-separated numbers"),
@@ -354,13 +378,16 @@ def test_unreadable_ts_files_are_gruq_errors(tmp_path):
         read_ts(tmp_path / "binary.ts")
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"1,2,3\n", "unexpected layout"),
-    (b"1,2,x\n", "could not convert string 'x'"),
-    (b"1,256\n", "could not convert string '256'"),
-    (b"1,2\n3\n", "number of columns changed"),
-    (None, "BadGzipFile"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"1,2,3\n", "unexpected layout"),
+        (b"1,2,x\n", "could not convert string 'x'"),
+        (b"1,256\n", "could not convert string '256'"),
+        (b"1,2\n3\n", "number of columns changed"),
+        (None, "BadGzipFile"),
+    ],
+)
 def test_bad_mnist_csv_is_one_line_gruq_error(content, words, tmp_path, monkeypatch):
     import gzip
 
@@ -376,6 +403,7 @@ def test_bad_mnist_csv_is_one_line_gruq_error(content, words, tmp_path, monkeypa
 
 # ---- the split helper -------------------------------------------------------------------------
 
+
 def test_stratified_split_keeps_proportions_and_rare_classes():
     y = np.repeat(np.arange(5), [2919, 1767, 96, 194, 24])
     parts = stratified_split(y, (2500, 1000, 1500), rng(0))
@@ -386,8 +414,7 @@ def test_stratified_split_keeps_proportions_and_rare_classes():
 
 
 @settings(max_examples=60, deadline=None)
-@given(counts=st.lists(st.integers(3, 40), min_size=2, max_size=6), seed=st.integers(0, 2**32 - 1),
-       data=st.data())
+@given(counts=st.lists(st.integers(3, 40), min_size=2, max_size=6), seed=st.integers(0, 2**32 - 1), data=st.data())
 def test_stratified_split_properties(counts, seed, data):
     y = np.repeat(np.arange(len(counts)), counts)
     n, c = len(y), len(counts)
@@ -420,6 +447,7 @@ def test_normaliser_guards_constant_channels():
 
 
 # ---- user .npz tasks ----------------------------------------------------------------------------
+
 
 def good_arrays(n=200, steps=7, features=3, labels=(3, 7, 10), seed=0):
     r = np.random.default_rng(seed)
@@ -542,7 +570,9 @@ def make_bad(kind, tmp_path):
     elif kind == "empty_steps":
         np.savez(path, X=np.zeros((200, 0, 3)), y=y)
     elif kind == "huge":  # the header alone claims 100 billion values; nothing may be allocated
-        write_raw_npz(path, {"X.npy": npy_header_only((100_000, 1000, 1000)), "y.npy": npy_header_only((100_000,), "<i8")})
+        write_raw_npz(
+            path, {"X.npy": npy_header_only((100_000, 1000, 1000)), "y.npy": npy_header_only((100_000,), "<i8")}
+        )
     elif kind == "too_many_values":
         write_raw_npz(path, {"X.npy": npy_header_only((60_000, 1000, 1)), "y.npy": npy_header_only((60_000,), "<i8")})
     elif kind == "bad_member":
@@ -552,9 +582,33 @@ def make_bad(kind, tmp_path):
     return path
 
 
-BAD = ["missing", "directory", "text", "npy", "truncated", "object_X", "object_y", "no_X", "no_y", "X_2d", "y_2d",
-       "n_mismatch", "nan", "inf", "complex_X", "string_y", "fractional_y", "negative_y", "one_class", "too_few",
-       "rare_class", "empty_steps", "huge", "too_many_values", "bad_member"]
+BAD = [
+    "missing",
+    "directory",
+    "text",
+    "npy",
+    "truncated",
+    "object_X",
+    "object_y",
+    "no_X",
+    "no_y",
+    "X_2d",
+    "y_2d",
+    "n_mismatch",
+    "nan",
+    "inf",
+    "complex_X",
+    "string_y",
+    "fractional_y",
+    "negative_y",
+    "one_class",
+    "too_few",
+    "rare_class",
+    "empty_steps",
+    "huge",
+    "too_many_values",
+    "bad_member",
+]
 
 
 @pytest.mark.parametrize("kind", BAD)
@@ -570,12 +624,24 @@ def test_bad_npz_is_one_line_gruq_error(kind, tmp_path):
         tasks.load(str(path))
 
 
-@pytest.mark.parametrize("kind, words", [
-    ("missing", "no such file"), ("text", "not a .npz"), ("object_X", "object array"), ("no_y", "'y'"),
-    ("X_2d", "3-D"), ("n_mismatch", "199 labels"), ("nan", "non-finite"), ("fractional_y", "non-integer"),
-    ("negative_y", "negative"), ("one_class", "at least 2"), ("too_few", "at least 150"), ("huge", "too large"),
-    ("rare_class", "class 99"),
-])
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("missing", "no such file"),
+        ("text", "not a .npz"),
+        ("object_X", "object array"),
+        ("no_y", "'y'"),
+        ("X_2d", "3-D"),
+        ("n_mismatch", "199 labels"),
+        ("nan", "non-finite"),
+        ("fractional_y", "non-integer"),
+        ("negative_y", "negative"),
+        ("one_class", "at least 2"),
+        ("too_few", "at least 150"),
+        ("huge", "too large"),
+        ("rare_class", "class 99"),
+    ],
+)
 def test_bad_npz_messages_say_what_is_wrong(kind, words, tmp_path):
     with pytest.raises(GruqError, match=words):
         load_npz(make_bad(kind, tmp_path))

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import small
 
 from gruq.errors import GruqError
 from gruq.genome import homogeneous
 from gruq.model import Checkpoint
 from gruq.tasks.base import Split, Task
 from gruq.train import finetune, float_accuracy, seed_for, train_float
-
-from conftest import small
 
 
 def toy_task(n_train: int = 60, steps: int = 5, features: int = 3, classes: int = 3) -> Task:
@@ -25,8 +24,7 @@ def toy_task(n_train: int = 60, steps: int = 5, features: int = 3, classes: int 
         X += (y[:, None, None] - 1).astype(np.float32)
         return Split(X=X, y=y.astype(np.int64))
 
-    return Task(name="toy", train=split(n_train), val=split(30), test=split(30), classes=classes,
-                hidden=8, epochs=2)
+    return Task(name="toy", train=split(n_train), val=split(30), test=split(30), classes=classes, hidden=8, epochs=2)
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -35,6 +33,7 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 # -- float training -------------------------------------------------------------
+
 
 def test_train_float_is_deterministic_for_a_seed():
     task = toy_task()
@@ -74,6 +73,7 @@ def test_train_float_learns_an_easy_task():
 
 
 # -- fine-tuning -------------------------------------------------------------------
+
 
 def toy_checkpoint() -> tuple[Checkpoint, Split]:
     s = small(features=3, hidden=8, classes=4, steps=5, n=48, seed=5)
@@ -154,6 +154,7 @@ def test_finetune_does_not_depend_on_the_callers_thread_count():
 
 # -- fine-tuning options: samples per epoch, best epoch on a held-out split, default batch ----------------
 
+
 def test_finetune_samples_at_least_the_split_size_changes_nothing():
     ckpt, train = toy_checkpoint()
     a = finetune(ckpt, homogeneous(4), train, epochs=2, seed=3, batch=16)
@@ -165,8 +166,16 @@ def test_finetune_samples_at_least_the_split_size_changes_nothing():
 def test_finetune_samples_trains_on_a_seeded_subset_per_epoch():
     ckpt, train = toy_checkpoint()
     seen = []
-    a = finetune(ckpt, homogeneous(4), train, epochs=2, seed=3, batch=16, samples=20,
-                 progress=lambda e, n, m: seen.append(m["loss"]))
+    a = finetune(
+        ckpt,
+        homogeneous(4),
+        train,
+        epochs=2,
+        seed=3,
+        batch=16,
+        samples=20,
+        progress=lambda e, n, m: seen.append(m["loss"]),
+    )
     b = finetune(ckpt, homogeneous(4), train, epochs=2, seed=3, batch=16, samples=20)
     full = finetune(ckpt, homogeneous(4), train, epochs=2, seed=3, batch=16)
     assert same_weights(a.model, b.model) and not same_weights(a.model, full.model)
@@ -181,8 +190,16 @@ def test_finetune_select_keeps_the_best_epoch_on_the_held_out_split():
     ckpt, train = toy_checkpoint()
     held = Split(X=train.X[::-1].copy(), y=train.y[::-1].copy())
     seen = []
-    best = finetune(ckpt, homogeneous(3), train, epochs=3, seed=1, batch=16, select=held,
-                    progress=lambda e, n, m: seen.append(m["select"]))
+    best = finetune(
+        ckpt,
+        homogeneous(3),
+        train,
+        epochs=3,
+        seed=1,
+        batch=16,
+        select=held,
+        progress=lambda e, n, m: seen.append(m["select"]),
+    )
     start = accuracies(ckpt, [homogeneous(3)], held)[0]
     assert accuracies(best, [homogeneous(3)], held)[0] == max([start] + seen)
     again = finetune(ckpt, homogeneous(3), train, epochs=3, seed=1, batch=16, select=held)

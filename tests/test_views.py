@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -17,9 +17,15 @@ SHAPE = ModelShape(features=12, hidden=32, classes=9, steps=29)
 
 def frame(rows: list[tuple[float, float]]) -> pd.DataFrame:
     """Points (accuracy, size) with distinct genomes."""
-    return pd.DataFrame({"accuracy": [a for a, _ in rows], "size_bytes": [s for _, s in rows],
-                         "bops": [int(s) for _, s in rows], "generation": 0,
-                         "genome": [homogeneous(2 + i % 7)[:-1] + (i,) for i in range(len(rows))]})
+    return pd.DataFrame(
+        {
+            "accuracy": [a for a, _ in rows],
+            "size_bytes": [s for _, s in rows],
+            "bops": [int(s) for _, s in rows],
+            "generation": 0,
+            "genome": [homogeneous(2 + i % 7)[:-1] + (i,) for i in range(len(rows))],
+        }
+    )
 
 
 def test_pareto_mask_keeps_exactly_the_non_dominated_points() -> None:
@@ -63,9 +69,14 @@ def test_max_size_from_any_unit() -> None:
 
 
 def test_progress_estimates_the_remaining_time_from_the_pace_so_far() -> None:
-    run = {"generations": 10, "generations_done": 4, "status": "running",
-           "started_at": "2026-01-01T00:00:00+00:00", "finished_at": None}
-    p = views.progress(run, [], now=datetime(2026, 1, 1, 0, 0, 20, tzinfo=timezone.utc))
+    run = {
+        "generations": 10,
+        "generations_done": 4,
+        "status": "running",
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "finished_at": None,
+    }
+    p = views.progress(run, [], now=datetime(2026, 1, 1, 0, 0, 20, tzinfo=UTC))
     assert p["fraction"] == 0.4 and p["elapsed"] == 20 and p["remaining"] == pytest.approx(30)
     assert views.duration(75) == "1m 15s" and views.duration(None) == "—"
 
@@ -89,7 +100,9 @@ def test_learning_helpers_use_the_fixed_point_arithmetic_of_record() -> None:
     assert all(a > b for a, b in zip(rms, rms[1:]))  # every extra bit helps
     lut = views.sigmoid_lut(5, 4)
     assert lut["entries"] == 32
-    assert np.array_equal(lut["lut"] * 16, fixedpoint.activation_lut(fixedpoint.sigmoid, lut["in_format"], lut["out_format"]))
+    assert np.array_equal(
+        lut["lut"] * 16, fixedpoint.activation_lut(fixedpoint.sigmoid, lut["in_format"], lut["out_format"])
+    )
 
 
 def test_front_chart_has_its_traces_in_a_fixed_order_and_marks_the_pick() -> None:
@@ -131,6 +144,8 @@ def test_the_library_never_imports_streamlit() -> None:
     import sys
     from pathlib import Path
 
-    code = ("import sys, gruq.figures, gruq.views, gruq.search.launch, gruq.store, gruq.evaluate; "
-            "assert 'streamlit' not in sys.modules, 'gruq imported streamlit'")
+    code = (
+        "import sys, gruq.figures, gruq.views, gruq.search.launch, gruq.store, gruq.evaluate; "
+        "assert 'streamlit' not in sys.modules, 'gruq imported streamlit'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

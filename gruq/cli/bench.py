@@ -20,10 +20,11 @@ import argparse
 import importlib
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 from gruq.cli import emit
 from gruq.cli.args import positive
@@ -35,21 +36,45 @@ DEFAULT_TASK = "vowels"
 def register(sub: Any) -> None:
     from gruq.tasks import NAMES
 
-    p = sub.add_parser("bench", help="measure scoring cost, search quality and quick-run time",
-                       description="Run the benchmarks of bench/ and print their figures.")
-    p.add_argument("--tasks", nargs="+", metavar="T", default=list(NAMES),
-                   help=f"tasks of the quick runs and per-task cost ratios (default: {' '.join(NAMES)})")
+    p = sub.add_parser(
+        "bench",
+        help="measure scoring cost, search quality and quick-run time",
+        description="Run the benchmarks of bench/ and print their figures.",
+    )
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        metavar="T",
+        default=list(NAMES),
+        help=f"tasks of the quick runs and per-task cost ratios (default: {' '.join(NAMES)})",
+    )
     p.add_argument("--seeds", type=positive, default=5, help="seeds of the search-quality comparison (default 5)")
-    p.add_argument("--budget", type=positive, default=400,
-                   help="distinct scored genomes per method and seed (default 400)")
-    p.add_argument("--search-task", default=DEFAULT_TASK, metavar="T",
-                   help=f"task of the search-quality comparison (default {DEFAULT_TASK})")
-    p.add_argument("--ratio-task", default=DEFAULT_TASK, metavar="T",
-                   help=f"task of the headline eval_cost_ratio (default {DEFAULT_TASK})")
-    p.add_argument("--ratio-all-tasks", action="store_true",
-                   help="also measure eval_cost_ratio on every task of --tasks (slow on the large splits)")
-    p.add_argument("--threads", type=positive, metavar="N",
-                   help="torch threads while measuring eval_cost_ratio (default: torch's own choice)")
+    p.add_argument(
+        "--budget", type=positive, default=400, help="distinct scored genomes per method and seed (default 400)"
+    )
+    p.add_argument(
+        "--search-task",
+        default=DEFAULT_TASK,
+        metavar="T",
+        help=f"task of the search-quality comparison (default {DEFAULT_TASK})",
+    )
+    p.add_argument(
+        "--ratio-task",
+        default=DEFAULT_TASK,
+        metavar="T",
+        help=f"task of the headline eval_cost_ratio (default {DEFAULT_TASK})",
+    )
+    p.add_argument(
+        "--ratio-all-tasks",
+        action="store_true",
+        help="also measure eval_cost_ratio on every task of --tasks (slow on the large splits)",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive,
+        metavar="N",
+        help="torch threads while measuring eval_cost_ratio (default: torch's own choice)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     # Hidden: for tests and for re-runs.
     p.add_argument("--pop", type=positive, default=32, help=argparse.SUPPRESS)
@@ -82,12 +107,19 @@ def bench_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     skipped: dict[str, str] = {}
     out: dict[str, Any] = {
-        "eval_cost_ratio": None, "eval_cost_ratio_per_task": {}, "hypervolume": None, "hypervolume_per_seed": None,
-        "evaluations": args.budget, "quick_run_seconds": {},
+        "eval_cost_ratio": None,
+        "eval_cost_ratio_per_task": {},
+        "hypervolume": None,
+        "hypervolume_per_seed": None,
+        "evaluations": args.budget,
+        "quick_run_seconds": {},
     }
     modules = {}
-    for name, wanted in (("eval_cost", not args.no_ratio), ("search_quality", not args.no_quality),
-                         ("quick_run", not args.no_quick)):
+    for name, wanted in (
+        ("eval_cost", not args.no_ratio),
+        ("search_quality", not args.no_quality),
+        ("quick_run", not args.no_quick),
+    ):
         if wanted:
             modules[name] = bench_module(name)
 
@@ -124,8 +156,9 @@ def _ratios(module: ModuleType, args: argparse.Namespace, out: dict[str, Any], s
     per_task: dict[str, float] = {}
     details: dict[str, Any] = {}
     with _torch_threads(args.threads):
-        for task in tqdm(list(dict.fromkeys(tasks)), desc="eval cost", unit="task", file=sys.stderr,
-                         dynamic_ncols=True):
+        for task in tqdm(
+            list(dict.fromkeys(tasks)), desc="eval cost", unit="task", file=sys.stderr, dynamic_ncols=True
+        ):
             try:
                 result = module.eval_cost_ratio(task, repeats=args.ratio_repeats)
             except GruqError as exc:
@@ -180,8 +213,10 @@ def _machine() -> dict[str, Any]:
 
 def _print(out: dict[str, Any]) -> None:
     ratio = out["eval_cost_ratio"]
-    print(f"eval_cost_ratio ({out.get('eval_cost_ratio_task', DEFAULT_TASK)}): "
-          f"{'n/a' if ratio is None else f'{ratio:.2f}'}")
+    print(
+        f"eval_cost_ratio ({out.get('eval_cost_ratio_task', DEFAULT_TASK)}): "
+        f"{'n/a' if ratio is None else f'{ratio:.2f}'}"
+    )
     for task, r in out["eval_cost_ratio_per_task"].items():
         print(f"  {task:8} {r:.2f}")
     hv = out["hypervolume"]

@@ -25,8 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json(p)
     p.set_defaults(func=cmd_train)
 
-    for name, func, text in (("evaluate", cmd_evaluate, "accuracy, size and BOPs of a genome"),
-                             ("verify", cmd_verify, "integer engine against the simulation")):
+    for name, func, text in (
+        ("evaluate", cmd_evaluate, "accuracy, size and BOPs of a genome"),
+        ("verify", cmd_verify, "integer engine against the simulation"),
+    ):
         p = sub.add_parser(name, help=text)
         add_task(p)
         p.add_argument("--bits", type=bits, required=True, help="one width for all, or 17 comma-separated")
@@ -34,10 +36,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "evaluate":
             p.add_argument("--finetune-epochs", type=natural, default=0)
             p.add_argument("--seed", type=natural, default=0)
-            p.add_argument("--finetune-samples", type=positive, metavar="N",
-                           help="training sequences per fine-tuning epoch, a seeded subset (default: all)")
-            p.add_argument("--finetune-select", choices=("val",),
-                           help="keep the fine-tuning epoch (0 included) with the best validation accuracy")
+            p.add_argument(
+                "--finetune-samples",
+                type=positive,
+                metavar="N",
+                help="training sequences per fine-tuning epoch, a seeded subset (default: all)",
+            )
+            p.add_argument(
+                "--finetune-select",
+                choices=("val",),
+                help="keep the fine-tuning epoch (0 included) with the best validation accuracy",
+            )
         add_json(p)
         p.set_defaults(func=func)
 
@@ -55,8 +64,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     else:
         print(f"{'task':8} {'steps':>5} {'feat':>4} {'cls':>3} {'train':>6} {'val':>5} {'test':>5}")
         for r in rows:
-            print(f"{r['name']:8} {r['steps']:5} {r['features']:4} {r['classes']:3} "
-                  f"{r['train']:6} {r['val']:5} {r['test']:5}")
+            print(
+                f"{r['name']:8} {r['steps']:5} {r['features']:4} {r['classes']:3} "
+                f"{r['train']:6} {r['val']:5} {r['test']:5}"
+            )
     return 0
 
 
@@ -69,6 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     path = writable(Path(args.out) if args.out else checkpoint_path(args.task))
     epochs = args.epochs or data.epochs
     with _bar(f"train {data.name}", epochs) as bar:
+
         def progress(epoch: int, total: int, metrics: dict) -> None:
             bar.update(1)
             bar.set_postfix(val=f"{metrics['val']:.3f}")
@@ -79,21 +91,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         emit(record)
     else:
-        print(f"{data.name}: float val {record['val_accuracy']:.4f}, test {record['test_accuracy']:.4f}, "
-              f"{record['seconds']} s -> {path}")
+        print(
+            f"{data.name}: float val {record['val_accuracy']:.4f}, test {record['test_accuracy']:.4f}, "
+            f"{record['seconds']} s -> {path}"
+        )
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from gruq.evaluate import evaluate
 
-    record = evaluate(args.task, args.bits, args.split, args.finetune_epochs, args.seed, args.checkpoint,
-                      args.finetune_samples, args.finetune_select)
+    record = evaluate(
+        args.task,
+        args.bits,
+        args.split,
+        args.finetune_epochs,
+        args.seed,
+        args.checkpoint,
+        args.finetune_samples,
+        args.finetune_select,
+    )
     if args.json:
         emit(record)
     else:
-        print(f"{record['task']} {args.split}: accuracy {record['accuracy']:.4f}, "
-              f"size {record['size_bytes']:.0f} B, {record['bops']} BOPs")
+        print(
+            f"{record['task']} {args.split}: accuracy {record['accuracy']:.4f}, "
+            f"size {record['size_bytes']:.0f} B, {record['bops']} BOPs"
+        )
     return 0
 
 
@@ -102,12 +126,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     data, _ = load(args.task, args.checkpoint)
     with _bar("verify", len(data.split(args.split))) as bar:
-        record = verify(args.task, args.bits, args.split, args.checkpoint,
-                        progress=lambda done, total: bar.update(done - bar.n))
+        record = verify(
+            args.task, args.bits, args.split, args.checkpoint, progress=lambda done, total: bar.update(done - bar.n)
+        )
     if args.json:
         emit(record)
     else:
         state = "identical" if record["identical"] else "MISMATCH"
-        print(f"{state}: {record['sequences']} sequences, {record['mismatched_codes']} codes and "
-              f"{record['mismatched_logits']} logits differ")
+        print(
+            f"{state}: {record['sequences']} sequences, {record['mismatched_codes']} codes and "
+            f"{record['mismatched_logits']} logits differ"
+        )
     return 0 if record["identical"] else 1

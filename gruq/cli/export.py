@@ -18,23 +18,35 @@ from gruq.errors import GruqError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="integer model file, C99 kernel, check program and memory report",
-                       description="Export a quantized model for a microcontroller: DIR gets gruq_model.json, "
-                                   "gruq_model.h, gruq_kernel.[ch], check.c, test vectors and memory.json; "
-                                   "`cc -std=c99 -Wall -Wextra -Werror -O2 DIR/*.c -o check && ./check` "
-                                   "prints N/N identical.")
+    p = sub.add_parser(
+        "export",
+        help="integer model file, C99 kernel, check program and memory report",
+        description="Export a quantized model for a microcontroller: DIR gets gruq_model.json, "
+        "gruq_model.h, gruq_kernel.[ch], check.c, test vectors and memory.json; "
+        "`cc -std=c99 -Wall -Wextra -Werror -O2 DIR/*.c -o check && ./check` "
+        "prints N/N identical.",
+    )
     p.add_argument("--task", help="smnist, vowels, har, ecg, or a path to a .npz (with --bits)")
     p.add_argument("--bits", type=bits, help="one width for all, or 17 comma-separated")
     p.add_argument("--checkpoint", help="float checkpoint (default: assets/<task>.pt)")
     p.add_argument("--db", metavar="PATH", help="a run store: export a member of a run's front")
     p.add_argument("--run", type=natural, metavar="ID", help="the run (with --db)")
-    p.add_argument("--pick", type=natural, metavar="K",
-                   help="front member K, the front sorted by size_bytes ascending (with --db)")
+    p.add_argument(
+        "--pick", type=natural, metavar="K", help="front member K, the front sorted by size_bytes ascending (with --db)"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the exported files")
-    p.add_argument("--split", choices=("train", "val", "test"), default="test",
-                   help="the split whose sequences become test vectors (default test)")
-    p.add_argument("--finetune-epochs", type=natural, default=0,
-                   help="fine-tune the weights for the genome first (as evaluate does; with --task)")
+    p.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        default="test",
+        help="the split whose sequences become test vectors (default test)",
+    )
+    p.add_argument(
+        "--finetune-epochs",
+        type=natural,
+        default=0,
+        help="fine-tune the weights for the genome first (as evaluate does; with --task)",
+    )
     p.add_argument("--seed", type=natural, default=0, help="fine-tuning seed (with --task)")
     p.add_argument("--check", action="store_true", help="also compile with cc and run the check program")
     add_json(p)
@@ -51,8 +63,13 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
         from gruq.export.front import front_member
 
         member = front_member(args.db, args.run, args.pick)
-        return {"task": member["task"], "bits": member["bits"], "finetune_epochs": member["finetune_epochs"],
-                "seed": member["seed"], "front_member": member}
+        return {
+            "task": member["task"],
+            "bits": member["bits"],
+            "finetune_epochs": member["finetune_epochs"],
+            "seed": member["seed"],
+            "front_member": member,
+        }
     if args.run is not None or args.pick is not None:
         raise GruqError("--run and --pick need --db PATH")
     if args.task is None or args.bits is None:
@@ -64,17 +81,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     from gruq.export import export, run_check
 
     target = _target(args)
-    record = export(target["task"], target["bits"], args.out, args.checkpoint, args.split,
-                    target["finetune_epochs"], target["seed"])
+    record = export(
+        target["task"], target["bits"], args.out, args.checkpoint, args.split, target["finetune_epochs"], target["seed"]
+    )
     if "front_member" in target:
         record["front_member"] = target["front_member"]
     ok = True
     if args.check:
         check = run_check(record["out"])
         ok = check["ok"]
-        record["check"] = {"ok": ok, "compiled": check["compiled"],
-                           "last_line": check.get("last_line", ""),
-                           **({} if check["compiled"] else {"compiler_output": check["output"][-2000:]})}
+        record["check"] = {
+            "ok": ok,
+            "compiled": check["compiled"],
+            "last_line": check.get("last_line", ""),
+            **({} if check["compiled"] else {"compiler_output": check["output"][-2000:]}),
+        }
     if args.json:
         emit(record)
     else:
@@ -85,10 +106,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _print(r: dict[str, Any]) -> None:
     ops = r["ops_per_step"]
     print(f"{r['task']}: exported {r['sequences']} {r['split']} sequences to {r['out']}")
-    print(f"  parameters {r['packed_parameter_bytes']} B packed (size_bytes {r['size_bytes']:g}), "
-          f"look-up tables {r['lut_bytes']} B, state {r['state_bytes']} B + scratch {r['scratch_bytes']} B")
-    print(f"  per step: {ops['multiplies']} multiplies, {ops['adds']} adds, {ops['shifts']} shifts, "
-          f"{ops['lookups']} lookups")
+    print(
+        f"  parameters {r['packed_parameter_bytes']} B packed (size_bytes {r['size_bytes']:g}), "
+        f"look-up tables {r['lut_bytes']} B, state {r['state_bytes']} B + scratch {r['scratch_bytes']} B"
+    )
+    print(
+        f"  per step: {ops['multiplies']} multiplies, {ops['adds']} adds, {ops['shifts']} shifts, "
+        f"{ops['lookups']} lookups"
+    )
     if "check" in r:
         c = r["check"]
         print(f"  check: {c['last_line'] or 'did not compile'}")

@@ -24,25 +24,51 @@ def register(sub: Any) -> None:
     from gruq.reproduce import Budget
 
     d = Budget()
-    p = sub.add_parser("reproduce", help="search, fine-tune and report all four tasks (the published claim)",
-                       description="Run the reproduction: per task an NSGA-II search, the same fine-tuning for the "
-                       "front and the homogeneous genomes, test scores, figures and README.md in --out.")
+    p = sub.add_parser(
+        "reproduce",
+        help="search, fine-tune and report all four tasks (the published claim)",
+        description="Run the reproduction: per task an NSGA-II search, the same fine-tuning for the "
+        "front and the homogeneous genomes, test scores, figures and README.md in --out.",
+    )
     p.add_argument("--out", default="reports/", metavar="DIR", help="report directory (default reports/)")
     p.add_argument("--tasks", type=_tasks, metavar="T,T", help="comma-separated tasks (default: all four)")
     p.add_argument("--pop", type=positive, default=d.pop, help=f"population (default {d.pop})")
     p.add_argument("--gens", type=positive, default=d.gens, help=f"generations (default {d.gens})")
-    p.add_argument("--finetune-epochs", type=natural, default=d.finetune_epochs, metavar="E",
-                   help=f"fine-tuning epochs per genome (default {d.finetune_epochs})")
-    p.add_argument("--finetune-samples", type=natural, default=d.finetune_samples, metavar="N",
-                   help=f"training sequences per fine-tuning epoch, 0 for all (default {d.finetune_samples})")
-    p.add_argument("--finetune-select", choices=("val", "last"), default=d.finetune_select or "last",
-                   help="keep the fine-tuning epoch best on validation, or the last one (default "
-                   f"{d.finetune_select or 'last'})")
-    p.add_argument("--front-size", type=positive, default=d.front_size, metavar="K",
-                   help=f"front genomes fine-tuned at most, best spread (default {d.front_size})")
+    p.add_argument(
+        "--finetune-epochs",
+        type=natural,
+        default=d.finetune_epochs,
+        metavar="E",
+        help=f"fine-tuning epochs per genome (default {d.finetune_epochs})",
+    )
+    p.add_argument(
+        "--finetune-samples",
+        type=natural,
+        default=d.finetune_samples,
+        metavar="N",
+        help=f"training sequences per fine-tuning epoch, 0 for all (default {d.finetune_samples})",
+    )
+    p.add_argument(
+        "--finetune-select",
+        choices=("val", "last"),
+        default=d.finetune_select or "last",
+        help=f"keep the fine-tuning epoch best on validation, or the last one (default {d.finetune_select or 'last'})",
+    )
+    p.add_argument(
+        "--front-size",
+        type=positive,
+        default=d.front_size,
+        metavar="K",
+        help=f"front genomes fine-tuned at most, best spread (default {d.front_size})",
+    )
     p.add_argument("--seed", type=natural, default=d.seed, help=f"search and fine-tuning seed (default {d.seed})")
-    p.add_argument("--workers", type=positive, default=d.workers, metavar="W",
-                   help=f"processes (default {d.workers}); results do not depend on it")
+    p.add_argument(
+        "--workers",
+        type=positive,
+        default=d.workers,
+        metavar="W",
+        help=f"processes (default {d.workers}); results do not depend on it",
+    )
     p.add_argument("--json", action="store_true", help="print summary.json's object on stdout")
     p.set_defaults(func=reproduce_command)
 
@@ -50,15 +76,20 @@ def register(sub: Any) -> None:
 def reproduce_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from gruq.reproduce import Budget, reproduce
     from gruq.report import summary_table
+    from gruq.reproduce import Budget, reproduce
     from gruq.tasks import NAMES
 
-    budget = Budget(pop=args.pop, gens=args.gens, seed=args.seed, finetune_epochs=args.finetune_epochs,
-                    finetune_samples=args.finetune_samples or None,
-                    finetune_select=None if args.finetune_select == "last" else args.finetune_select,
-                    front_size=args.front_size,
-                    workers=args.workers)
+    budget = Budget(
+        pop=args.pop,
+        gens=args.gens,
+        seed=args.seed,
+        finetune_epochs=args.finetune_epochs,
+        finetune_samples=args.finetune_samples or None,
+        finetune_select=None if args.finetune_select == "last" else args.finetune_select,
+        front_size=args.front_size,
+        workers=args.workers,
+    )
     bars: dict[tuple[str, str], tqdm] = {}
 
     def progress(task: str, stage: str, done: int, total: int) -> None:
@@ -66,8 +97,13 @@ def reproduce_command(args: argparse.Namespace) -> int:
             return
         bar = bars.get((task, stage))
         if bar is None:
-            bar = bars[(task, stage)] = tqdm(total=total, desc=f"{task} {stage}", file=sys.stderr,
-                                             dynamic_ncols=True, unit="model" if stage == "finetune" else "step")
+            bar = bars[(task, stage)] = tqdm(
+                total=total,
+                desc=f"{task} {stage}",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                unit="model" if stage == "finetune" else "step",
+            )
         bar.update(done - bar.n)
         if done >= total:
             bar.close()

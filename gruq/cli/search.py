@@ -16,8 +16,20 @@ from gruq.errors import GruqError
 DEFAULT_DB = "runs/gruq.db"
 # Settings of a new run; --resume takes the stored ones instead.
 NEW_RUN_OPTIONS = (
-    "task", "pop", "gens", "seed", "objective", "max_size_bytes", "max_size_kb", "max_size_pct", "min_accuracy",
-    "bits_range", "pin", "finetune_epochs", "front_finetune_epochs", "chunk_size",
+    "task",
+    "pop",
+    "gens",
+    "seed",
+    "objective",
+    "max_size_bytes",
+    "max_size_kb",
+    "max_size_pct",
+    "min_accuracy",
+    "bits_range",
+    "pin",
+    "finetune_epochs",
+    "front_finetune_epochs",
+    "chunk_size",
 )
 
 
@@ -27,8 +39,11 @@ def register(sub: Any) -> None:
 
 
 def _register_search(sub: Any) -> None:
-    p = sub.add_parser("search", help="NSGA-II search of per-operator bit widths, recorded in a store",
-                       description="Search bit widths with NSGA-II; each generation is committed to the store.")
+    p = sub.add_parser(
+        "search",
+        help="NSGA-II search of per-operator bit widths, recorded in a store",
+        description="Search bit widths with NSGA-II; each generation is committed to the store.",
+    )
     p.add_argument("--task", help="task name (see `gruq tasks`)")
     p.add_argument("--pop", type=int, help="population size, at least 4 (default 32)")
     p.add_argument("--gens", type=int, help="generations, the initial one included (default 15)")
@@ -39,13 +54,15 @@ def _register_search(sub: Any) -> None:
     size.add_argument("--max-size-kb", type=float, metavar="KB", help="largest model size allowed, kB (1000 bytes)")
     size.add_argument("--max-size-pct", type=float, metavar="P", help="largest model size, %% of the all-8-bit model")
     p.add_argument("--min-accuracy", type=float, metavar="A", help="lowest validation accuracy allowed, 0..1")
-    p.add_argument("--bits-range", action="append", metavar="OP=LO-HI",
-                   help="allowed widths of an operator (repeatable)")
+    p.add_argument(
+        "--bits-range", action="append", metavar="OP=LO-HI", help="allowed widths of an operator (repeatable)"
+    )
     p.add_argument("--pin", action="append", metavar="OP=B", help="fix an operator's width (repeatable)")
     p.add_argument("--finetune-epochs", type=int, metavar="E", help="fine-tuning epochs per candidate (default 0)")
     p.add_argument("--front-finetune-epochs", type=int, metavar="E", help="fine-tune the final front (default 0)")
-    p.add_argument("--workers", type=int, metavar="W",
-                   help="scoring processes (default 1); results do not depend on it")
+    p.add_argument(
+        "--workers", type=int, metavar="W", help="scoring processes (default 1); results do not depend on it"
+    )
     p.add_argument("--chunk-size", type=int, metavar="N", help="genomes scored per batch (default 16)")
     p.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"the run store (default {DEFAULT_DB})")
     which = p.add_mutually_exclusive_group()
@@ -97,8 +114,21 @@ def config_from_args(args: argparse.Namespace) -> Any:
         raise GruqError("search needs --task (or --resume ID to continue a stored run)")
     settings: dict[str, Any] = {
         name: getattr(args, name)
-        for name in ("task", "pop", "gens", "seed", "objective", "max_size_bytes", "max_size_kb", "max_size_pct",
-                     "min_accuracy", "finetune_epochs", "front_finetune_epochs", "workers", "chunk_size")
+        for name in (
+            "task",
+            "pop",
+            "gens",
+            "seed",
+            "objective",
+            "max_size_bytes",
+            "max_size_kb",
+            "max_size_pct",
+            "min_accuracy",
+            "finetune_epochs",
+            "front_finetune_epochs",
+            "workers",
+            "chunk_size",
+        )
         if getattr(args, name) is not None
     }
     settings["bits_ranges"] = collect([parse_range(t) for t in args.bits_range or []], "--bits-range")
@@ -111,8 +141,10 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
         emit(result)
         return
     hv = result["hypervolume"]
-    print(f"run {result['run_id']}: {result['evaluations']} genomes scored, "
-          f"hypervolume {hv[-1] if hv else 0:.4f} after {len(hv)} generations")
+    print(
+        f"run {result['run_id']}: {result['evaluations']} genomes scored, "
+        f"hypervolume {hv[-1] if hv else 0:.4f} after {len(hv)} generations"
+    )
     print(f"{'accuracy':>9} {'size (B)':>10} {'BOPs':>14}  bits")
     for m in result["front"]:
         print(f"{m['accuracy']:>9.4f} {m['size_bytes']:>10.1f} {m['bops']:>14,}  {','.join(map(str, m['bits']))}")

@@ -23,8 +23,9 @@ import json
 import shutil
 import subprocess
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,8 +41,7 @@ FILES = (MODEL_JSON, MEMORY_JSON) + c_source.FILES
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2")
 BUILD = "cc " + " ".join(CFLAGS) + " *.c -o check && ./check"
 
-__all__ = ["BUILD", "CFLAGS", "FILES", "archive", "export", "export_archive", "read_model", "run_check",
-           "write_export"]
+__all__ = ["BUILD", "CFLAGS", "FILES", "archive", "export", "export_archive", "read_model", "run_check", "write_export"]
 
 
 def prepare_dir(out_dir: str | Path) -> Path:
@@ -53,8 +53,9 @@ def prepare_dir(out_dir: str | Path) -> Path:
     if out.is_dir():
         foreign = sorted(p.name for p in out.glob("*.c") if p.name not in c_source.FILES)
         if foreign:
-            raise GruqError(f"{out} already holds other C files ({', '.join(foreign)}); "
-                            "export into an empty or new directory")
+            raise GruqError(
+                f"{out} already holds other C files ({', '.join(foreign)}); export into an empty or new directory"
+            )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -62,17 +63,26 @@ def prepare_dir(out_dir: str | Path) -> Path:
     return out
 
 
-def write_export(im, shape: ModelShape, x_codes: np.ndarray, out_dir: str | Path, *,
-                 labels: np.ndarray | None = None, task: str = "", split: str = "",
-                 input_note: dict | None = None) -> dict[str, Any]:
+def write_export(
+    im,
+    shape: ModelShape,
+    x_codes: np.ndarray,
+    out_dir: str | Path,
+    *,
+    labels: np.ndarray | None = None,
+    task: str = "",
+    split: str = "",
+    input_note: dict | None = None,
+) -> dict[str, Any]:
     """Write every export file for the integer model `im` and the input codes
     (N, T, F) of the test vectors; returns the memory report with the paths."""
     from gruq import engine
 
     x_codes = np.asarray(x_codes, dtype=np.int64)
     if x_codes.ndim != 3 or x_codes.shape[1:] != (shape.steps, shape.features) or len(x_codes) == 0:
-        raise GruqError(f"test vectors must be (N, {shape.steps}, {shape.features}) codes with N >= 1; "
-                        f"got {x_codes.shape}")
+        raise GruqError(
+            f"test vectors must be (N, {shape.steps}, {shape.features}) codes with N >= 1; got {x_codes.shape}"
+        )
     check_ranges(im.fmt, shape.features, shape.hidden)
     out = prepare_dir(out_dir)
     logits = engine.run(im, x_codes)
@@ -80,9 +90,13 @@ def write_export(im, shape: ModelShape, x_codes: np.ndarray, out_dir: str | Path
         (out / name).write_text(text)
     write_model(out / MODEL_JSON, im, shape, task, input_note)
     record = {
-        "task": task, "split": split, "sequences": int(len(x_codes)),
+        "task": task,
+        "split": split,
+        "sequences": int(len(x_codes)),
         **report(im, shape),
-        "out": str(out), "files": {name: str(out / name) for name in FILES}, "build": BUILD,
+        "out": str(out),
+        "files": {name: str(out / name) for name in FILES},
+        "build": BUILD,
     }
     if labels is not None:
         record["engine_accuracy"] = float((logits.argmax(axis=1) == np.asarray(labels)).mean())
@@ -90,8 +104,15 @@ def write_export(im, shape: ModelShape, x_codes: np.ndarray, out_dir: str | Path
     return record
 
 
-def export(task: str, genome: Sequence[int], out_dir: str | Path, checkpoint: str | Path | None = None,
-           split: str = "test", finetune_epochs: int = 0, seed: int = 0) -> dict[str, Any]:
+def export(
+    task: str,
+    genome: Sequence[int],
+    out_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    split: str = "test",
+    finetune_epochs: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Export `task`'s checkpoint quantized under `genome`, with every sequence of
     `split` as a test vector. With `finetune_epochs`, the weights are first
     fine-tuned for the genome exactly as the evaluator does (gruq.evaluate.tuned,
@@ -110,12 +131,15 @@ def export(task: str, genome: Sequence[int], out_dir: str | Path, checkpoint: st
     im = build(genome, ckpt.model, ckpt.calibration)
     shape = model_shape(ckpt.model, data.steps)
     if shape.features != data.features or shape.classes < data.classes:
-        raise GruqError(f"the checkpoint ({shape.features} features, {shape.classes} classes) does not fit task "
-                        f"{data.name!r} ({data.features} features, {data.classes} classes)")
+        raise GruqError(
+            f"the checkpoint ({shape.features} features, {shape.classes} classes) does not fit task "
+            f"{data.name!r} ({data.features} features, {data.classes} classes)"
+        )
     note = {k: v for k, v in data.extra.items() if k != "index"}
     note["source"] = data.source
-    record = write_export(im, shape, im.quantize_input(part.X), out, labels=part.y, task=data.name,
-                          split=split, input_note=note)
+    record = write_export(
+        im, shape, im.quantize_input(part.X), out, labels=part.y, task=data.name, split=split, input_note=note
+    )
     if finetune_epochs > 0:
         record["finetune"] = {"epochs": finetune_epochs, "seed": seed}
         (Path(record["out"]) / MEMORY_JSON).write_text(json.dumps(record, indent=1) + "\n")
@@ -124,8 +148,12 @@ def export(task: str, genome: Sequence[int], out_dir: str | Path, checkpoint: st
 
 def model_shape(model, steps: int) -> ModelShape:
     """The shape of a float checkpoint's model (its own hidden size, not the task's default)."""
-    return ModelShape(features=int(model.gru.input_size), hidden=int(model.hidden),
-                      classes=int(model.head.out_features), steps=int(steps))
+    return ModelShape(
+        features=int(model.gru.input_size),
+        hidden=int(model.hidden),
+        classes=int(model.head.out_features),
+        steps=int(steps),
+    )
 
 
 def run_check(out_dir: str | Path, cc: str = "cc", timeout: float = 300) -> dict[str, Any]:
@@ -137,15 +165,25 @@ def run_check(out_dir: str | Path, cc: str = "cc", timeout: float = 300) -> dict
         raise GruqError(f"no C compiler {cc!r} on PATH")
     exe = out / "check"
     t0 = time.perf_counter()
-    comp = subprocess.run([cc, *CFLAGS, *sorted(str(p) for p in out.glob("*.c")), "-o", str(exe)],
-                          capture_output=True, text=True, timeout=timeout)
+    comp = subprocess.run(
+        [cc, *CFLAGS, *sorted(str(p) for p in out.glob("*.c")), "-o", str(exe)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     seconds = time.perf_counter() - t0
     if comp.returncode != 0:
         return {"ok": False, "compiled": False, "compile_seconds": seconds, "output": comp.stderr}
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=timeout, cwd=out)
     lines = run.stdout.strip().splitlines()
-    return {"ok": run.returncode == 0, "compiled": True, "compile_seconds": seconds,
-            "returncode": run.returncode, "output": run.stdout, "last_line": lines[-1] if lines else ""}
+    return {
+        "ok": run.returncode == 0,
+        "compiled": True,
+        "compile_seconds": seconds,
+        "returncode": run.returncode,
+        "output": run.stdout,
+        "last_line": lines[-1] if lines else "",
+    }
 
 
 def archive(out_dir: str | Path) -> bytes:
@@ -159,8 +197,14 @@ def archive(out_dir: str | Path) -> bytes:
     return buf.getvalue()
 
 
-def export_archive(task: str, genome: Sequence[int], checkpoint: str | Path | None = None, split: str = "test",
-                   finetune_epochs: int = 0, seed: int = 0) -> tuple[bytes, dict[str, Any]]:
+def export_archive(
+    task: str,
+    genome: Sequence[int],
+    checkpoint: str | Path | None = None,
+    split: str = "test",
+    finetune_epochs: int = 0,
+    seed: int = 0,
+) -> tuple[bytes, dict[str, Any]]:
     """`export` into a temporary directory; returns the zip of its files and the
     report (whose paths no longer exist): what a download button needs."""
     import tempfile

@@ -40,13 +40,14 @@ def _int(v: int) -> str:
 def _array(values: np.ndarray, per_line: int = 24, indent: str = "    ") -> str:
     """Comma-separated C literals of an integer array (flattened row-major)."""
     vals = [_int(v) for v in np.asarray(values).ravel()]
-    lines = [indent + ", ".join(vals[i:i + per_line]) + "," for i in range(0, len(vals), per_line)]
+    lines = [indent + ", ".join(vals[i : i + per_line]) + "," for i in range(0, len(vals), per_line)]
     return "\n".join(lines) if lines else indent + "0,"
 
 
 def _hex_bytes(data: bytes, per_line: int = 16) -> str:
-    lines = ["    " + ", ".join(f"0x{b:02x}" for b in data[i:i + per_line]) + ","
-             for i in range(0, len(data), per_line)]
+    lines = [
+        "    " + ", ".join(f"0x{b:02x}" for b in data[i : i + per_line]) + "," for i in range(0, len(data), per_line)
+    ]
     return "\n".join(lines) if lines else "    0x00,"
 
 
@@ -58,9 +59,9 @@ def model_header(im: IntegerModel, shape: ModelShape, task: str = "") -> str:
     """gruq_model.h: the model's constants."""
     f, plan = im.fmt, shifts(im.fmt)
     d: list[str] = []
-    d.append(f"""/* gruq_model.h: integer GRU model exported by gruq{f' for task {task}' if task else ''}.
- * Genome (bits per operator, in order {', '.join(OPS)}):
- *   {', '.join(str(b) for b in im.genome)}
+    d.append(f"""/* gruq_model.h: integer GRU model exported by gruq{f" for task {task}" if task else ""}.
+ * Genome (bits per operator, in order {", ".join(OPS)}):
+ *   {", ".join(str(b) for b in im.genome)}
  * Generated file: the kernel (gruq_kernel.c) is the same for every model.
  * Every tensor is two's complement with scale 2^-FRAC: value = code / 2^FRAC.
  * Define GRUQ_MODEL_IMPLEMENTATION before including this file in exactly one
@@ -101,22 +102,28 @@ def model_header(im: IntegerModel, shape: ModelShape, task: str = "") -> str:
             d.append(f"#define {m}_FRAC {o.frac}")
             d.append(f"#define {m}_LO ({o.lo})")
             d.append(f"#define {m}_HI {o.hi}")
-    d.append("\n/* shifts: SHL_A/SHL_B align an add's operands (multiply by 2^SHL); SHR rounds half up\n"
-             " * and divides by 2^SHR when > 0, multiplies by 2^-SHR when < 0; then saturation. */")
+    d.append(
+        "\n/* shifts: SHL_A/SHL_B align an add's operands (multiply by 2^SHL); SHR rounds half up\n"
+        " * and divides by 2^SHR when > 0, multiplies by 2^-SHR when < 0; then saturation. */"
+    )
     for name in list(ADDS) + list(MULS) + ["sub_z"]:
         for key, v in plan[name].items():
             d.append(f"#define {_macro(name)}_{key.upper()} ({v})")
     d.append(f"\n#define GRUQ_HEAD_WFRAC {f.head_weight.frac} /* head weights: 8 bits */")
     d.append("\n#ifdef GRUQ_MODEL_IMPLEMENTATION")
-    d.append("/* Weights: bit-packed two's complement, little-endian, rows contiguous:\n"
-             " * weight k of row j is element i = j * cols + k, in bits i*BITS .. i*BITS+BITS-1\n"
-             " * (stream bit n = bit n%8 of byte n/8). Biases: int32 at the accumulator's scale. */")
+    d.append(
+        "/* Weights: bit-packed two's complement, little-endian, rows contiguous:\n"
+        " * weight k of row j is element i = j * cols + k, in bits i*BITS .. i*BITS+BITS-1\n"
+        " * (stream bit n = bit n%8 of byte n/8). Biases: int32 at the accumulator's scale. */"
+    )
     for op in LINEAR:
         name = OPS[op]
         w = im.weights[name]
         data = pack(w, f.weight[name].bits)
-        d.append(f"static const uint8_t gruq_{name}_w[{len(data)}] = {{ /* {w.shape[0]} x {w.shape[1]} "
-                 f"at {f.weight[name].bits} bits */")
+        d.append(
+            f"static const uint8_t gruq_{name}_w[{len(data)}] = {{ /* {w.shape[0]} x {w.shape[1]} "
+            f"at {f.weight[name].bits} bits */"
+        )
         d.append(_hex_bytes(data) + "\n};")
         d.append(f"static const int32_t gruq_{name}_b[GRUQ_HIDDEN] = {{")
         d.append(_array(im.biases[name]) + "\n};")
@@ -425,7 +432,7 @@ STRING_ROW_MAX = 4094  # bytes of one string row (+ its NUL: the C99 minimum lim
 
 def vectors_header(count: int, has_labels: bool, split: str = "") -> str:
     return f"""\
-/* test_vectors.h: {count} test sequences{f' (the {split} split)' if split else ''} and the integer engine's logits. */
+/* test_vectors.h: {count} test sequences{f" (the {split} split)" if split else ""} and the integer engine's logits. */
 #ifndef GRUQ_TEST_VECTORS_H
 #define GRUQ_TEST_VECTORS_H
 
@@ -466,8 +473,7 @@ def vectors_source(x_codes: np.ndarray, logits: np.ndarray, labels: np.ndarray |
     x = np.asarray(x_codes, dtype=np.int64)
     n, t, feat = x.shape
     rows = x.reshape(n, t * feat)
-    out = ['#include "test_vectors.h"', "",
-           "const unsigned char gruq_test_x[GRUQ_TEST_COUNT][GRUQ_TEST_ROW] = {"]
+    out = ['#include "test_vectors.h"', "", "const unsigned char gruq_test_x[GRUQ_TEST_COUNT][GRUQ_TEST_ROW] = {"]
     out.append(",\n".join(_byte_row(row) for row in rows))
     out.append("};")
     out.append("")
@@ -484,8 +490,15 @@ def vectors_source(x_codes: np.ndarray, logits: np.ndarray, labels: np.ndarray |
     return "\n".join(out) + "\n"
 
 
-def sources(im: IntegerModel, shape: ModelShape, x_codes: np.ndarray, logits: np.ndarray,
-            labels: np.ndarray | None = None, task: str = "", split: str = "") -> dict[str, str]:
+def sources(
+    im: IntegerModel,
+    shape: ModelShape,
+    x_codes: np.ndarray,
+    logits: np.ndarray,
+    labels: np.ndarray | None = None,
+    task: str = "",
+    split: str = "",
+) -> dict[str, str]:
     """File name -> text of every C file of an export."""
     assert shape.features == int(im.weights[OPS[INPUT_LINEAR[0]]].shape[1])
     return {

@@ -22,20 +22,27 @@ def front_member(db: str | Path, run_id: int, pick: int) -> dict[str, Any]:
     if not Path(db).expanduser().is_file():
         raise GruqError(f"no gruq store at {db}")
     run = store.run_detail(db, run_id)
-    front = sorted(store.result(db, run_id)["front"],
-                   key=lambda m: (m["size_bytes"], -m["accuracy"], list(m["bits"])))
+    front = sorted(store.result(db, run_id)["front"], key=lambda m: (m["size_bytes"], -m["accuracy"], list(m["bits"])))
     if not front:
         raise GruqError(f"run {run_id} in {db} has no front yet (no finished generation)")
     if not 0 <= pick < len(front):
-        raise GruqError(f"run {run_id}'s front has {len(front)} member(s); --pick must be 0 to {len(front) - 1} "
-                        "(sorted by size_bytes ascending)")
+        raise GruqError(
+            f"run {run_id}'s front has {len(front)} member(s); --pick must be 0 to {len(front) - 1} "
+            "(sorted by size_bytes ascending)"
+        )
     member = front[pick]
     cfg = run.get("config", {})
     finetuned = member.get("finetuned_accuracy") is not None
     epochs = int(cfg.get("front_finetune_epochs", 0) if finetuned else cfg.get("finetune_epochs", 0))
     return {
-        "task": run["task"], "bits": [int(b) for b in member["bits"]], "accuracy": member["accuracy"],
-        "size_bytes": member["size_bytes"], "finetuned_accuracy": member.get("finetuned_accuracy"),
-        "finetune_epochs": epochs, "seed": int(run.get("seed", cfg.get("seed", 0))),
-        "run_id": run_id, "pick": pick, "front_size": len(front),
+        "task": run["task"],
+        "bits": [int(b) for b in member["bits"]],
+        "accuracy": member["accuracy"],
+        "size_bytes": member["size_bytes"],
+        "finetuned_accuracy": member.get("finetuned_accuracy"),
+        "finetune_epochs": epochs,
+        "seed": int(run.get("seed", cfg.get("seed", 0))),
+        "run_id": run_id,
+        "pick": pick,
+        "front_size": len(front),
     }

@@ -85,13 +85,17 @@ def report(im: IntegerModel, shape: ModelShape) -> dict[str, Any]:
     per_step = ops_per_step(im, shape)
     return {
         "genome": list(im.genome),
-        "shape": {"features": shape.features, "hidden": shape.hidden, "classes": shape.classes,
-                  "steps": shape.steps},
+        "shape": {"features": shape.features, "hidden": shape.hidden, "classes": shape.classes, "steps": shape.steps},
         "size_bytes": genome_size,
         "packed_parameter_bytes": params,
         "packed_equals_size_bytes": params == genome_size,
-        "parameters": {"weights": weights, "weights_total": sum(weights.values()), "biases": biases,
-                       "head_weights": head_w, "head_bias": head_b},
+        "parameters": {
+            "weights": weights,
+            "weights_total": sum(weights.values()),
+            "biases": biases,
+            "head_weights": head_w,
+            "head_bias": head_b,
+        },
         "lut_bytes": sum(luts.values()),
         "luts": luts,
         "rom_bytes": params + sum(luts.values()),

@@ -55,7 +55,8 @@ def to_dict(im: IntegerModel, shape: ModelShape, task: str = "", input_note: dic
         w = im.weights[name]
         linear[name] = {
             "input": "x" if op in INPUT_LINEAR else "h",
-            "rows": int(w.shape[0]), "cols": int(w.shape[1]),
+            "rows": int(w.shape[0]),
+            "cols": int(w.shape[1]),
             "weight_format": _fmt(f.weight[name]),
             "weights": _packed(w, f.weight[name].bits),
             "accumulator_frac": f.acc_frac[name],
@@ -72,8 +73,7 @@ def to_dict(im: IntegerModel, shape: ModelShape, task: str = "", input_note: dic
         "task": task,
         "genome": list(im.genome),
         "operators": list(OPS),
-        "shape": {"features": shape.features, "hidden": shape.hidden, "classes": shape.classes,
-                  "steps": shape.steps},
+        "shape": {"features": shape.features, "hidden": shape.hidden, "classes": shape.classes, "steps": shape.steps},
         "input": {**_fmt(f.x), **({"note": input_note} if input_note else {})},
         "state": _fmt(f.h),
         "formats": {name: _fmt(fo) for name, fo in f.out.items()},
@@ -81,7 +81,8 @@ def to_dict(im: IntegerModel, shape: ModelShape, task: str = "", input_note: dic
         "shifts": shifts(f),
         "luts": luts,
         "head": {
-            "rows": int(head_w.shape[0]), "cols": int(head_w.shape[1]),
+            "rows": int(head_w.shape[0]),
+            "cols": int(head_w.shape[1]),
             "weight_format": _fmt(f.head_weight),
             "weights": _packed(head_w, f.head_weight.bits),
             "bias": _ints(im.head_bias),
@@ -90,8 +91,9 @@ def to_dict(im: IntegerModel, shape: ModelShape, task: str = "", input_note: dic
     }
 
 
-def write_model(path: Path, im: IntegerModel, shape: ModelShape, task: str = "",
-                input_note: dict | None = None) -> Path:
+def write_model(
+    path: Path, im: IntegerModel, shape: ModelShape, task: str = "", input_note: dict | None = None
+) -> Path:
     path = Path(path)
     path.write_text(json.dumps(to_dict(im, shape, task, input_note), indent=1) + "\n")
     return path
@@ -122,10 +124,14 @@ def from_dict(d: dict[str, Any]) -> tuple[IntegerModel, ModelShape]:
             weights[name] = _weights(lin, int(lin["rows"]), int(lin["cols"]))
             biases[name] = np.asarray(lin["bias"], dtype=np.int64)
         head = d["head"]
-        fmt = Formats(x=_unfmt(d["input"]), weight=weight, acc_frac=acc_frac, out=out,
-                      head_weight=_unfmt(head["weight_format"]))
+        fmt = Formats(
+            x=_unfmt(d["input"]), weight=weight, acc_frac=acc_frac, out=out, head_weight=_unfmt(head["weight_format"])
+        )
         im = IntegerModel(
-            genome=validate(int(b) for b in d["genome"]), fmt=fmt, weights=weights, biases=biases,
+            genome=validate(int(b) for b in d["genome"]),
+            fmt=fmt,
+            weights=weights,
+            biases=biases,
             head_weight=_weights(head, int(head["rows"]), int(head["cols"])),
             head_bias=np.asarray(head["bias"], dtype=np.int64),
             lut={name: np.asarray(t["values"], dtype=np.int64) for name, t in d["luts"].items()},

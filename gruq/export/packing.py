@@ -41,6 +41,6 @@ def unpack(data: bytes, bits: int, count: int) -> np.ndarray:
     if len(data) < packed_size(count, bits):
         raise GruqError(f"{len(data)} bytes cannot hold {count} codes of {bits} bits")
     stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
-    bitmat = stream[:count * bits].reshape(count, bits).astype(np.int64)
+    bitmat = stream[: count * bits].reshape(count, bits).astype(np.int64)
     unsigned = (bitmat << np.arange(bits, dtype=np.int64)).sum(axis=1)
     return unsigned - ((unsigned >> (bits - 1)) << bits)  # sign extension

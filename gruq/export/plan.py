@@ -83,13 +83,16 @@ def check_ranges(fmt: Formats, features: int, hidden: int) -> None:
 
     def need(log2: int, what: str) -> None:
         if log2 > MAX_MAGNITUDE_LOG2:
-            raise GruqError(f"cannot export this scheme: {what} could exceed 2^{MAX_MAGNITUDE_LOG2} "
-                            "(its formats are too far apart for 64-bit integer arithmetic)")
+            raise GruqError(
+                f"cannot export this scheme: {what} could exceed 2^{MAX_MAGNITUDE_LOG2} "
+                "(its formats are too far apart for 64-bit integer arithmetic)"
+            )
 
     def requant(log2: int, shr: int, what: str) -> None:
         if shr > MAX_MAGNITUDE_LOG2:
-            raise GruqError(f"cannot export this scheme: {what} shifts right by {shr} bits (at most "
-                            f"{MAX_MAGNITUDE_LOG2})")
+            raise GruqError(
+                f"cannot export this scheme: {what} shifts right by {shr} bits (at most {MAX_MAGNITUDE_LOG2})"
+            )
         need(log2 + max(0, -shr) + (1 if shr > 0 else 0), what)
 
     for name, (a, b) in ADDS.items():

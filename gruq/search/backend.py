@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from gruq.errors import GruqError
 from gruq.genome import Genome, ModelShape

@@ -9,7 +9,8 @@ saved: they follow from the genomes and the stored accuracies.
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from deap import tools
@@ -20,8 +21,9 @@ FORMAT = 1
 LOG_HEADER = ["gen", "nevals", "evaluations", "front", "hypervolume"]
 
 
-def capture(gen: int, population: Sequence, front: Sequence, logbook: tools.Logbook,
-            evaluations: int) -> dict[str, Any]:
+def capture(
+    gen: int, population: Sequence, front: Sequence, logbook: tools.Logbook, evaluations: int
+) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "gen": gen,
@@ -66,5 +68,10 @@ def _random_state() -> list[Any]:
 
 def _numpy_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    return {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached)}
+    return {
+        "kind": kind,
+        "keys": keys.tolist(),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }

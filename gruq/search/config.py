@@ -50,7 +50,7 @@ class SearchConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
+    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
         """Build from JSON-like data (the app's form, a stored run); unknown keys are an error."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -63,7 +63,7 @@ class SearchConfig:
         d["pins"] = dict(d.get("pins") or {})
         return cls(**d)
 
-    def with_workers(self, workers: int) -> "SearchConfig":
+    def with_workers(self, workers: int) -> SearchConfig:
         return SearchConfig.from_dict({**self.to_dict(), "workers": workers})
 
 
@@ -72,15 +72,19 @@ def check(cfg: SearchConfig) -> None:
     _require(isinstance(cfg.task, str) and cfg.task != "", "a search needs a task")
     _require(_is_int(cfg.pop) and cfg.pop >= 4, f"--pop must be an integer of at least 4; got {cfg.pop!r}")
     _require(_is_int(cfg.gens) and cfg.gens >= 1, f"--gens must be an integer of at least 1; got {cfg.gens!r}")
-    _require(_is_int(cfg.seed) and 0 <= cfg.seed < 2**32,
-             f"--seed must be an integer from 0 to 2^32-1; got {cfg.seed!r}")
+    _require(
+        _is_int(cfg.seed) and 0 <= cfg.seed < 2**32, f"--seed must be an integer from 0 to 2^32-1; got {cfg.seed!r}"
+    )
     _require(cfg.objective in OBJECTIVES, f"--objective must be one of {', '.join(OBJECTIVES)}; got {cfg.objective!r}")
     _require(_is_int(cfg.workers) and cfg.workers >= 1, f"--workers must be at least 1; got {cfg.workers!r}")
-    _require(_is_int(cfg.chunk_size) and cfg.chunk_size >= 1,
-             f"--chunk-size must be at least 1; got {cfg.chunk_size!r}")
+    _require(
+        _is_int(cfg.chunk_size) and cfg.chunk_size >= 1, f"--chunk-size must be at least 1; got {cfg.chunk_size!r}"
+    )
     _require(_is_int(cfg.finetune_epochs) and cfg.finetune_epochs >= 0, "--finetune-epochs must be 0 or more")
-    _require(_is_int(cfg.front_finetune_epochs) and cfg.front_finetune_epochs >= 0,
-             "--front-finetune-epochs must be 0 or more")
+    _require(
+        _is_int(cfg.front_finetune_epochs) and cfg.front_finetune_epochs >= 0,
+        "--front-finetune-epochs must be 0 or more",
+    )
     _require(_is_number(cfg.cxpb) and 0 <= cfg.cxpb <= 1, f"cxpb must be from 0 to 1; got {cfg.cxpb!r}")
     _check_sizes(cfg)
     if cfg.min_accuracy is not None:
@@ -121,8 +125,15 @@ def collect(pairs: list[tuple[str, Any]], flag: str) -> dict[str, Any]:
 
 
 def _check_sizes(cfg: SearchConfig) -> None:
-    given = [(n, v) for n, v in (("--max-size-bytes", cfg.max_size_bytes), ("--max-size-kb", cfg.max_size_kb),
-                                 ("--max-size-pct", cfg.max_size_pct)) if v is not None]
+    given = [
+        (n, v)
+        for n, v in (
+            ("--max-size-bytes", cfg.max_size_bytes),
+            ("--max-size-kb", cfg.max_size_kb),
+            ("--max-size-pct", cfg.max_size_pct),
+        )
+        if v is not None
+    ]
     _require(len(given) <= 1, f"give one maximum size, not {' and '.join(n for n, _ in given)}")
     for name, value in given:
         _require(_is_number(value) and value > 0, f"{name} must be a positive number; got {value!r}")

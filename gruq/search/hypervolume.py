@@ -7,7 +7,7 @@ region lies in the unit square, so runs of one task compare directly.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def hypervolume(points: Iterable[tuple[float, float]], ref_cost: float) -> float:

@@ -22,8 +22,9 @@ from gruq.search.run import BackendFactory, create
 from gruq.store import RunStore, pids
 
 
-def launch(db: str | Path, config: SearchConfig | dict[str, Any], *,
-           backend_factory: BackendFactory | None = None) -> int:
+def launch(
+    db: str | Path, config: SearchConfig | dict[str, Any], *, backend_factory: BackendFactory | None = None
+) -> int:
     """Check `config`, record the run as 'queued' (the app sees it at once), start its process.
 
     Returns the run id. A config that cannot run raises GruqError and stores nothing.
@@ -44,8 +45,9 @@ def cancel(db: str | Path, run_id: int) -> str:
     """
     with RunStore(db) as store:
         row = store.run(run_id)
-        if row.status == "queued" and store.set_status(run_id, "cancelled", error="cancelled before it started",
-                                                       only_from=("queued",)):
+        if row.status == "queued" and store.set_status(
+            run_id, "cancelled", error="cancelled before it started", only_from=("queued",)
+        ):
             _terminate(row.pid)
             return "cancelled"
         row = store.run(run_id)
@@ -83,8 +85,9 @@ def _spawn(db: str | Path, run_id: int) -> int:
     command = [sys.executable, "-m", "gruq", "search", "--run-id", str(run_id), "--db", str(db)]
     try:
         with open(log_path(db, run_id), "ab") as log:
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
     except OSError as exc:
         with RunStore(db) as store:
             store.set_status(run_id, "failed", error=f"could not start its process: {exc}")

@@ -16,7 +16,7 @@ is Deb's constrained domination expressed through the fitness itself.
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from deap import base, creator, tools
 from deap.tools.emo import assignCrowdingDist  # not re-exported by deap.tools
@@ -198,8 +198,12 @@ def evaluate(
 
 def _record(genome: Genome, accuracy: float, cons: Constraints, generation: int) -> Scored:
     return Scored(
-        genome=genome, accuracy=accuracy, size_bytes=size_bytes(genome, cons.shape), bops=bops(genome, cons.shape),
-        generation=generation, feasible=cons.feasible(genome, accuracy),
+        genome=genome,
+        accuracy=accuracy,
+        size_bytes=size_bytes(genome, cons.shape),
+        bops=bops(genome, cons.shape),
+        generation=generation,
+        feasible=cons.feasible(genome, accuracy),
     )
 
 

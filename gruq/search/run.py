@@ -20,10 +20,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from deap import base, tools
@@ -67,8 +68,9 @@ def create(db: str | Path, cfg: SearchConfig, backend_factory: BackendFactory | 
     return _record(db, cfg)
 
 
-def start(db: str | Path, cfg: SearchConfig, *, backend_factory: BackendFactory | None = None,
-          progress: bool = True) -> dict[str, Any]:
+def start(
+    db: str | Path, cfg: SearchConfig, *, backend_factory: BackendFactory | None = None, progress: bool = True
+) -> dict[str, Any]:
     """`search --task ...`: check, record, run to the end; returns the result object."""
     prepared = prepare(cfg, backend_factory)
     return execute(db, _record(db, cfg), prepared=prepared, progress=progress)
@@ -113,8 +115,10 @@ def execute(
             store.set_status(run_id, "cancelled", error=f"cancelled by {_signal_name(stop.signum)}")
             done = store.generations_done(run_id)
             raise RunCancelled(
-                run_id, f"run {run_id} cancelled after {done} of {cfg.gens} generations; "
-                f"continue it with: python -m gruq search --resume {run_id} --db {db}", stop.signum,
+                run_id,
+                f"run {run_id} cancelled after {done} of {cfg.gens} generations; "
+                f"continue it with: python -m gruq search --resume {run_id} --db {db}",
+                stop.signum,
             ) from None
         except BaseException as exc:
             store.set_status(run_id, "failed", error=_one_line(exc))
@@ -152,7 +156,7 @@ class Search:
     cfg: SearchConfig
     cons: Constraints
     backend: Backend
-    stop: "StopFlag"
+    stop: StopFlag
     progress: bool
     cache: dict[Genome, float] = field(default_factory=dict)  # genome -> accuracy, every genome scored
     toolbox: base.Toolbox = field(init=False)
@@ -208,17 +212,28 @@ class Search:
 
     def _evaluate(self, individuals: list, gen: int) -> list:
         return nsga2.evaluate(
-            self.toolbox, individuals, self.cons, self.cache, generation=gen,
-            chunk_size=self.cfg.chunk_size, should_stop=lambda: self.stop.requested,
+            self.toolbox,
+            individuals,
+            self.cons,
+            self.cache,
+            generation=gen,
+            chunk_size=self.cfg.chunk_size,
+            should_stop=lambda: self.stop.requested,
         )
 
-    def _commit(self, gen: int, population: list, front: tools.ParetoFront, logbook: tools.Logbook,
-                scored: list, started: float) -> None:
+    def _commit(
+        self, gen: int, population: list, front: tools.ParetoFront, logbook: tools.Logbook, scored: list, started: float
+    ) -> None:
         hv = hypervolume([ind.fitness.values for ind in front], self.cons.ref_cost)
         logbook.record(gen=gen, nevals=len(scored), evaluations=len(self.cache), front=len(front), hypervolume=hv)
         self.store.commit_generation(
-            self.run_id, gen, hypervolume=hv, seconds=time.perf_counter() - started, evaluations=len(self.cache),
-            scored=scored, front=[tuple(ind) for ind in front],
+            self.run_id,
+            gen,
+            hypervolume=hv,
+            seconds=time.perf_counter() - started,
+            evaluations=len(self.cache),
+            scored=scored,
+            front=[tuple(ind) for ind in front],
             checkpoint=checkpoint.capture(gen, population, front, logbook, len(self.cache)),
         )
 
@@ -234,8 +249,15 @@ class Search:
 
     @contextmanager
     def _bar(self, done: int) -> Iterator[tqdm]:
-        bar = tqdm(total=self.cfg.gens, initial=done, desc=f"run {self.run_id}", unit="gen",
-                   file=sys.stderr, disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=self.cfg.gens,
+            initial=done,
+            desc=f"run {self.run_id}",
+            unit="gen",
+            file=sys.stderr,
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         try:
             yield bar
         finally:
@@ -261,7 +283,7 @@ class StopFlag:
         self.signum = signum
 
     @contextmanager
-    def installed(self) -> Iterator["StopFlag"]:
+    def installed(self) -> Iterator[StopFlag]:
         if threading.current_thread() is not threading.main_thread():
             yield self  # signals reach the main thread only; an embedding app cancels by process
             return

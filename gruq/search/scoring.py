@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import multiprocessing
 import signal
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Sequence
 
 from gruq.genome import Genome
 from gruq.search.backend import Evaluator

@@ -17,6 +17,16 @@ from gruq.store.reader import (
 from gruq.store.writer import RunRow, RunStore, Scored, genome_text, parse_genome
 
 __all__ = [
-    "RunRow", "RunStore", "Scored", "fronts", "genome_text", "hypervolume_curve", "individuals",
-    "list_runs", "parse_genome", "population", "result", "run_detail",
+    "RunRow",
+    "RunStore",
+    "Scored",
+    "fronts",
+    "genome_text",
+    "hypervolume_curve",
+    "individuals",
+    "list_runs",
+    "parse_genome",
+    "population",
+    "result",
+    "run_detail",
 ]

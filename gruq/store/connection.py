@@ -10,10 +10,10 @@ untouched. SQLite's own errors are translated into `GruqError`s.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 from gruq.errors import GruqError
@@ -31,7 +31,7 @@ class EmptyStore(GruqError):
 
 def now() -> str:
     """A timestamp for the store: ISO 8601, UTC, to the second."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @contextmanager

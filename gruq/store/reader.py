@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from gruq.errors import GruqError
 from gruq.genome import Genome
@@ -114,8 +115,9 @@ def result(db: str | Path, run_id: int) -> dict[str, Any]:
     front (bits, accuracy, size_bytes, bops; finetuned_accuracy after front fine-tuning)."""
     with reading(db) as conn:
         objective = _objective(_run_row(conn, db, run_id))
-        curve = [r[0] for r in conn.execute(
-            "SELECT hypervolume FROM generations WHERE run_id = ? ORDER BY gen", (run_id,))]
+        curve = [
+            r[0] for r in conn.execute("SELECT hypervolume FROM generations WHERE run_id = ? ORDER BY gen", (run_id,))
+        ]
         evaluations = conn.execute("SELECT count(*) FROM individuals WHERE run_id = ?", (run_id,)).fetchone()[0]
         rows = conn.execute(
             "SELECT genome, accuracy, size_bytes, bops, generation, feasible, on_front, finetuned_accuracy "
@@ -123,8 +125,12 @@ def result(db: str | Path, run_id: int) -> dict[str, Any]:
             (run_id,),
         )
         front = [_front_entry(_individual(row)) for row in rows]
-    return {"run_id": run_id, "evaluations": evaluations, "hypervolume": curve,
-            "front": _sorted_front(front, objective)}
+    return {
+        "run_id": run_id,
+        "evaluations": evaluations,
+        "hypervolume": curve,
+        "front": _sorted_front(front, objective),
+    }
 
 
 # -- helpers ------------------------------------------------------------------
@@ -146,11 +152,21 @@ def _run_summary(conn: sqlite3.Connection, row: tuple) -> dict[str, Any]:
     ).fetchone()
     cfg = json.loads(config)
     return {
-        "run_id": run_id, "task": task, "seed": seed, "status": status, "error": error, "pid": pid,
+        "run_id": run_id,
+        "task": task,
+        "seed": seed,
+        "status": status,
+        "error": error,
+        "pid": pid,
         "alive": status in ("queued", "running") and pids.alive(pid),
-        "generations": planned, "generations_done": done, "evaluations": evaluations,
-        "created_at": created, "started_at": started, "finished_at": finished,
-        "config": cfg, "objective": cfg.get("objective", "size"),
+        "generations": planned,
+        "generations_done": done,
+        "evaluations": evaluations,
+        "created_at": created,
+        "started_at": started,
+        "finished_at": finished,
+        "config": cfg,
+        "objective": cfg.get("objective", "size"),
     }
 
 
@@ -161,8 +177,13 @@ def _objective(row: tuple) -> str:
 def _individual(row: tuple) -> dict[str, Any]:
     genome, accuracy, size, bops, generation, feasible, on_front, finetuned = row
     return {
-        "bits": list(parse_genome(genome)), "accuracy": accuracy, "size_bytes": size, "bops": bops,
-        "generation": generation, "feasible": bool(feasible), "on_front": bool(on_front),
+        "bits": list(parse_genome(genome)),
+        "accuracy": accuracy,
+        "size_bytes": size,
+        "bops": bops,
+        "generation": generation,
+        "feasible": bool(feasible),
+        "on_front": bool(on_front),
         "finetuned_accuracy": finetuned,
     }
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from gruq.errors import GruqError
 from gruq.genome import Genome
@@ -63,7 +64,7 @@ class RunStore:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -99,8 +100,9 @@ class RunStore:
     def set_status(self, run_id: int, status: str, *, error: str | None = None, only_from: Iterable[str] = ()) -> bool:
         """Move a run to `status`; with `only_from`, only if it is in one of those. True if it moved."""
         ended = status in ("finished", "failed", "cancelled")
-        sql = ("UPDATE runs SET status = ?, error = ?, finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
-               "WHERE id = ?")
+        sql = (
+            "UPDATE runs SET status = ?, error = ?, finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE id = ?"
+        )
         args: list[Any] = [status, error, ended, now(), run_id]
         allowed = tuple(only_from)
         if allowed:
@@ -159,14 +161,19 @@ class RunStore:
             c.executemany(
                 "INSERT INTO individuals (run_id, genome, accuracy, size_bytes, bops, generation, feasible) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, genome_text(s.genome), s.accuracy, s.size_bytes, s.bops, s.generation, int(s.feasible))
-                 for s in scored],
+                [
+                    (run_id, genome_text(s.genome), s.accuracy, s.size_bytes, s.bops, s.generation, int(s.feasible))
+                    for s in scored
+                ],
             )
-            c.executemany("INSERT INTO fronts (run_id, gen, genome) VALUES (?, ?, ?)",
-                          [(run_id, gen, t) for t in front_texts])
+            c.executemany(
+                "INSERT INTO fronts (run_id, gen, genome) VALUES (?, ?, ?)", [(run_id, gen, t) for t in front_texts]
+            )
             c.execute("UPDATE individuals SET on_front = 0 WHERE run_id = ? AND on_front = 1", (run_id,))
-            c.executemany("UPDATE individuals SET on_front = 1 WHERE run_id = ? AND genome = ?",
-                          [(run_id, t) for t in front_texts])
+            c.executemany(
+                "UPDATE individuals SET on_front = 1 WHERE run_id = ? AND genome = ?",
+                [(run_id, t) for t in front_texts],
+            )
             c.execute(
                 "INSERT INTO checkpoints (run_id, gen, state) VALUES (?, ?, ?)",
                 (run_id, gen, json.dumps(checkpoint, separators=(",", ":"))),

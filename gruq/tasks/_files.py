@@ -17,9 +17,13 @@ def package_file(module: str, *parts: str, task: str, install: str) -> Path:
     """
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise GruqError(f"task {task!r} needs the package {module!r}, which is not installed; install it with: {install}")
+        raise GruqError(
+            f"task {task!r} needs the package {module!r}, which is not installed; install it with: {install}"
+        )
     for location in spec.submodule_search_locations:
         path = Path(location, *parts)
         if path.is_file():
             return path
-    raise GruqError(f"task {task!r}: the installed package {module!r} has no {'/'.join(parts)}; reinstall it with: {install}")
+    raise GruqError(
+        f"task {task!r}: the installed package {module!r} has no {'/'.join(parts)}; reinstall it with: {install}"
+    )

@@ -61,6 +61,11 @@ class Task:
     def summary(self) -> dict:
         """The `gruq tasks --json` record."""
         return {
-            "name": self.name, "steps": self.steps, "features": self.features, "classes": self.classes,
-            "train": len(self.train), "val": len(self.val), "test": len(self.test),
+            "name": self.name,
+            "steps": self.steps,
+            "features": self.features,
+            "classes": self.classes,
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test),
         }

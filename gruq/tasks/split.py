@@ -14,8 +14,8 @@ then applied unchanged to validation and test data.
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -116,7 +116,7 @@ def stratified_split(y: np.ndarray, sizes: Sequence[int], gen: np.random.Generat
         members = gen.permutation(np.flatnonzero(inverse == c))
         start = 0
         for s in range(len(sizes)):
-            parts[s].append(members[start:start + alloc[c, s]])
+            parts[s].append(members[start : start + alloc[c, s]])
             start += alloc[c, s]
     return tuple(gen.permutation(np.concatenate(p)).astype(np.int64) for p in parts)
 
@@ -135,7 +135,7 @@ class Normaliser:
     std: np.ndarray  # (F,) float64, never 0
 
     @classmethod
-    def fit(cls, X_train: np.ndarray) -> "Normaliser":
+    def fit(cls, X_train: np.ndarray) -> Normaliser:
         """Fit on training values of shape (..., F): statistics over all but the last axis."""
         flat = np.asarray(X_train, dtype=np.float64).reshape(-1, np.shape(X_train)[-1])
         mean = flat.mean(axis=0)

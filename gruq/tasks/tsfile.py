@@ -34,8 +34,18 @@ _VALUES = re.compile(rf"{_NUMBER}(?:,{_NUMBER})*")
 _COUNT = re.compile(r"[0-9]+")
 _BOOLEAN = {"true": True, "false": False}
 _REQUIRED = ("@problemname", "@timestamps", "@univariate", "@classlabel")
-_KNOWN = ("@problemname", "@timestamps", "@missing", "@univariate", "@dimensions", "@equallength",
-          "@serieslength", "@classlabel", "@targetlabel", "@data")
+_KNOWN = (
+    "@problemname",
+    "@timestamps",
+    "@missing",
+    "@univariate",
+    "@dimensions",
+    "@equallength",
+    "@serieslength",
+    "@classlabel",
+    "@targetlabel",
+    "@data",
+)
 
 
 @dataclass(frozen=True)
@@ -170,5 +180,9 @@ def parse_ts(text: str, where: str = "<.ts text>") -> TsFile:
         raise GruqError(f"{where}: no cases after @data (line {start})")
     if flag("@equallength") and len({len(s) for s in sequences}) > 1:
         raise GruqError(f"{where}: @equalLength true, but the cases have {len({len(s) for s in sequences})} lengths")
-    return TsFile(problem=" ".join(header["@problemname"]), class_labels=class_labels,
-                  sequences=sequences, labels=np.array(labels, dtype=str))
+    return TsFile(
+        problem=" ".join(header["@problemname"]),
+        class_labels=class_labels,
+        sequences=sequences,
+        labels=np.array(labels, dtype=str),
+    )

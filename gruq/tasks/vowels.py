@@ -38,8 +38,9 @@ INSTALL = "pip install sktime"
 
 
 def _read(part: str) -> tuple[list[np.ndarray], np.ndarray]:
-    path = package_file("sktime", "datasets", "data", "JapaneseVowels", f"JapaneseVowels_{part}.ts",
-                        task="vowels", install=INSTALL)
+    path = package_file(
+        "sktime", "datasets", "data", "JapaneseVowels", f"JapaneseVowels_{part}.ts", task="vowels", install=INSTALL
+    )
     data = read_ts(path)
     if data.class_labels != tuple("123456789"):
         raise GruqError(f"task 'vowels': {path} has class labels {' '.join(data.class_labels)}, not 1..9")
@@ -53,9 +54,14 @@ def _pooled() -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     sequences = tuple(seq_train + seq_test)
     y = np.concatenate([y_train, y_test])
     lengths = [len(s) for s in sequences]
-    if (len(sequences) != 640 or any(s.shape[1] != CHANNELS for s in sequences) or min(lengths) < 1
-            or max(lengths) > STEPS or set(np.unique(y)) != set(range(9))
-            or not all(np.isfinite(s).all() for s in sequences)):
+    if (
+        len(sequences) != 640
+        or any(s.shape[1] != CHANNELS for s in sequences)
+        or min(lengths) < 1
+        or max(lengths) > STEPS
+        or set(np.unique(y)) != set(range(9))
+        or not all(np.isfinite(s).all() for s in sequences)
+    ):
         raise GruqError("task 'vowels': sktime's JapaneseVowels files have an unexpected layout")
     return sequences, y
 
@@ -63,7 +69,7 @@ def _pooled() -> tuple[tuple[np.ndarray, ...], np.ndarray]:
 def _left_pad(sequences: list[np.ndarray], norm: Normaliser) -> np.ndarray:
     X = np.zeros((len(sequences), STEPS, CHANNELS), dtype=np.float32)
     for i, s in enumerate(sequences):
-        X[i, STEPS - len(s):] = norm(s)
+        X[i, STEPS - len(s) :] = norm(s)
     return X
 
 
@@ -75,7 +81,19 @@ def load(seed: int = 0) -> Task:
     train, val, test = (Split(X=_left_pad([sequences[i] for i in idx], norm), y=y[idx]) for idx in parts)
     lengths = {name: tuple(len(sequences[i]) for i in idx) for name, idx in zip(("train", "val", "test"), parts)}
     return Task(
-        name="vowels", train=train, val=val, test=test, classes=9, hidden=32, epochs=60, source=SOURCE,
-        extra={"seed": seed, **norm.to_extra(), "index": index_extra(parts), "lengths": lengths,
-               "padding": "left, zeros, after normalisation"},
+        name="vowels",
+        train=train,
+        val=val,
+        test=test,
+        classes=9,
+        hidden=32,
+        epochs=60,
+        source=SOURCE,
+        extra={
+            "seed": seed,
+            **norm.to_extra(),
+            "index": index_extra(parts),
+            "lengths": lengths,
+            "padding": "left, zeros, after normalisation",
+        },
     )
