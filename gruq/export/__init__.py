@@ -3,6 +3,8 @@
     export(task, genome, out_dir)   a task's checkpoint under a genome -> files + report
     write_export(im, shape, x_codes, out_dir, ...)   the same from an IntegerModel
     run_check(out_dir)              compile and run the exported check program
+    (target="cortex-m4": also a bare-metal build run under QEMU, and its measured costs;
+     gruq.export.targets)
     archive(out_dir)                the export as zip bytes
     export_archive(task, genome)    export into a temporary directory -> (zip bytes, report),
                                     for the app's download button
@@ -13,7 +15,8 @@ Files written into out_dir (docs/export-format.md describes each):
     memory.json       the memory report (also returned)
     gruq_model.h, gruq_kernel.h, gruq_kernel.c, test_vectors.h, test_vectors.c, check.c
 and `cc -std=c99 -Wall -Wextra -Werror -O2 out_dir/*.c -o check && ./check`
-prints "N/N identical".
+prints "N/N identical". With target="cortex-m4" also Makefile, mps2_an386.ld,
+startup_cortex_m4.S, cortex_m4_timer.h: `make -C out_dir run` prints the same under QEMU.
 """
 
 from __future__ import annotations
@@ -34,10 +37,13 @@ from gruq.export import c_source
 from gruq.export.memory import report
 from gruq.export.model_file import read_model, write_model
 from gruq.export.plan import check_ranges
+from gruq.export.targets import HOST, cortex_m4
+from gruq.export.targets import module as target_module
 from gruq.genome import ModelShape, validate
 
 MODEL_JSON, MEMORY_JSON = "gruq_model.json", "memory.json"
 FILES = (MODEL_JSON, MEMORY_JSON) + c_source.FILES
+TARGET_FILES = cortex_m4.FILES  # written only with target="cortex-m4"
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2")
 BUILD = "cc " + " ".join(CFLAGS) + " *.c -o check && ./check"
 
@@ -73,9 +79,12 @@ def write_export(
     task: str = "",
     split: str = "",
     input_note: dict | None = None,
+    target: str = HOST,
 ) -> dict[str, Any]:
     """Write every export file for the integer model `im` and the input codes
-    (N, T, F) of the test vectors; returns the memory report with the paths."""
+    (N, T, F) of the test vectors; returns the memory report with the paths.
+    A `target` other than the host adds its files and its measured costs
+    (record[target key], e.g. "cortex_m4")."""
     from gruq import engine
 
     x_codes = np.asarray(x_codes, dtype=np.int64)
@@ -84,6 +93,9 @@ def write_export(
             f"test vectors must be (N, {shape.steps}, {shape.features}) codes with N >= 1; got {x_codes.shape}"
         )
     check_ranges(im.fmt, shape.features, shape.hidden)
+    tgt = target_module(target)
+    if tgt is not None:
+        tgt.require()
     out = prepare_dir(out_dir)
     logits = engine.run(im, x_codes)
     for name, text in c_source.sources(im, shape, x_codes, logits, labels, task, split).items():
@@ -100,6 +112,11 @@ def write_export(
     }
     if labels is not None:
         record["engine_accuracy"] = float((logits.argmax(axis=1) == np.asarray(labels)).mean())
+    if tgt is not None:
+        record["target"] = target
+        record["files"].update({name: str(out / name) for name in tgt.write(out)})
+        record[tgt.KEY] = tgt.measure(out, shape)
+        record["build_" + tgt.KEY] = tgt.BUILD.replace("DIR", str(out))
     (out / MEMORY_JSON).write_text(json.dumps(record, indent=1) + "\n")
     return record
 
@@ -112,15 +129,20 @@ def export(
     split: str = "test",
     finetune_epochs: int = 0,
     seed: int = 0,
+    target: str = HOST,
 ) -> dict[str, Any]:
     """Export `task`'s checkpoint quantized under `genome`, with every sequence of
     `split` as a test vector. With `finetune_epochs`, the weights are first
     fine-tuned for the genome exactly as the evaluator does (gruq.evaluate.tuned,
-    same seed). Returns the memory report and the paths."""
+    same seed). `target="cortex-m4"` adds the bare-metal build and its measured
+    costs. Returns the memory report and the paths."""
     from gruq.evaluate import load, tuned
     from gruq.scheme import build
 
     genome = validate(genome)
+    tgt = target_module(target)
+    if tgt is not None:
+        tgt.require()
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():  # fail before the slow part
         raise GruqError(f"--out {out} exists and is not a directory")
@@ -138,7 +160,15 @@ def export(
     note = {k: v for k, v in data.extra.items() if k != "index"}
     note["source"] = data.source
     record = write_export(
-        im, shape, im.quantize_input(part.X), out, labels=part.y, task=data.name, split=split, input_note=note
+        im,
+        shape,
+        im.quantize_input(part.X),
+        out,
+        labels=part.y,
+        task=data.name,
+        split=split,
+        input_note=note,
+        target=target,
     )
     if finetune_epochs > 0:
         record["finetune"] = {"epochs": finetune_epochs, "seed": seed}
@@ -191,7 +221,7 @@ def archive(out_dir: str | Path) -> bytes:
     out = Path(out_dir)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name in FILES:
+        for name in FILES + TARGET_FILES:
             if (out / name).is_file():
                 zf.write(out / name, arcname=f"gruq_export/{name}")
     return buf.getvalue()

@@ -371,22 +371,54 @@ CHECK_SOURCE = f"""\
 /* check.c: runs the kernel on every test vector and compares its logits with
  * the integer engine's (gruq.engine, the reference of truth), bit for bit.
  * The last line printed is "N/N identical"; the exit status is 0 only when
- * every sequence's logits are identical.
+ * every sequence's logits are identical. `./check K` checks the first K
+ * sequences only.
  * Build: cc -std=c99 -Wall -Wextra -Werror -O2 *.c -o check && ./check
+ *
+ * A target that counts instructions (cortex-m4: SysTick under QEMU's -icount)
+ * defines GRUQ_TIMER_HEADER, a header giving gruq_timer_init(), gruq_timer(),
+ * gruq_ticks(t0, t1) and gruq_timer_calibrate(n) (ticks of a loop of 2n
+ * instructions); the check then also prints the ticks the steps and the head
+ * took, and the calibration.
  */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "gruq_kernel.h"
 #include "test_vectors.h"
+#ifdef GRUQ_TIMER_HEADER
+#include GRUQ_TIMER_HEADER
+#define GRUQ_CALIBRATION_LOOPS 100000UL
+#endif
 
 #define MAX_SHOWN {MAX_SHOWN}
 
-int main(void)
+/* The number of sequences to check: all, or the first K when K is given. */
+static unsigned long checked_count(int argc, char **argv)
+{{
+    unsigned long k;
+    char *end = NULL;
+    if (argc < 2) {{
+        return GRUQ_TEST_COUNT;
+    }}
+    k = strtoul(argv[1], &end, 10);
+    return (end != argv[1] && *end == '\\0' && k < GRUQ_TEST_COUNT) ? k : GRUQ_TEST_COUNT;
+}}
+
+int main(int argc, char **argv)
 {{
     static int8_t x[GRUQ_STEPS * GRUQ_FEATURES];
+    static gruq_state state;
     unsigned long n, same = 0, shown = 0, correct = 0;
+    unsigned long count = checked_count(argc, argv);
     int32_t logits[GRUQ_CLASSES];
-    for (n = 0; n < GRUQ_TEST_COUNT; ++n) {{
+#ifdef GRUQ_TIMER_HEADER
+    unsigned long long step_ticks = 0, head_ticks = 0;
+    gruq_timer_init();
+    printf("timer: %lu ticks for %lu instructions\\n", (unsigned long)gruq_timer_calibrate(GRUQ_CALIBRATION_LOOPS),
+           2 * GRUQ_CALIBRATION_LOOPS);
+#endif
+    for (n = 0; n < count; ++n) {{
         const int32_t *expected = gruq_test_logits + n * GRUQ_CLASSES;
         int c, bad = -1;
         size_t i;
@@ -394,7 +426,22 @@ int main(void)
             unsigned u = gruq_test_x[n][i];
             x[i] = (int8_t)((int)u - (int)((u >> 7) << 8)); /* two's complement byte -> code */
         }}
-        gruq_infer(x, logits);
+#ifdef GRUQ_TIMER_HEADER
+        {{
+            uint32_t t0 = gruq_timer(), t1, t2;
+            gruq_reset(&state);
+            for (i = 0; i < GRUQ_STEPS; ++i) {{
+                gruq_step(&state, x + i * GRUQ_FEATURES);
+            }}
+            t1 = gruq_timer();
+            gruq_logits(&state, logits);
+            t2 = gruq_timer();
+            step_ticks += gruq_ticks(t0, t1);
+            head_ticks += gruq_ticks(t1, t2);
+        }}
+#else
+        gruq_run(&state, x, GRUQ_STEPS, logits);
+#endif
         for (c = 0; c < GRUQ_CLASSES; ++c) {{
             if (logits[c] != expected[c]) {{
                 bad = c;
@@ -413,16 +460,20 @@ int main(void)
         }}
 #endif
     }}
-    if (GRUQ_TEST_COUNT - same > shown) {{
-        printf("(%lu more mismatching sequences not shown)\\n", GRUQ_TEST_COUNT - same - shown);
+    if (count - same > shown) {{
+        printf("(%lu more mismatching sequences not shown)\\n", count - same - shown);
     }}
+#ifdef GRUQ_TIMER_HEADER
+    printf("ticks: steps %llu over %lu steps, head %llu over %lu sequences\\n", step_ticks,
+           count * (unsigned long)GRUQ_STEPS, head_ticks, count);
+#endif
 #if GRUQ_TEST_HAS_LABELS
-    printf("accuracy %lu/%lu\\n", correct, (unsigned long)GRUQ_TEST_COUNT);
+    printf("accuracy %lu/%lu\\n", correct, count);
 #else
     (void)correct;
 #endif
-    printf("%lu/%lu identical\\n", same, (unsigned long)GRUQ_TEST_COUNT);
-    return same == GRUQ_TEST_COUNT ? 0 : 1;
+    printf("%lu/%lu identical\\n", same, count);
+    return same == count ? 0 : 1;
 }}
 """
 
