@@ -115,7 +115,7 @@ def write_export(
     if tgt is not None:
         record["target"] = target
         record["files"].update({name: str(out / name) for name in tgt.write(out)})
-        record[tgt.KEY] = tgt.measure(out, shape)
+        record[tgt.KEY] = tgt.measure(out, shape, im.genome)
         record["build_" + tgt.KEY] = tgt.BUILD.replace("DIR", str(out))
     (out / MEMORY_JSON).write_text(json.dumps(record, indent=1) + "\n")
     return record

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from gruq.export.packing import pack
-from gruq.export.plan import ADDS, LUTS, MULS, shifts
+from gruq.export.plan import ADDS, LUTS, MULS, shifts, wide_ops
 from gruq.fixedpoint import INT32_MIN
 from gruq.genome import ModelShape
 from gruq.ops import DESCRIPTION, INPUT_LINEAR, LINEAR, OPS
@@ -53,6 +53,23 @@ def _hex_bytes(data: bytes, per_line: int = 16) -> str:
 
 def _macro(name: str) -> str:
     return "GRUQ_" + name.upper()
+
+
+def _weights(name: str, w: np.ndarray, bits: int) -> str:
+    """The C array of one weight matrix: packed at `bits`, and below 8 bits also
+    one byte per weight under GRUQ_WEIGHTS_UNPACKED (the same codes either way)."""
+
+    def array(data: bytes, at: int) -> str:
+        return (
+            f"static const uint8_t gruq_{name}_w[{len(data)}] = {{ /* {w.shape[0]} x {w.shape[1]} at {at} bits */\n"
+            + _hex_bytes(data)
+            + "\n};"
+        )
+
+    packed = array(pack(w, bits), bits)
+    if bits == 8:
+        return packed
+    return f"#if GRUQ_WEIGHTS_UNPACKED\n{array(pack(w, 8), 8)}\n#else\n{packed}\n#endif"
 
 
 def model_header(im: IntegerModel, shape: ModelShape, task: str = "") -> str:
@@ -94,6 +111,18 @@ def model_header(im: IntegerModel, shape: ModelShape, task: str = "") -> str:
         d.append(f"#define {m}_BITS {wf.bits} /* {DESCRIPTION[name]} */")
         d.append(f"#define {m}_WFRAC {wf.frac}")
         d.append(f"#define {m}_ACC_FRAC {f.acc_frac[name]}")
+    d.append(
+        "\n/* Weights are stored bit-packed at their widths (the smallest flash), or, built with\n"
+        " * -DGRUQ_WEIGHTS_UNPACKED=1, one byte per weight (no decoding: faster, larger).\n"
+        " * STORED_BITS is the width of a weight in memory. */"
+    )
+    d.append("#ifndef GRUQ_WEIGHTS_UNPACKED\n#define GRUQ_WEIGHTS_UNPACKED 0\n#endif")
+    for unpacked in (True, False):
+        d.append("#if GRUQ_WEIGHTS_UNPACKED" if unpacked else "#else")
+        for op in LINEAR:
+            m = _macro(OPS[op])
+            d.append(f"#define {m}_STORED_BITS {'8' if unpacked else m + '_BITS'}")
+    d.append("#endif")
     d.append("\n/* other operators: output format (bits, fraction bits, code range) */")
     for name in OPS:
         if name in f.out:
@@ -109,6 +138,12 @@ def model_header(im: IntegerModel, shape: ModelShape, task: str = "") -> str:
     for name in list(ADDS) + list(MULS) + ["sub_z"]:
         for key, v in plan[name].items():
             d.append(f"#define {_macro(name)}_{key.upper()} ({v})")
+    d.append(
+        "\n/* WIDE: 1 when the operator's intermediate values can leave int32 for some input\n"
+        " * (computed in int64), 0 when int32 is exact (bounds from this model's weights). */"
+    )
+    for name, wide in wide_ops(im).items():
+        d.append(f"#define {_macro(name)}_WIDE {int(wide)}")
     d.append(f"\n#define GRUQ_HEAD_WFRAC {f.head_weight.frac} /* head weights: 8 bits */")
     d.append("\n#ifdef GRUQ_MODEL_IMPLEMENTATION")
     d.append(
@@ -119,12 +154,7 @@ def model_header(im: IntegerModel, shape: ModelShape, task: str = "") -> str:
     for op in LINEAR:
         name = OPS[op]
         w = im.weights[name]
-        data = pack(w, f.weight[name].bits)
-        d.append(
-            f"static const uint8_t gruq_{name}_w[{len(data)}] = {{ /* {w.shape[0]} x {w.shape[1]} "
-            f"at {f.weight[name].bits} bits */"
-        )
-        d.append(_hex_bytes(data) + "\n};")
+        d.append(_weights(name, w, f.weight[name].bits))
         d.append(f"static const int32_t gruq_{name}_b[GRUQ_HIDDEN] = {{")
         d.append(_array(im.biases[name]) + "\n};")
     d.append("/* activation look-up tables: entry k is for input code (index op's LO) + k */")
@@ -214,6 +244,21 @@ KERNEL_SOURCE = """\
 #define GRUQ_MODEL_IMPLEMENTATION
 #include "gruq_kernel.h"
 
+/* The dot products accumulate in int32, exact while n * 2^14 < 2^31. */
+#if GRUQ_FEATURES > 65535 || GRUQ_HIDDEN > 65535
+#error "gruq_kernel.c: more than 65535 features or hidden units"
+#endif
+
+/* The Cortex-M4's DSP instructions (SMLAD, SXTB16, QADD) through the Arm C
+ * Language Extensions; every other compiler and core takes the plain C below,
+ * with the same results. Define GRUQ_PORTABLE to force the plain C. */
+#if defined(__ARM_FEATURE_SIMD32) && defined(__ARM_FEATURE_DSP) && !defined(GRUQ_PORTABLE)
+#include <arm_acle.h>
+#define GRUQ_SIMD32 1
+#else
+#define GRUQ_SIMD32 0
+#endif
+
 /* v * 2^s for 0 <= s <= 62. Written as a multiplication because shifting a
  * negative value left is undefined behaviour in C99. */
 static int64_t gruq_shl(int64_t v, int s)
@@ -225,7 +270,8 @@ static int64_t gruq_shl(int64_t v, int s)
  * In C99, right-shifting a negative value is implementation-defined, so for
  * v < 0 we shift the non-negative -(v + 1) = ~v instead:
  * floor(v / 2^s) = -(floor((-v - 1) / 2^s)) - 1. Only non-negative values are
- * ever shifted right, and -(v + 1) cannot overflow. */
+ * ever shifted right, and -(v + 1) cannot overflow. (GCC and clang compile
+ * both branches to one arithmetic shift.) */
 static int64_t gruq_asr(int64_t v, int s)
 {
     if (v >= 0) {
@@ -234,58 +280,241 @@ static int64_t gruq_asr(int64_t v, int s)
     return -((-(v + 1)) >> s) - 1;
 }
 
-/* Round v / 2^s half up (s > 0) or multiply exactly by 2^-s (s <= 0), then
- * saturate to [lo, hi]: gruq.fixedpoint.requantize. */
-static int64_t gruq_requant(int64_t v, int s, int64_t lo, int64_t hi)
+/* gruq_asr in int32, for 1 <= s <= 31. */
+static int32_t gruq_asr32(int32_t v, int s)
 {
-    if (s > 0) {
-        v = gruq_asr(v + ((int64_t)1 << (s - 1)), s);
-    } else if (s < 0) {
-        v = gruq_shl(v, -s);
+    if (v >= 0) {
+        return v >> s;
     }
-    return v < lo ? lo : (v > hi ? hi : v);
+    return -((-(v + 1)) >> s) - 1;
 }
 
-/* a * 2^sa + b * 2^sb, rounded by s, saturated: gruq.fixedpoint.align_add. */
-static int64_t gruq_add(int64_t a, int sa, int64_t b, int sb, int s, int64_t lo, int64_t hi)
+/* Round v / 2^s half up (s > 0) or multiply exactly by 2^-s (s <= 0), then
+ * saturate to [lo, hi]: gruq.fixedpoint.requantize. In int32 when `wide` is 0
+ * (the exporter proved that v and v + 2^(s-1), or v * 2^-s, fit in int32 for
+ * every input: the result is the same), else in int64. [lo, hi] is an output
+ * format's range (at most 8 bits), so the result fits in int32. */
+static int32_t gruq_requant(int64_t v, int s, int32_t lo, int32_t hi, int wide)
 {
-    return gruq_requant(gruq_shl(a, sa) + gruq_shl(b, sb), s, lo, hi);
+    if (wide) {
+        if (s > 0) {
+            v = gruq_asr(v + ((int64_t)1 << (s - 1)), s);
+        } else if (s < 0) {
+            v = gruq_shl(v, -s);
+        }
+        return (int32_t)(v < lo ? lo : (v > hi ? hi : v));
+    } else {
+        int32_t u = (int32_t)v;
+        if (s > 0) {
+            u = gruq_asr32(u + ((int32_t)1 << (s - 1)), s);
+        } else if (s < 0) {
+            u = u * ((int32_t)1 << -s);
+        }
+        return u < lo ? lo : (u > hi ? hi : u);
+    }
 }
 
-/* Row j of a (GRUQ_HIDDEN x cols) bit-packed matrix times v, plus bias[j],
- * saturated to int32: one linear operator's accumulator.
- * The row's weights are decoded in order with a small bit buffer: weight k
- * of row j is element i = j * cols + k, `bits` bits (2..8) at stream bit
- * i * bits, least significant bit first, two's complement. A byte is read
- * only when the buffer lacks bits of the current weight, so no byte beyond
- * the matrix is ever read. */
-static int64_t gruq_linear(const uint8_t *w, uint32_t bits, const int32_t *bias,
-                           uint32_t j, uint32_t cols, const int8_t *v)
+/* a * 2^sa + b * 2^sb, rounded by s, saturated: gruq.fixedpoint.align_add
+ * (in int32 when `wide` is 0, as gruq_requant). */
+static int32_t gruq_add(int32_t a, int sa, int32_t b, int sb, int s, int32_t lo, int32_t hi, int wide)
 {
-    int64_t acc = 0;
-    uint32_t k;
-    uint32_t bit = j * cols * bits;
-    const uint8_t *p = w + (bit >> 3);
-    uint32_t mask = (1u << bits) - 1u;
-    uint32_t sign = 1u << (bits - 1u);
-    uint32_t have = 8u - (bit & 7u);      /* bits left in the buffer */
-    uint32_t buf = (uint32_t)(*p++) >> (bit & 7u);
+    if (wide) {
+        return gruq_requant(gruq_shl(a, sa) + gruq_shl(b, sb), s, lo, hi, 1);
+    }
+    return gruq_requant(a * ((int32_t)1 << sa) + b * ((int32_t)1 << sb), s, lo, hi, 0);
+}
+
+/* a * b, rounded by s, saturated (in int32 when `wide` is 0). */
+static int32_t gruq_mul(int32_t a, int32_t b, int s, int32_t lo, int32_t hi, int wide)
+{
+    return gruq_requant(wide ? (int64_t)a * b : (int64_t)(a * b), s, lo, hi, wide);
+}
+
+/* Row j of a (GRUQ_HIDDEN x cols) matrix as bytes (each the 8-bit two's
+ * complement of a weight code), into row[cols], from its stored form:
+ * at stored_bits == 8 the matrix is already bytes and nothing is copied (the
+ * row is returned in place); below 8 bits it is bit-packed and decoded once
+ * per row with a small bit buffer: weight k of row j is element
+ * i = j * cols + k, `bits` bits at stream bit i * bits, least significant bit
+ * first, two's complement. A byte is read only when the buffer lacks bits of
+ * the current weight, so no byte beyond the matrix is ever read. */
+static const uint8_t *gruq_row(const uint8_t *w, uint32_t stored_bits, uint32_t j, uint32_t cols, uint8_t *row)
+{
+    uint32_t k, bit, have, buf, mask, sign;
+    const uint8_t *p;
+    if (stored_bits == 8u) {
+        return w + j * cols;
+    }
+    bit = j * cols * stored_bits;
+    p = w + (bit >> 3);
+    mask = (1u << stored_bits) - 1u;
+    sign = 1u << (stored_bits - 1u);
+    have = 8u - (bit & 7u); /* bits left in the buffer */
+    buf = (uint32_t)(*p++) >> (bit & 7u);
     for (k = 0; k < cols; ++k) {
-        uint32_t u;
-        int32_t code;
-        if (have < bits) {
+        if (have < stored_bits) {
             buf |= (uint32_t)(*p++) << have;
             have += 8u;
         }
-        u = buf & mask;
-        buf >>= bits;
-        have -= bits;
-        /* sign extension without implementation-defined conversions */
-        code = (int32_t)(u ^ sign) - (int32_t)sign;
-        acc += (int64_t)(code * (int32_t)v[k]);
+        /* sign extension to 8 bits, in unsigned arithmetic (no implementation-defined conversion) */
+        row[k] = (uint8_t)((((buf & mask) ^ sign) - sign) & 0xFFu);
+        buf >>= stored_bits;
+        have -= stored_bits;
     }
-    acc += bias[j];
-    return acc < INT32_MIN ? INT32_MIN : (acc > INT32_MAX ? INT32_MAX : acc);
+    return row;
+}
+
+#if GRUQ_SIMD32
+/* 4 bytes from p (any alignment; the Cortex-M4 loads unaligned words). */
+static uint32_t gruq_load4(const void *p)
+{
+    uint32_t u;
+    memcpy(&u, p, sizeof u);
+    return u;
+}
+
+/* Bytes 1 and 3 of x, sign-extended to two halfwords: one SXTB16 with ROR #8
+ * (GCC does not fold the rotation into the intrinsic by itself). */
+static int16x2_t gruq_sxtb16_odd(uint32_t x)
+{
+#if defined(__GNUC__)
+    int16x2_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+#else
+    return __sxtb16((int8x4_t)((x >> 8) | (x << 24)));
+#endif
+}
+
+/* The codes v[0..n) as halfword pairs for SMLAD, once per step for every row:
+ * for each group of four, (v[4m], v[4m+2]) then (v[4m+1], v[4m+3]). */
+#define GRUQ_PAIRS(n) (2u * ((n) / 4u) + 1u) /* words (at least one: no empty array) */
+static void gruq_pairs(const int8_t *v, uint32_t n, int16x2_t *pairs)
+{
+    uint32_t k;
+    for (k = 0; k + 4u <= n; k += 4u) {
+        uint32_t w = gruq_load4(v + k);
+        pairs[k / 2u] = __sxtb16((int8x4_t)w);
+        pairs[k / 2u + 1u] = gruq_sxtb16_odd(w);
+    }
+    pairs[2u * (n / 4u)] = 0; /* the spare word: every word written */
+}
+typedef int16x2_t gruq_pair;
+#else
+typedef int32_t gruq_pair; /* no pairs without the DSP extension */
+#endif
+
+/* A byte (8-bit two's complement) as its signed value. */
+static int32_t gruq_byte(uint8_t b)
+{
+    return (int32_t)(b ^ 0x80u) - 0x80;
+}
+
+/* The three dot products of rows a, b, c (bytes) with the same n codes v,
+ * into acc[0..2]. |code| <= 128, so every partial sum is below n * 2^14 < 2^30
+ * and int32 is exact. With the DSP extension (Cortex-M4), four MACs of a row
+ * take one word load, two SXTB16 and two SMLAD against `pairs` (v prepared by
+ * gruq_pairs); the remaining n % 4 codes, and every code elsewhere, take the
+ * plain loop. */
+static inline void gruq_dot3(const uint8_t *a, const uint8_t *b, const uint8_t *c, const int8_t *v,
+                      const gruq_pair *pairs, uint32_t n, int32_t *acc)
+{
+    int32_t sa = 0, sb = 0, sc = 0;
+    uint32_t k = 0;
+#if GRUQ_SIMD32
+    const int16x2_t *p = pairs;
+    for (; k + 4u <= n; k += 4u) {
+        int16x2_t ve = p[0], vo = p[1];
+        uint32_t wa = gruq_load4(a), wb = gruq_load4(b), wc = gruq_load4(c);
+        sa = __smlad(__sxtb16((int8x4_t)wa), ve, sa);
+        sa = __smlad(gruq_sxtb16_odd(wa), vo, sa);
+        sb = __smlad(__sxtb16((int8x4_t)wb), ve, sb);
+        sb = __smlad(gruq_sxtb16_odd(wb), vo, sb);
+        sc = __smlad(__sxtb16((int8x4_t)wc), ve, sc);
+        sc = __smlad(gruq_sxtb16_odd(wc), vo, sc);
+        p += 2;
+        a += 4;
+        b += 4;
+        c += 4;
+        v += 4;
+    }
+#else
+    (void)pairs;
+#endif
+    for (; k < n; ++k) {
+        int32_t x = *v++;
+        sa += gruq_byte(*a++) * x;
+        sb += gruq_byte(*b++) * x;
+        sc += gruq_byte(*c++) * x;
+    }
+    acc[0] = sa;
+    acc[1] = sb;
+    acc[2] = sc;
+}
+
+/* a + b saturated to int32 (a dot product plus its bias): QADD on the Cortex-M4. */
+static int32_t gruq_qadd(int32_t a, int32_t b)
+{
+#if GRUQ_SIMD32
+    return __qadd(a, b);
+#else
+    int64_t s = (int64_t)a + b;
+    return (int32_t)(s < INT32_MIN ? INT32_MIN : (s > INT32_MAX ? INT32_MAX : s));
+#endif
+}
+
+/* One step of the cell: reads h and x_t, writes h_next[0..GRUQ_HIDDEN).
+ * Per unit j: the six dot products (rows decoded once; the three x-rows share
+ * x_t, the three h-rows share h), then the element-wise chain of the 17
+ * operators. Shifts, ranges and WIDE flags are compile-time constants, so
+ * each helper folds to a few instructions. */
+static void gruq_cell(const gruq_state *s, const int8_t *x_t, int8_t *h_next)
+{
+    uint8_t row_x[3][GRUQ_FEATURES], row_h[3][GRUQ_HIDDEN];
+    uint32_t j;
+#if GRUQ_SIMD32
+    int16x2_t x_pairs[GRUQ_PAIRS(GRUQ_FEATURES)], h_pairs[GRUQ_PAIRS(GRUQ_HIDDEN)];
+    gruq_pairs(x_t, GRUQ_FEATURES, x_pairs);
+    gruq_pairs(s->h, GRUQ_HIDDEN, h_pairs);
+#else
+    const gruq_pair *x_pairs = NULL, *h_pairs = NULL;
+#endif
+    for (j = 0; j < GRUQ_HIDDEN; ++j) {
+        int32_t x_acc[3], h_acc[3];
+        int32_t lin_xr, lin_hr, lin_xz, lin_hz, lin_xn, lin_hn;
+        int32_t add_r, sig_r, add_z, sig_z, mul_rn, add_n, tanh_n, sub_z, mul_zn, mul_zh, add_h;
+        gruq_dot3(gruq_row(gruq_lin_xr_w, GRUQ_LIN_XR_STORED_BITS, j, GRUQ_FEATURES, row_x[0]),
+                  gruq_row(gruq_lin_xz_w, GRUQ_LIN_XZ_STORED_BITS, j, GRUQ_FEATURES, row_x[1]),
+                  gruq_row(gruq_lin_xn_w, GRUQ_LIN_XN_STORED_BITS, j, GRUQ_FEATURES, row_x[2]), x_t, x_pairs,
+                  GRUQ_FEATURES, x_acc);
+        gruq_dot3(gruq_row(gruq_lin_hr_w, GRUQ_LIN_HR_STORED_BITS, j, GRUQ_HIDDEN, row_h[0]),
+                  gruq_row(gruq_lin_hz_w, GRUQ_LIN_HZ_STORED_BITS, j, GRUQ_HIDDEN, row_h[1]),
+                  gruq_row(gruq_lin_hn_w, GRUQ_LIN_HN_STORED_BITS, j, GRUQ_HIDDEN, row_h[2]), s->h, h_pairs,
+                  GRUQ_HIDDEN, h_acc);
+        lin_xr = gruq_qadd(x_acc[0], gruq_lin_xr_b[j]);
+        lin_xz = gruq_qadd(x_acc[1], gruq_lin_xz_b[j]);
+        lin_xn = gruq_qadd(x_acc[2], gruq_lin_xn_b[j]);
+        lin_hr = gruq_qadd(h_acc[0], gruq_lin_hr_b[j]);
+        lin_hz = gruq_qadd(h_acc[1], gruq_lin_hz_b[j]);
+        lin_hn = gruq_qadd(h_acc[2], gruq_lin_hn_b[j]);
+
+        add_r = gruq_add(lin_xr, GRUQ_ADD_R_SHL_A, lin_hr, GRUQ_ADD_R_SHL_B, GRUQ_ADD_R_SHR, GRUQ_ADD_R_LO,
+                         GRUQ_ADD_R_HI, GRUQ_ADD_R_WIDE);
+        sig_r = gruq_sig_r_lut[add_r - GRUQ_ADD_R_LO];
+        add_z = gruq_add(lin_xz, GRUQ_ADD_Z_SHL_A, lin_hz, GRUQ_ADD_Z_SHL_B, GRUQ_ADD_Z_SHR, GRUQ_ADD_Z_LO,
+                         GRUQ_ADD_Z_HI, GRUQ_ADD_Z_WIDE);
+        sig_z = gruq_sig_z_lut[add_z - GRUQ_ADD_Z_LO];
+        mul_rn = gruq_mul(sig_r, lin_hn, GRUQ_MUL_RN_SHR, GRUQ_MUL_RN_LO, GRUQ_MUL_RN_HI, GRUQ_MUL_RN_WIDE);
+        add_n = gruq_add(lin_xn, GRUQ_ADD_N_SHL_A, mul_rn, GRUQ_ADD_N_SHL_B, GRUQ_ADD_N_SHR, GRUQ_ADD_N_LO,
+                         GRUQ_ADD_N_HI, GRUQ_ADD_N_WIDE);
+        tanh_n = gruq_tanh_n_lut[add_n - GRUQ_ADD_N_LO];
+        sub_z = gruq_requant(GRUQ_SUB_Z_ONE - sig_z, GRUQ_SUB_Z_SHR, GRUQ_SUB_Z_LO, GRUQ_SUB_Z_HI, GRUQ_SUB_Z_WIDE);
+        mul_zn = gruq_mul(sub_z, tanh_n, GRUQ_MUL_ZN_SHR, GRUQ_MUL_ZN_LO, GRUQ_MUL_ZN_HI, GRUQ_MUL_ZN_WIDE);
+        mul_zh = gruq_mul(sig_z, s->h[j], GRUQ_MUL_ZH_SHR, GRUQ_MUL_ZH_LO, GRUQ_MUL_ZH_HI, GRUQ_MUL_ZH_WIDE);
+        add_h = gruq_add(mul_zn, GRUQ_ADD_H_SHL_A, mul_zh, GRUQ_ADD_H_SHL_B, GRUQ_ADD_H_SHR, GRUQ_ADD_H_LO,
+                         GRUQ_ADD_H_HI, GRUQ_ADD_H_WIDE);
+        h_next[j] = (int8_t)add_h; /* in [GRUQ_ADD_H_LO, GRUQ_ADD_H_HI], within int8 */
+    }
 }
 
 void gruq_reset(gruq_state *s)
@@ -296,33 +525,7 @@ void gruq_reset(gruq_state *s)
 
 void gruq_step(gruq_state *s, const int8_t *x_t)
 {
-    uint32_t j;
-    for (j = 0; j < GRUQ_HIDDEN; ++j) {
-        int64_t lin_xr = gruq_linear(gruq_lin_xr_w, GRUQ_LIN_XR_BITS, gruq_lin_xr_b, j, GRUQ_FEATURES, x_t);
-        int64_t lin_hr = gruq_linear(gruq_lin_hr_w, GRUQ_LIN_HR_BITS, gruq_lin_hr_b, j, GRUQ_HIDDEN, s->h);
-        int64_t lin_xz = gruq_linear(gruq_lin_xz_w, GRUQ_LIN_XZ_BITS, gruq_lin_xz_b, j, GRUQ_FEATURES, x_t);
-        int64_t lin_hz = gruq_linear(gruq_lin_hz_w, GRUQ_LIN_HZ_BITS, gruq_lin_hz_b, j, GRUQ_HIDDEN, s->h);
-        int64_t lin_xn = gruq_linear(gruq_lin_xn_w, GRUQ_LIN_XN_BITS, gruq_lin_xn_b, j, GRUQ_FEATURES, x_t);
-        int64_t lin_hn = gruq_linear(gruq_lin_hn_w, GRUQ_LIN_HN_BITS, gruq_lin_hn_b, j, GRUQ_HIDDEN, s->h);
-        int64_t add_r, sig_r, add_z, sig_z, mul_rn, add_n, tanh_n, sub_z, mul_zn, mul_zh, add_h;
-
-        add_r = gruq_add(lin_xr, GRUQ_ADD_R_SHL_A, lin_hr, GRUQ_ADD_R_SHL_B, GRUQ_ADD_R_SHR,
-                         GRUQ_ADD_R_LO, GRUQ_ADD_R_HI);
-        sig_r = gruq_sig_r_lut[add_r - GRUQ_ADD_R_LO];
-        add_z = gruq_add(lin_xz, GRUQ_ADD_Z_SHL_A, lin_hz, GRUQ_ADD_Z_SHL_B, GRUQ_ADD_Z_SHR,
-                         GRUQ_ADD_Z_LO, GRUQ_ADD_Z_HI);
-        sig_z = gruq_sig_z_lut[add_z - GRUQ_ADD_Z_LO];
-        mul_rn = gruq_requant(sig_r * lin_hn, GRUQ_MUL_RN_SHR, GRUQ_MUL_RN_LO, GRUQ_MUL_RN_HI);
-        add_n = gruq_add(lin_xn, GRUQ_ADD_N_SHL_A, mul_rn, GRUQ_ADD_N_SHL_B, GRUQ_ADD_N_SHR,
-                         GRUQ_ADD_N_LO, GRUQ_ADD_N_HI);
-        tanh_n = gruq_tanh_n_lut[add_n - GRUQ_ADD_N_LO];
-        sub_z = gruq_requant(GRUQ_SUB_Z_ONE - sig_z, GRUQ_SUB_Z_SHR, GRUQ_SUB_Z_LO, GRUQ_SUB_Z_HI);
-        mul_zn = gruq_requant(sub_z * tanh_n, GRUQ_MUL_ZN_SHR, GRUQ_MUL_ZN_LO, GRUQ_MUL_ZN_HI);
-        mul_zh = gruq_requant(sig_z * (int64_t)s->h[j], GRUQ_MUL_ZH_SHR, GRUQ_MUL_ZH_LO, GRUQ_MUL_ZH_HI);
-        add_h = gruq_add(mul_zn, GRUQ_ADD_H_SHL_A, mul_zh, GRUQ_ADD_H_SHL_B, GRUQ_ADD_H_SHR,
-                         GRUQ_ADD_H_LO, GRUQ_ADD_H_HI);
-        s->h_next[j] = (int8_t)add_h; /* in [GRUQ_ADD_H_LO, GRUQ_ADD_H_HI], within int8 */
-    }
+    gruq_cell(s, x_t, s->h_next);
     memcpy(s->h, s->h_next, sizeof s->h);
 }
 

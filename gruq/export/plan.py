@@ -14,6 +14,8 @@ Conventions, the engine's (gruq.fixedpoint):
 
 from __future__ import annotations
 
+import numpy as np
+
 from gruq.errors import GruqError
 from gruq.fixedpoint import Format
 from gruq.scheme import Formats
@@ -36,6 +38,8 @@ MULS: dict[str, tuple[str, str]] = {
 LUTS: dict[str, str] = {"sig_r": "add_r", "sig_z": "add_z", "tanh_n": "add_n"}
 
 MAX_MAGNITUDE_LOG2 = 62  # every intermediate |v| <= 2^62: room for the rounding half in int64
+INT32_LIMIT = (1 << 31) - 1
+MAX_KERNEL_WIDTH = 65535  # the kernel's int32 dot products are exact up to this many columns
 
 
 def operand_frac(fmt: Formats, name: str) -> int:
@@ -78,8 +82,8 @@ def check_ranges(fmt: Formats, features: int, hidden: int) -> None:
     bound.update({name: _bound_log2(f) for name, f in fmt.out.items()})
     # The dot products before saturation: <= (features or hidden) * 2^8 * 2^8 + 2^31.
     widest = max(features, hidden, 1)
-    if widest.bit_length() + 16 + 1 > MAX_MAGNITUDE_LOG2:
-        raise GruqError("model too wide for 64-bit accumulation")
+    if widest > MAX_KERNEL_WIDTH:
+        raise GruqError(f"cannot export a model wider than {MAX_KERNEL_WIDTH} features or hidden units")
 
     def need(log2: int, what: str) -> None:
         if log2 > MAX_MAGNITUDE_LOG2:
@@ -103,3 +107,49 @@ def check_ranges(fmt: Formats, features: int, hidden: int) -> None:
     for name, (a, b) in MULS.items():
         requant(bound[a] + bound[b], plan[name]["shr"], name)
     requant(fmt.out["sig_z"].bits + 1, plan["sub_z"]["shr"], "sub_z")
+
+
+def _magnitude(f: Format) -> int:
+    """The largest |code| of format f."""
+    return max(abs(f.lo), abs(f.hi))
+
+
+def accumulator_bounds(im) -> dict[str, int]:
+    """The largest |accumulator| each linear operator can produce for any input
+    codes, from the model's own weights and biases (at most 2^31: saturation)."""
+    from gruq.ops import INPUT_LINEAR, LINEAR, OPS
+
+    out = {}
+    for op in LINEAR:
+        name = OPS[op]
+        v = _magnitude(im.fmt.x) if op in INPUT_LINEAR else _magnitude(im.fmt.h)
+        w = np.abs(np.asarray(im.weights[name], dtype=np.int64)).sum(axis=1) * v
+        b = np.abs(np.asarray(im.biases[name], dtype=np.int64))
+        out[name] = int(min(int((w + b).max()), 1 << 31))
+    return out
+
+
+def _requant_bound(bound: int, shr: int) -> int:
+    """The largest |v| requant handles before its shift: v + 2^(shr-1), or v * 2^-shr."""
+    return bound + (1 << (shr - 1)) if shr > 0 else bound << -shr
+
+
+def wide_ops(im) -> dict[str, bool]:
+    """Per add, product and sub_z: True when its intermediate values can leave
+    int32 for some input (the kernel then computes it in int64), False when
+    int32 is exact. Bounds are worst cases over every input code, from the
+    model's weights, so the narrow path never differs from the engine."""
+    fmt, plan = im.fmt, shifts(im.fmt)
+    bound: dict[str, int] = dict(accumulator_bounds(im))
+    bound["h"] = _magnitude(fmt.h)
+    bound.update({name: _magnitude(f) for name, f in fmt.out.items()})
+    wide = {}
+    for name, (a, b) in ADDS.items():
+        p = plan[name]
+        total = (bound[a] << p["shl_a"]) + (bound[b] << p["shl_b"])
+        wide[name] = max(bound[a] << p["shl_a"], bound[b] << p["shl_b"], _requant_bound(total, p["shr"])) > INT32_LIMIT
+    for name, (a, b) in MULS.items():
+        wide[name] = _requant_bound(bound[a] * bound[b], plan[name]["shr"]) > INT32_LIMIT
+    sz = plan["sub_z"]
+    wide["sub_z"] = _requant_bound(max(sz["one"], abs(sz["one"] - fmt.out["sig_z"].hi)), sz["shr"]) > INT32_LIMIT
+    return wide

@@ -56,6 +56,8 @@ MAKEFILE_TEXT = r"""# Makefile: the gruq check program on a Cortex-M4 (qemu-syst
 #                            "N/N identical" (the first K sequences with SEQUENCES=K) and the
 #                            exit status is 0 only when all are identical
 #   make size                sections of the kernel + model object (no test vectors)
+#   WEIGHTS=unpacked         (with any target) weights stored one byte each instead of
+#                            bit-packed: faster, larger (build-cortex-m4-unpacked/)
 #   make                     build only: build-cortex-m4/check.elf
 #   make clean
 #
@@ -69,12 +71,14 @@ SIZE = arm-none-eabi-size
 QEMU = qemu-system-arm
 OPT = -O2
 ARCH = -mcpu=cortex-m4 -mthumb -mfloat-abi=soft
+WEIGHTS = packed
+UNPACKED = $(filter unpacked,$(WEIGHTS))
 CFLAGS = $(ARCH) -std=c99 -Wall -Wextra -Werror $(OPT) -fstack-usage -fcallgraph-info=su \
-	-DGRUQ_TIMER_HEADER='"cortex_m4_timer.h"'
+	-DGRUQ_TIMER_HEADER='"cortex_m4_timer.h"' $(if $(UNPACKED),-DGRUQ_WEIGHTS_UNPACKED=1)
 LDFLAGS = $(ARCH) --specs=rdimon.specs -T mps2_an386.ld -Wl,--gc-sections
 QEMUFLAGS = -M mps2-an386 -nographic -monitor none -serial none -icount shift=0
 SEQUENCES =
-B = build-cortex-m4
+B = build-cortex-m4$(if $(UNPACKED),-unpacked)
 OBJS = $(B)/startup_cortex_m4.o $(B)/gruq_kernel.o $(B)/check.o $(B)/test_vectors.o
 comma := ,
 
@@ -100,7 +104,7 @@ size: $(B)/gruq_kernel.o
 	$(SIZE) -A $(B)/gruq_kernel.o
 
 clean:
-	rm -rf $(B)
+	rm -rf build-cortex-m4 build-cortex-m4-unpacked
 
 .PHONY: all run size clean
 """
@@ -265,8 +269,7 @@ def require() -> None:
     missing = missing_tools()
     if missing:
         raise GruqError(
-            f"the cortex-m4 target needs {', '.join(missing)} on PATH "
-            f"(Debian: apt-get install {DEBIAN_PACKAGES})"
+            f"the cortex-m4 target needs {', '.join(missing)} on PATH (Debian: apt-get install {DEBIAN_PACKAGES})"
         )
 
 
@@ -290,19 +293,26 @@ def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def build(out_dir: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`make -C out_dir` (build only)."""
+def build_dir(unpacked: bool = False) -> str:
+    return BUILD_DIR + ("-unpacked" if unpacked else "")
+
+
+def build(out_dir: str | Path, timeout: float = 300, unpacked: bool = False) -> subprocess.CompletedProcess:
+    """`make -C out_dir [WEIGHTS=unpacked]` (build only)."""
     require()
-    return _run(["make", "-s", "-C", str(out_dir)], timeout)
+    return _run(["make", "-s", "-C", str(out_dir)] + (["WEIGHTS=unpacked"] if unpacked else []), timeout)
 
 
-def run(out_dir: str | Path, sequences: int | None = None, timeout: float = 600) -> dict[str, Any]:
-    """`make -C out_dir run [SEQUENCES=K]`: {"ok", "compiled", "returncode", "output", "last_line",
-    "timing"} (timing parsed from the check's output, or None)."""
-    comp = build(out_dir, timeout)
+def run(
+    out_dir: str | Path, sequences: int | None = None, timeout: float = 600, unpacked: bool = False
+) -> dict[str, Any]:
+    """`make -C out_dir run [SEQUENCES=K] [WEIGHTS=unpacked]`: {"ok", "compiled", "returncode",
+    "output", "last_line", "timing"} (timing parsed from the check's output, or None)."""
+    comp = build(out_dir, timeout, unpacked)
     if comp.returncode != 0:
         return {"ok": False, "compiled": False, "output": comp.stdout + comp.stderr}
     cmd = ["make", "-s", "-C", str(out_dir), "run"] + ([f"SEQUENCES={int(sequences)}"] if sequences else [])
+    cmd += ["WEIGHTS=unpacked"] if unpacked else []
     proc = _run(cmd, timeout)
     lines = proc.stdout.strip().splitlines()
     return {
@@ -334,9 +344,9 @@ def parse_timing(output: str) -> dict[str, float] | None:
     }
 
 
-def sizes(out_dir: str | Path) -> dict[str, int]:
+def sizes(out_dir: str | Path, unpacked: bool = False) -> dict[str, int]:
     """Sections of the kernel + model object (arm-none-eabi-size -A build/gruq_kernel.o)."""
-    obj = Path(out_dir) / BUILD_DIR / "gruq_kernel.o"
+    obj = Path(out_dir) / build_dir(unpacked) / "gruq_kernel.o"
     proc = _run(["arm-none-eabi-size", "-A", str(obj)], 60)
     if proc.returncode != 0:
         raise GruqError(f"arm-none-eabi-size failed on {obj}: {proc.stderr.strip()}")
@@ -381,16 +391,16 @@ def macs_per_step(shape: ModelShape) -> int:
     return 3 * shape.hidden * shape.features + 3 * shape.hidden * shape.hidden
 
 
-def measure(out_dir: str | Path, shape: ModelShape, sequences: int = MEASURE_SEQUENCES) -> dict[str, Any]:
-    """Build and run the first `sequences` test vectors under QEMU; the target's costs."""
+def measure_variant(out_dir: str | Path, shape: ModelShape, sequences: int, unpacked: bool) -> dict[str, Any]:
+    """Build and run the first `sequences` test vectors under QEMU; one storage variant's costs."""
     out = Path(out_dir)
-    result = run(out, sequences)
+    result = run(out, sequences, unpacked=unpacked)
     if not result["compiled"]:
         raise GruqError("the cortex-m4 build failed: " + result["output"].strip()[-500:])
     if not result["ok"] or result["timing"] is None:
         raise GruqError(f"the cortex-m4 check failed under QEMU: {result['last_line'] or result['output'][-300:]}")
-    sec = sizes(out)
-    stack = stack_usage((out / BUILD_DIR / "gruq_kernel.ci").read_text())
+    sec = sizes(out, unpacked)
+    stack = stack_usage((out / build_dir(unpacked) / "gruq_kernel.ci").read_text())
     timing = result["timing"]
     macs = macs_per_step(shape)
     return {
@@ -405,9 +415,25 @@ def measure(out_dir: str | Path, shape: ModelShape, sequences: int = MEASURE_SEQ
         "stack": stack,
         "sequences_timed": timing["sequences"],
         "check": result["last_line"],
-        "how": "arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -mfloat-abi=soft -O2; instructions counted by "
-        "qemu-system-arm -M mps2-an386 -icount shift=0 (SysTick), not silicon cycles",
     }
+
+
+def measure(out_dir: str | Path, shape: ModelShape, genome, sequences: int = MEASURE_SEQUENCES) -> dict[str, Any]:
+    """The target's costs with bit-packed weights (the default build) and, when some
+    weights are narrower than 8 bits, under "unpacked" the same with one byte per
+    weight (WEIGHTS=unpacked): the size-for-speed trade-off."""
+    from gruq.ops import LINEAR
+
+    record = measure_variant(out_dir, shape, sequences, unpacked=False)
+    if any(genome[op] < 8 for op in LINEAR):
+        u = measure_variant(out_dir, shape, sequences, unpacked=True)
+        keys = ("flash_bytes", "ram_bytes", "stack_bytes", "instructions_per_step", "instructions_per_mac")
+        record["unpacked"] = {k: u[k] for k in keys}
+    record["how"] = (
+        "arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -mfloat-abi=soft -O2; instructions counted by "
+        "qemu-system-arm -M mps2-an386 -icount shift=0 (SysTick), not silicon cycles"
+    )
+    return record
 
 
 def run_check(out_dir: str | Path, timeout: float = 900) -> dict[str, Any]:
