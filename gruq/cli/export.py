@@ -2,6 +2,8 @@
 
     python -m gruq export --task T --bits B|B0,...,B16 --out DIR [--checkpoint P] [--split S] [--json]
     python -m gruq export --db PATH --run ID --pick K --out DIR [--json]
+    ... [--target cortex-m4]   also a bare-metal Cortex-M4 build (make -C DIR run, under QEMU)
+                               and its measured flash, RAM, stack and instructions per step
 
 `--pick K` is member K of the run's latest front sorted by size_bytes
 ascending (0 = the smallest). `--check` also compiles and runs the check.
@@ -48,7 +50,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fine-tune the weights for the genome first (as evaluate does; with --task)",
     )
     p.add_argument("--seed", type=natural, default=0, help="fine-tuning seed (with --task)")
-    p.add_argument("--check", action="store_true", help="also compile with cc and run the check program")
+    p.add_argument(
+        "--target",
+        choices=("host", "cortex-m4"),
+        default="host",
+        help="cortex-m4: also write a startup file, linker script and Makefile for qemu-system-arm's mps2-an386 "
+        "board and measure flash, RAM, stack and instructions per step (needs arm-none-eabi-gcc, qemu-system-arm)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="also compile with cc and run the check program (and, with --target cortex-m4, under QEMU)",
+    )
     add_json(p)
     p.set_defaults(func=cmd_export)
 
@@ -82,7 +95,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     target = _target(args)
     record = export(
-        target["task"], target["bits"], args.out, args.checkpoint, args.split, target["finetune_epochs"], target["seed"]
+        target["task"],
+        target["bits"],
+        args.out,
+        args.checkpoint,
+        args.split,
+        target["finetune_epochs"],
+        target["seed"],
+        target=args.target,
     )
     if "front_member" in target:
         record["front_member"] = target["front_member"]
@@ -96,6 +116,17 @@ def cmd_export(args: argparse.Namespace) -> int:
             "last_line": check.get("last_line", ""),
             **({} if check["compiled"] else {"compiler_output": check["output"][-2000:]}),
         }
+        if args.target == "cortex-m4":
+            from gruq.export.targets import cortex_m4
+
+            m4 = cortex_m4.run_check(record["out"])
+            ok = ok and m4["ok"]
+            record["check_cortex_m4"] = {
+                "ok": m4["ok"],
+                "compiled": m4["compiled"],
+                "last_line": m4.get("last_line", ""),
+                **({} if m4["compiled"] else {"compiler_output": m4["output"][-2000:]}),
+            }
     if args.json:
         emit(record)
     else:
@@ -114,7 +145,17 @@ def _print(r: dict[str, Any]) -> None:
         f"  per step: {ops['multiplies']} multiplies, {ops['adds']} adds, {ops['shifts']} shifts, "
         f"{ops['lookups']} lookups"
     )
+    if "cortex_m4" in r:
+        m = r["cortex_m4"]
+        print(
+            f"  cortex-m4: flash {m['flash_bytes']} B, RAM {m['ram_bytes']} B, stack {m['stack_bytes']} B, "
+            f"{m['instructions_per_step']:.0f} instructions per step ({m['instructions_per_mac']} per MAC; "
+            "QEMU instruction count, not cycles)"
+        )
     if "check" in r:
         c = r["check"]
         print(f"  check: {c['last_line'] or 'did not compile'}")
+    if "check_cortex_m4" in r:
+        c = r["check_cortex_m4"]
+        print(f"  check on cortex-m4 (QEMU): {c['last_line'] or 'did not compile'}")
     print(f"  build: cd {r['out']} && {r['build']}")

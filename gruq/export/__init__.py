@@ -234,11 +234,12 @@ def export_archive(
     split: str = "test",
     finetune_epochs: int = 0,
     seed: int = 0,
+    target: str = HOST,
 ) -> tuple[bytes, dict[str, Any]]:
     """`export` into a temporary directory; returns the zip of its files and the
     report (whose paths no longer exist): what a download button needs."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="gruq-export-") as tmp:
-        record = export(task, genome, tmp, checkpoint, split, finetune_epochs, seed)
+        record = export(task, genome, tmp, checkpoint, split, finetune_epochs, seed, target)
         return archive(tmp), record
