@@ -29,6 +29,7 @@ VECTORS_H, VECTORS_C, CHECK_C = "test_vectors.h", "test_vectors.c", "check.c"
 FILES = (MODEL_H, KERNEL_H, KERNEL_C, VECTORS_H, VECTORS_C, CHECK_C)
 KERNEL_INCLUDES = ("stdint.h", "stddef.h", "string.h")
 MAX_SHOWN = 5  # mismatching sequences the check program describes
+PACK_PAD = 4  # zero bytes after each bit-packed matrix: the kernel decodes with word loads
 
 
 def _int(v: int) -> str:
@@ -59,14 +60,14 @@ def _weights(name: str, w: np.ndarray, bits: int) -> str:
     """The C array of one weight matrix: packed at `bits`, and below 8 bits also
     one byte per weight under GRUQ_WEIGHTS_UNPACKED (the same codes either way)."""
 
-    def array(data: bytes, at: int) -> str:
+    def array(data: bytes, at: int, pad: int = 0) -> str:
+        note = f", then {pad} zero bytes for the decoder's word loads" if pad else ""
         return (
-            f"static const uint8_t gruq_{name}_w[{len(data)}] = {{ /* {w.shape[0]} x {w.shape[1]} at {at} bits */\n"
-            + _hex_bytes(data)
-            + "\n};"
+            f"static const uint8_t gruq_{name}_w[{len(data) + pad}] = {{ /* {w.shape[0]} x {w.shape[1]} "
+            f"at {at} bits{note} */\n" + _hex_bytes(data + bytes(pad)) + "\n};"
         )
 
-    packed = array(pack(w, bits), bits)
+    packed = array(pack(w, bits), bits, 0 if bits == 8 else PACK_PAD)
     if bits == 8:
         return packed
     return f"#if GRUQ_WEIGHTS_UNPACKED\n{array(pack(w, 8), 8)}\n#else\n{packed}\n#endif"
@@ -330,40 +331,6 @@ static int32_t gruq_mul(int32_t a, int32_t b, int s, int32_t lo, int32_t hi, int
     return gruq_requant(wide ? (int64_t)a * b : (int64_t)(a * b), s, lo, hi, wide);
 }
 
-/* Row j of a (GRUQ_HIDDEN x cols) matrix as bytes (each the 8-bit two's
- * complement of a weight code), into row[cols], from its stored form:
- * at stored_bits == 8 the matrix is already bytes and nothing is copied (the
- * row is returned in place); below 8 bits it is bit-packed and decoded once
- * per row with a small bit buffer: weight k of row j is element
- * i = j * cols + k, `bits` bits at stream bit i * bits, least significant bit
- * first, two's complement. A byte is read only when the buffer lacks bits of
- * the current weight, so no byte beyond the matrix is ever read. */
-static const uint8_t *gruq_row(const uint8_t *w, uint32_t stored_bits, uint32_t j, uint32_t cols, uint8_t *row)
-{
-    uint32_t k, bit, have, buf, mask, sign;
-    const uint8_t *p;
-    if (stored_bits == 8u) {
-        return w + j * cols;
-    }
-    bit = j * cols * stored_bits;
-    p = w + (bit >> 3);
-    mask = (1u << stored_bits) - 1u;
-    sign = 1u << (stored_bits - 1u);
-    have = 8u - (bit & 7u); /* bits left in the buffer */
-    buf = (uint32_t)(*p++) >> (bit & 7u);
-    for (k = 0; k < cols; ++k) {
-        if (have < stored_bits) {
-            buf |= (uint32_t)(*p++) << have;
-            have += 8u;
-        }
-        /* sign extension to 8 bits, in unsigned arithmetic (no implementation-defined conversion) */
-        row[k] = (uint8_t)((((buf & mask) ^ sign) - sign) & 0xFFu);
-        buf >>= stored_bits;
-        have -= stored_bits;
-    }
-    return row;
-}
-
 #if GRUQ_SIMD32
 /* 4 bytes from p (any alignment; the Cortex-M4 loads unaligned words). */
 static uint32_t gruq_load4(const void *p)
@@ -403,6 +370,61 @@ typedef int16x2_t gruq_pair;
 #else
 typedef int32_t gruq_pair; /* no pairs without the DSP extension */
 #endif
+
+/* Row j of a (GRUQ_HIDDEN x cols) matrix as bytes (each the 8-bit two's
+ * complement of a weight code), into row[cols], from its stored form:
+ * at stored_bits == 8 the matrix is already bytes and nothing is copied (the
+ * row is returned in place); below 8 bits it is bit-packed and decoded once
+ * per row: weight k of row j is element i = j * cols + k, `bits` bits at
+ * stream bit i * bits, least significant bit first, two's complement.
+ * With the DSP extension, four codes at a time: one unaligned word load (two
+ * at 7 bits), the four fields spread into four bytes, and per-byte sign
+ * extension with USUB8 (the packed arrays end with 4 zero bytes of padding so
+ * that these loads stay inside them). The rest, and every code elsewhere,
+ * with a small bit buffer that reads no byte beyond the matrix. */
+static inline const uint8_t *gruq_row(const uint8_t *w, uint32_t stored_bits, uint32_t j, uint32_t cols,
+                                      uint8_t *row)
+{
+    uint32_t k = 0, bit, have, buf, mask, sign;
+    const uint8_t *p;
+    if (stored_bits == 8u) {
+        return w + j * cols;
+    }
+    bit = j * cols * stored_bits;
+    mask = (1u << stored_bits) - 1u;
+    sign = 1u << (stored_bits - 1u);
+#if GRUQ_SIMD32
+    for (; k + 4u <= cols; k += 4u) {
+        uint32_t shift = bit & 7u, u, spread, signs = sign * 0x01010101u;
+        p = w + (bit >> 3);
+        u = gruq_load4(p) >> shift;
+        if (4u * stored_bits + shift > 32u) { /* 7 bits: the fourth code reaches a fifth byte */
+            u |= (uint32_t)p[4] << (32u - shift);
+        }
+        spread = (u & mask) | ((u >> stored_bits) & mask) << 8 | ((u >> (2u * stored_bits)) & mask) << 16 |
+                 ((u >> (3u * stored_bits)) & mask) << 24;
+        memcpy(row + k, &(uint32_t){__usub8(spread ^ signs, signs)}, 4);
+        bit += 4u * stored_bits;
+    }
+    if (k == cols) {
+        return row;
+    }
+#endif
+    p = w + (bit >> 3);
+    have = 8u - (bit & 7u); /* bits left in the buffer */
+    buf = (uint32_t)(*p++) >> (bit & 7u);
+    for (; k < cols; ++k) {
+        if (have < stored_bits) {
+            buf |= (uint32_t)(*p++) << have;
+            have += 8u;
+        }
+        /* sign extension to 8 bits, in unsigned arithmetic (no implementation-defined conversion) */
+        row[k] = (uint8_t)((((buf & mask) ^ sign) - sign) & 0xFFu);
+        buf >>= stored_bits;
+        have -= stored_bits;
+    }
+    return row;
+}
 
 /* A byte (8-bit two's complement) as its signed value. */
 static int32_t gruq_byte(uint8_t b)

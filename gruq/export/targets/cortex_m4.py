@@ -47,7 +47,7 @@ FILES = (MAKEFILE, LINKER, STARTUP, TIMER_H)
 BUILD_DIR = "build-cortex-m4"
 TOOLS = ("make", "arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm")
 DEBIAN_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make"
-MEASURE_SEQUENCES = 20  # sequences timed for memory.json (the instruction count barely depends on data)
+MEASURE_SEQUENCES = 10  # sequences timed for memory.json (the instruction count barely depends on data)
 ENTRY_POINTS = ("gruq_run", "gruq_infer")  # the API calls a firmware makes per sequence
 
 MAKEFILE_TEXT = r"""# Makefile: the gruq check program on a Cortex-M4 (qemu-system-arm's mps2-an386 board).
