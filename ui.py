@@ -282,3 +282,18 @@ def export_zip(task: str, genome: tuple[int, ...]) -> bytes:
     with tempfile.TemporaryDirectory(prefix="gruq-export-") as tmp:
         export(task, genome, Path(tmp) / "out")
         return archive(Path(tmp) / "out")
+
+
+@st.cache_data(show_spinner="Cross-compiling for a Cortex-M4 and running it under QEMU...", max_entries=16)
+def cortex_m4_costs(task: str, genome: tuple[int, ...]) -> dict | None:
+    """The export report's "cortex_m4" record (flash, RAM, stack, instructions per
+    step), or None when the Arm toolchain or QEMU is not installed."""
+    import tempfile
+
+    from gruq.export import export
+    from gruq.export.targets import cortex_m4
+
+    if not cortex_m4.available():
+        return None
+    with tempfile.TemporaryDirectory(prefix="gruq-m4-") as tmp:
+        return export(task, genome, Path(tmp) / "out", target="cortex-m4")["cortex_m4"]

@@ -255,3 +255,39 @@ if has_export:
                     key="dl_export",
                     on_click="ignore",
                 )
+
+# ---------------------------------------------------------------- on a microcontroller
+
+st.subheader("On a microcontroller (Cortex-M4)")
+if st.session_state.get("m4_for") != (task, genome) and not st.button(
+    "Measure on a Cortex-M4 (QEMU)",
+    key="measure_m4",
+    help="Cross-compiles the C kernel for a Cortex-M4 and runs it on qemu-system-arm's mps2-an386 board.",
+):
+    st.caption("Flash, RAM, stack and instructions per time step of this scheme's C kernel on a Cortex-M4.")
+else:
+    st.session_state["m4_for"] = (task, genome)
+    with ui.explained():
+        m4 = ui.cortex_m4_costs(task, genome)
+        if m4 is None:
+            st.info(
+                "Needs Debian's gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm "
+                "(`scripts/setup --cortex-m4` installs them)."
+            )
+        else:
+            m = st.columns(5)
+            m[0].metric("flash", f"{m4['flash_bytes'] / KB:.2f} kB", help="kernel code, tables and parameters")
+            m[1].metric("static RAM", f"{m4['ram_bytes']} B")
+            m[2].metric("stack", f"{m4['stack_bytes']} B", help="deepest call chain, from GCC's -fstack-usage")
+            m[3].metric("instructions per step", f"{m4['instructions_per_step']:,.0f}")
+            m[4].metric("instructions per MAC", f"{m4['instructions_per_mac']:.2f}")
+            st.caption(
+                f"{m4['macs_per_step']:,} multiply-accumulates per step. Instructions counted by QEMU "
+                "(-icount), not cycles of real silicon (no wait states or stalls); arm-none-eabi-gcc -O2."
+            )
+            if "unpacked" in m4:
+                u = m4["unpacked"]
+                st.caption(
+                    f"With weights stored one byte each (-DGRUQ_WEIGHTS_UNPACKED=1): {u['flash_bytes'] / KB:.2f} kB "
+                    f"of flash, {u['instructions_per_step']:,.0f} instructions per step."
+                )

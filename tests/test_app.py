@@ -377,6 +377,18 @@ def test_explorer_offers_the_downloads(filled_db) -> None:
     assert "Download the export (zip)" in [el.proto.label for el in at.get("download_button")]
 
 
+def test_explorer_measures_the_scheme_on_a_cortex_m4(filled_db) -> None:
+    from gruq.export.targets import cortex_m4
+
+    if not cortex_m4.available():
+        pytest.fail(f"missing {', '.join(cortex_m4.missing_tools())}: scripts/setup --cortex-m4")
+    at = open_page(EXPLORER, run="1", bits="4")
+    at.button(key="measure_m4").click().run()
+    assert not at.exception and not at.error
+    assert metric(at, "instructions per step") is not None
+    assert "not cycles of real silicon" in texts(at)
+
+
 def _shape():
     from gruq.tasks import load
 
