@@ -180,8 +180,11 @@ KERNEL_HEADER = """\
  * scale 2^-GRUQ_LOGIT_FRAC; the predicted class is their argmax.
  *
  * Memory: the caller owns a gruq_state (2 * GRUQ_HIDDEN bytes: the state h and
- * the scratch row of the new h); there is no dynamic allocation and no other
- * buffer. The parameters are const arrays (read-only memory).
+ * the scratch row of the new h); there is no dynamic allocation and no static
+ * buffer (gruq_infer's static state aside). A step uses the stack for the
+ * decoded weight rows (3 * (GRUQ_FEATURES + GRUQ_HIDDEN) bytes at most) and,
+ * on Arm DSP cores, x and h as halfword pairs. The parameters are const
+ * arrays (read-only memory). Every function but gruq_infer is reentrant.
  */
 #ifndef GRUQ_KERNEL_H
 #define GRUQ_KERNEL_H
@@ -222,12 +225,14 @@ KERNEL_SOURCE = """\
  *
  * It computes exactly what gruq.engine (numpy int64) computes, operator by
  * operator, so the logits are bit-identical:
- * - a linear operator is an int64 dot product of weight codes (decoded from
- *   the packed arrays on the fly) and
- *   input codes, plus the int32 bias, saturated to int32;
+ * - a linear operator is a dot product of weight codes (each packed row
+ *   decoded once per step) and input codes, exact in int32, plus the int32
+ *   bias, saturated to int32;
  * - an add aligns its operands to the finer scale (exact multiplication by a
  *   power of two), adds, rounds once and saturates;
- * - a product is exact in int64, then rounded once and saturated;
+ * - a product is exact, then rounded once and saturated;
+ * - adds and products run in int32 where the exporter proved (GRUQ_*_WIDE 0)
+ *   that int32 is exact for every input, else in int64;
  * - rounding is round-half-up: (v + 2^(s-1)) shifted right by s, where the
  *   shift is arithmetic, i.e. floor(v / 2^s), also for negative v;
  * - sigmoid and tanh are look-up tables indexed by code - lowest code.
@@ -236,7 +241,8 @@ KERNEL_SOURCE = """\
  *
  * Every unit j of the new h depends on the old h only, so a step computes the
  * 17 operators unit by unit (six dot products, then the element-wise chain)
- * into the scratch row and copies it to h at the end: no wider buffers.
+ * into the scratch row and copies it to h at the end. gruq_cell is the
+ * one-layer cell: stacked layers would call it once per layer.
  */
 #include <stddef.h>
 #include <stdint.h>
