@@ -274,8 +274,11 @@ def require() -> None:
 
 
 def write(out_dir: str | Path) -> list[str]:
-    """Write the target's files into out_dir (beside the host files); their names."""
+    """Write the target's files into out_dir (beside the host files); their names.
+    Builds of an earlier export in the same folder are removed, so nothing stale is measured."""
     out = Path(out_dir)
+    for variant in (False, True):
+        shutil.rmtree(out / build_dir(variant), ignore_errors=True)
     for name, text in TEXTS.items():
         (out / name).write_text(text)
     return list(FILES)
