@@ -200,3 +200,12 @@ def test_wide_flags_follow_the_bounds(random_model):
     # products of two op outputs (at most 8 bits each) always fit in int32
     assert not wide["mul_zn"] and not wide["mul_zh"] and not wide["sub_z"]
     assert np.all([isinstance(v, bool) for v in wide.values()])
+
+
+def test_shifts_int32_cannot_express_are_wide_even_for_zero_values():
+    from gruq.export import plan
+
+    assert plan._requant_bound(0, 32) > plan.INT32_LIMIT  # 1 << 31 is not an int32
+    assert plan._requant_bound(0, -31) > plan.INT32_LIMIT
+    assert plan._requant_bound(100, 31) == 100 + (1 << 30)
+    assert plan._requant_bound(100, -3) == 800

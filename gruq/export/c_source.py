@@ -256,7 +256,7 @@ KERNEL_SOURCE = """\
 #error "gruq_kernel.c: more than 65535 features or hidden units"
 #endif
 
-/* The Cortex-M4's DSP instructions (SMLAD, SXTB16, QADD) through the Arm C
+/* The Cortex-M4's DSP instructions (SMLAD, SXTB16, USUB8, QADD) through the Arm C
  * Language Extensions; every other compiler and core takes the plain C below,
  * with the same results. Define GRUQ_PORTABLE to force the plain C. */
 #if defined(__ARM_FEATURE_SIMD32) && defined(__ARM_FEATURE_DSP) && !defined(GRUQ_PORTABLE)
@@ -277,8 +277,8 @@ static int64_t gruq_shl(int64_t v, int s)
  * In C99, right-shifting a negative value is implementation-defined, so for
  * v < 0 we shift the non-negative -(v + 1) = ~v instead:
  * floor(v / 2^s) = -(floor((-v - 1) / 2^s)) - 1. Only non-negative values are
- * ever shifted right, and -(v + 1) cannot overflow. (GCC and clang compile
- * both branches to one arithmetic shift.) */
+ * ever shifted right, and -(v + 1) cannot overflow. (GCC compiles both
+ * branches to one arithmetic shift.) */
 static int64_t gruq_asr(int64_t v, int s)
 {
     if (v >= 0) {

@@ -130,7 +130,10 @@ def accumulator_bounds(im) -> dict[str, int]:
 
 
 def _requant_bound(bound: int, shr: int) -> int:
-    """The largest |v| requant handles before its shift: v + 2^(shr-1), or v * 2^-shr."""
+    """The largest |v| requant handles before its shift: v + 2^(shr-1), or v * 2^-shr.
+    A shift that int32 cannot express (C's 1 << s needs s <= 30) counts as unbounded."""
+    if not -30 <= shr <= 31:
+        return 1 << 63
     return bound + (1 << (shr - 1)) if shr > 0 else bound << -shr
 
 
@@ -147,7 +150,8 @@ def wide_ops(im) -> dict[str, bool]:
     for name, (a, b) in ADDS.items():
         p = plan[name]
         total = (bound[a] << p["shl_a"]) + (bound[b] << p["shl_b"])
-        wide[name] = max(bound[a] << p["shl_a"], bound[b] << p["shl_b"], _requant_bound(total, p["shr"])) > INT32_LIMIT
+        too_far = max(p["shl_a"], p["shl_b"]) > 30
+        wide[name] = too_far or _requant_bound(total, p["shr"]) > INT32_LIMIT
     for name, (a, b) in MULS.items():
         wide[name] = _requant_bound(bound[a] * bound[b], plan[name]["shr"]) > INT32_LIMIT
     sz = plan["sub_z"]
