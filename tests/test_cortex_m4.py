@@ -209,3 +209,18 @@ def test_shifts_int32_cannot_express_are_wide_even_for_zero_values():
     assert plan._requant_bound(0, -31) > plan.INT32_LIMIT
     assert plan._requant_bound(100, 31) == 100 + (1 << 30)
     assert plan._requant_bound(100, -3) == 800
+
+
+@pytest.mark.parametrize("unpacked", [0, 1])
+def test_the_arm_kernel_is_warning_free_under_pedantic_conversion_checks(random_model, tmp_path, unpacked):
+    s, shape = random_model
+    im = build(MIXED, s.model, s.calib)
+    write_export(im, shape, im.quantize_input(s.X), tmp_path)
+    flags = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft", "-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic"]
+    flags += ["-Wconversion", "-Werror", f"-DGRUQ_WEIGHTS_UNPACKED={unpacked}"]
+    comp = subprocess.run(
+        ["arm-none-eabi-gcc", *flags, "-c", str(tmp_path / c_source.KERNEL_C), "-o", str(tmp_path / "k.o")],
+        capture_output=True,
+        text=True,
+    )
+    assert comp.returncode == 0 and comp.stderr == "", comp.stderr
