@@ -180,6 +180,22 @@ def _ceil_log2(m: torch.Tensor) -> torch.Tensor:
     return torch.where(m > 0, e, torch.zeros_like(e)).to(F64)
 
 
+def _buf(P: int, *shape: int, dtype: torch.dtype = F32, fill: float | None = None) -> torch.Tensor:
+    """A (P, *shape) tensor whose genome slices start ALIGN-aligned, as a tensor of their own would:
+    MKL's products can round differently at different alignments (measured at H = 5)."""
+    n = math.prod(shape)
+    size = (P, -(-n // ALIGN) * ALIGN)
+    t = torch.empty(size, dtype=dtype) if fill is None else torch.full(size, fill, dtype=dtype)
+    return t[:, :n].view(P, *shape)
+
+
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """A float32 copy of t (P, ...) in a `_buf`."""
+    out = _buf(t.shape[0], *t.shape[1:])
+    out.copy_(t)
+    return out
+
+
 def _col(values: Sequence[float], dtype: torch.dtype = F64) -> torch.Tensor:
     return torch.tensor(values, dtype=dtype).view(-1, 1, 1)
 
@@ -314,11 +330,11 @@ class Population:
         )
         zeros = torch.zeros(P, F, H, dtype=F64)
         wx = torch.cat([T("lin_xr", "xr"), T("lin_xz", "xz"), zeros, T("lin_xn", "xn")], dim=2)
-        q["wx"] = torch.cat([wx, bias], dim=1).to(F32).contiguous()  # (P, F + 1, 4H): [x | 1] @ wx
-        q["wh"] = torch.cat([T("lin_hr", "hr"), T("lin_hz", "hz"), T("lin_hn", "hn")], dim=2).to(F32).contiguous()
-        q["whT"] = q["wh"].transpose(1, 2).contiguous()  # (P, 3H, H)
-        q["wo"] = q["head", "w"].to(F32).contiguous()  # (P, C, H)
-        q["woT"] = q["wo"].transpose(1, 2).contiguous()
+        q["wx"] = _aligned(torch.cat([wx, bias], dim=1))  # (P, F + 1, 4H): [x | 1] @ wx
+        q["wh"] = _aligned(torch.cat([T("lin_hr", "hr"), T("lin_hz", "hz"), T("lin_hn", "hn")], dim=2))
+        q["whT"] = _aligned(q["wh"].transpose(1, 2))  # (P, 3H, H)
+        q["wo"] = _aligned(q["head", "w"])  # (P, C, H)
+        q["woT"] = _aligned(q["wo"].transpose(1, 2))
         q["bo"] = q["head", "b"].to(F32)  # (P, 1, C)
         q["logit"] = torch.exp2(-lf).to(F32)
         return q
@@ -344,11 +360,12 @@ class Population:
     def _forward(self, q: dict, X: torch.Tensor) -> tuple[dict, torch.Tensor]:
         P, H = self.P, self.H
         _, N, T, F = X.shape
-        xa = torch.ones(P, T, N, F + 1, dtype=F32)
+        xa = _buf(P, T, N, F + 1, fill=1.0)
         xa[..., :F] = self.input_codes(X).transpose(1, 2)
-        gx = torch.bmm(xa.view(P, T * N, F + 1), q["wx"]).view(P, T, N, 4 * H)
-        acc = torch.empty(P, T, N, 3 * H, dtype=F32)  # [u_r | u_z | lin'] of every step (lin' is kept)
-        hh = torch.zeros(P, T + 1, N, H, dtype=F32)  # h of every step, h_0 = 0
+        gx = _buf(P, T, N, 4 * H)
+        torch.bmm(xa.view(P, T * N, F + 1), q["wx"], out=gx.view(P, T * N, 4 * H))
+        acc = _buf(P, T, N, 3 * H)  # [u_r | u_z | lin'] of every step (lin' is kept)
+        hh = _buf(P, T + 1, N, H, fill=0.0)  # h of every step, h_0 = 0
         i_rz = torch.empty(P, N, 2 * H, dtype=I32)
         i_n, i_h = torch.empty(P, N, H, dtype=I32), torch.empty(P, N, H, dtype=I32)
         g_r, i_zn, i_zh = (torch.empty(P, T, N, H, dtype=I32) for _ in range(3))
@@ -385,7 +402,8 @@ class Population:
             nxt = hh[:, t + 1]
             torch.minimum(torch.maximum(m1, self.h_lo, out=nxt), self.h_hi, out=nxt)
             torch.eq(m1, nxt, out=m_h[:, t])
-        logits = torch.baddbmm(q["bo"], hh[:, T], q["woT"])
+        logits = _buf(P, N, self.C)
+        logits.copy_(q["bo"].expand(P, N, self.C)).baddbmm_(hh[:, T], q["woT"])
         saved = {"xa": xa, "gx": gx, "acc": acc, "hh": hh, "g_r": g_r, "i_zn": i_zn, "i_zh": i_zh}
         return saved | {"m_rn": m_rn, "m_h": m_h}, logits
 
@@ -405,7 +423,9 @@ class Population:
         xa, hh, acc = saved["xa"], saved["hh"], saved["acc"]
         T, N = acc.shape[1], acc.shape[2]
         da = saved["gx"]  # reused: (P, T, N, 4H) = d[u_r | u_z | lin' | u_n]
-        g = torch.bmm(dlogit, q["wo"])  # d loss / d h_T
+        dlogit = _aligned(dlogit)
+        g, g_next = _buf(P, N, H), _buf(P, N, H)
+        torch.bmm(dlogit, q["wo"], out=g)  # d loss / d h_T
         gg, a, b, qq = (torch.empty(P, N, H, dtype=F32) for _ in range(4))
         for t in range(T - 1, -1, -1):
             d = da[:, t]
@@ -417,18 +437,22 @@ class Population:
             torch.index_select(self.t_zn_dn, 0, i_zn, out=a.view(-1))
             torch.mul(a, gg, out=d[..., 3 * H :])
             torch.index_select(self.t_zh_dh, 0, i_zh, out=b.view(-1))
-            torch.mul(b, gg, out=b)  # d loss / d h_t, directly through mul_zh
+            torch.mul(b, gg, out=g_next)  # d loss / d h_t, directly through mul_zh
             torch.mul(d[..., 3 * H :], self.c_n, out=qq).mul_(saved["m_rn"][:, t])  # d loss / d mul_rn
             torch.index_select(self.t_sig_r, 0, g_r.reshape(-1), out=a.view(-1))
             torch.mul(qq, a, out=d[..., 2 * H : 3 * H])
             torch.index_select(self.t_dsig_r, 0, g_r.reshape(-1), out=a.view(-1))
             torch.mul(torch.mul(qq, acc[:, t, :, 2 * H :], out=qq), a, out=d[..., :H])
-            g = torch.baddbmm(b, d[..., : 3 * H], q["whT"])
+            g_next.baddbmm_(d[..., : 3 * H], q["whT"])
+            g, g_next = g_next, g
         hprev = hh[:, :T].reshape(P, T * N, H)
-        dwh = torch.bmm(hprev.transpose(1, 2), da.view(P, T * N, 4 * H)[..., : 3 * H])  # (P, H, 3H)
-        dwx = torch.bmm(xa.view(P, T * N, -1).transpose(1, 2), da.view(P, T * N, 4 * H))  # (P, F + 1, 4H)
-        hT1 = torch.cat([hh[:, T], torch.ones(P, N, 1, dtype=F32)], dim=2)
-        dwo = torch.bmm(dlogit.transpose(1, 2), hT1)  # (P, C, H + 1)
+        dwh, dwx = _buf(P, H, 3 * H), _buf(P, xa.shape[3], 4 * H)
+        torch.bmm(hprev.transpose(1, 2), da.view(P, T * N, 4 * H)[..., : 3 * H], out=dwh)
+        torch.bmm(xa.view(P, T * N, -1).transpose(1, 2), da.view(P, T * N, 4 * H), out=dwx)
+        hT1 = _buf(P, N, H + 1, fill=1.0)
+        hT1[..., :H] = hh[:, T]
+        dwo = _buf(P, self.C, H + 1)
+        torch.bmm(dlogit.transpose(1, 2), hT1, out=dwo)
         return self._to_params(q, dwx, dwh, dwo)
 
     def _to_params(self, q: dict, dwx: torch.Tensor, dwh: torch.Tensor, dwo: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -14,12 +15,14 @@ from gruq.errors import GruqError
 from gruq.fakequant import Simulation, single_thread
 from gruq.genome import Genome, validate
 from gruq.model import Checkpoint, GRUClassifier, calibrate
+from gruq.qat import Population
 from gruq.tasks.base import Split, Task
 
 Progress = Callable[[int, int, dict], None]  # (epoch, epochs, metrics)
 
 FINETUNE_LR = 3e-3  # Adam, cosine decay over the epochs (measured better than 1e-3 on smnist and ecg)
 FINETUNE_BATCH = 128  # at most: small training sets get smaller batches (see finetune_batch)
+FINETUNE_GROUP = 16  # genomes fine-tuned together (any grouping gives the same weights: only speed and memory)
 
 
 def _batches(
@@ -102,32 +105,73 @@ def finetune(
     samples: int | None = None,
     select: Split | None = None,
 ) -> Checkpoint:
-    """Quantization-aware fine-tuning of a copy of the float model under `genome`.
+    """Quantization-aware fine-tuning of a copy of the float model under `genome`:
+    `finetune_many` for one genome (the same weights as in any group), with its
+    progress reported as numbers rather than lists."""
+    report = None
+    if progress:
+        report = lambda e, n, m: progress(e, n, {k: v[0] for k, v in m.items()})  # noqa: E731
+    return finetune_many(ckpt, [genome], train, epochs, [seed], lr, batch, report, samples, select)[0]
 
-    Straight-through rounding through the exact simulation; activation ranges
-    stay those calibrated on the float model (recalibrating after fine-tuning
-    measured worse), weight scales follow the weights. Deterministic for a seed.
-    Adam at `lr` with a cosine decay; `batch` None: `finetune_batch`.
+
+def finetune_many(
+    ckpt: Checkpoint,
+    genomes: Sequence[Genome],
+    train: Split,
+    epochs: int,
+    seeds: Sequence[int],
+    lr: float = FINETUNE_LR,
+    batch: int | None = None,
+    progress: Progress | None = None,
+    samples: int | None = None,
+    select: Split | None = None,
+    group: int | None = None,
+) -> list[Checkpoint]:
+    """Quantization-aware fine-tuning of one copy of the float model per genome, `group` genomes at a time.
+
+    Genome i trains its own copy of the weights with its own Adam state on its
+    own seeded shuffle (`seeds[i]`): straight-through rounding through the
+    quantized cell (`gruq.qat`, bit for bit the same weights whether a genome
+    is trained alone or with any others, so the grouping is only a matter of
+    speed). Activation ranges stay those calibrated on the float model
+    (recalibrating after fine-tuning measured worse); weight scales follow the
+    weights. Adam at `lr` with a cosine decay over the epochs and gradient
+    clipping at norm 1; `batch` None: `finetune_batch`. One torch thread.
 
     `samples` caps the sequences seen per epoch: each epoch trains on the first
     `samples` of its seeded shuffle (a different subset every epoch), which
-    bounds the cost on large training splits. None (the default), or a value
-    of at least the split's size, trains on the whole split, as before.
+    bounds the cost on large training splits. None, or a value of at least the
+    split's size, trains on the whole split.
 
     `select` (a held-out split, never the one reported): keep the weights of
-    the epoch, 0 (no fine-tuning) to `epochs`, with the best quantized
-    accuracy on it (ties: the later epoch). None (the default): the last epoch.
+    the epoch, 0 (no fine-tuning) to `epochs`, with the best quantized accuracy
+    on it, computed exactly (ties: the later epoch). None: the last epoch.
+
+    `progress(epoch, epochs, metrics)` after each epoch of each group, with
+    per-genome lists: "loss" (mean training loss) and, with `select`, "select".
+    Returns one Checkpoint per genome, in order; with 0 epochs, `ckpt` itself.
     """
-    genome = validate(genome)
+    genomes = [validate(g) for g in genomes]
+    if len(seeds) != len(genomes):
+        raise GruqError(f"fine-tuning needs one seed per genome; got {len(seeds)} for {len(genomes)}")
     if samples is not None and samples < 1:
         raise GruqError(f"fine-tuning samples per epoch must be at least 1; got {samples}")
     if epochs <= 0:
-        return ckpt
+        return [ckpt for _ in genomes]
     if batch is None:
         batch = finetune_batch(len(train) if samples is None else min(samples, len(train)))
+    group = group or FINETUNE_GROUP
+    out: list[Checkpoint] = []
     with single_thread():
-        model = _qat(ckpt, genome, train, epochs, seed, lr, batch, progress, samples, select)
-    return Checkpoint(model=model, calibration=ckpt.calibration, meta={**ckpt.meta, "finetuned": list(genome)})
+        for i in range(0, len(genomes), group):
+            models = _qat(
+                ckpt, genomes[i : i + group], train, epochs, seeds[i : i + group], lr, batch, progress, samples, select
+            )
+            out += [
+                Checkpoint(model=m, calibration=ckpt.calibration, meta={**ckpt.meta, "finetuned": list(g)})
+                for m, g in zip(models, genomes[i : i + group])
+            ]
+    return out
 
 
 def finetune_batch(sequences: int) -> int:
@@ -139,52 +183,45 @@ def finetune_batch(sequences: int) -> int:
 
 def _qat(
     ckpt: Checkpoint,
-    genome: Genome,
+    genomes: list[Genome],
     train: Split,
     epochs: int,
-    seed: int,
+    seeds: Sequence[int],
     lr: float,
     batch: int,
     progress: Progress | None,
-    samples: int | None = None,
-    select: Split | None = None,
-) -> GRUClassifier:
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = copy.deepcopy(ckpt.model)
-    keep = _BestEpoch(ckpt, genome, select) if select is not None else None
+    samples: int | None,
+    select: Split | None,
+) -> list[GRUClassifier]:
+    """One group: every genome steps on its own batch of its own shuffle, all in one batched pass."""
+    pop = Population(ckpt.model, ckpt.calibration, genomes)
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    keep = [_BestEpoch(ckpt, g, select) for g in genomes] if select is not None else None
     if keep:
-        keep.offer(model)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    loss_fn = nn.CrossEntropyLoss()
+        for p, k in enumerate(keep):
+            k.offer(pop.model(p))
     for epoch in range(epochs):
-        model.train()
-        total, seen = 0.0, 0
-        for xb, yb in _batches(train, batch, gen, samples):
-            sim = Simulation(model, ckpt.calibration, [genome], ste=True)
-            logits = (sim.forward(xb) * sim.logit_scale())[0]
-            loss = loss_fn(logits, yb)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            total += float(loss.detach()) * len(yb)
-            seen += len(yb)
-        sched.step()
-        metrics = {"loss": total / seen}
+        rate = lr * (1 + math.cos(math.pi * epoch / epochs)) / 2  # CosineAnnealingLR, stepped per epoch
+        total, seen = torch.zeros(len(genomes), dtype=torch.float64), 0
+        for parts in zip(*(_batches(train, batch, g, samples) for g in gens)):
+            X = torch.stack([xb for xb, _ in parts])
+            y = torch.stack([yb for _, yb in parts])
+            total += pop.step(X, y, rate).to(torch.float64) * y.shape[1]
+            seen += y.shape[1]
+        metrics: dict = {"loss": (total / seen).tolist()}
         if keep:
-            metrics["select"] = keep.offer(model)
+            metrics["select"] = [k.offer(pop.model(p)) for p, k in enumerate(keep)]
         if progress:
             progress(epoch + 1, epochs, metrics)
+    models = [pop.model(p) for p in range(len(genomes))]
     if keep:
-        model.load_state_dict(keep.state)
-    model.eval()
-    return model
+        for m, k in zip(models, keep):
+            m.load_state_dict(k.state)
+    return models
 
 
 class _BestEpoch:
-    """The weights with the best quantized accuracy on a held-out split so far."""
+    """The weights with the best quantized accuracy on a held-out split so far (exact path)."""
 
     def __init__(self, ckpt: Checkpoint, genome: Genome, split: Split) -> None:
         self.calibration, self.genome, self.split = ckpt.calibration, genome, split
