@@ -22,7 +22,7 @@ from gruq.genome import Genome, ModelShape, bops, size_bytes, validate
 from gruq.model import Checkpoint, checkpoint_path, load_checkpoint
 from gruq.scheme import build
 from gruq.tasks.base import Split, Task
-from gruq.train import finetune, seed_for
+from gruq.train import finetune_many, seed_for
 
 CHUNK = 64  # genomes per Simulation; its fast path then works in cache-sized blocks (bench/eval_cost.py)
 
@@ -76,17 +76,34 @@ def tuned(
 ) -> Checkpoint:
     """The checkpoint fine-tuned for `genome` (itself when epochs is 0); `samples`
     caps the training sequences per epoch; `select` ("val") keeps the epoch with
-    the best validation accuracy (see `gruq.train.finetune`)."""
+    the best validation accuracy (see `gruq.train.finetune_many`). The same
+    model, bit for bit, as `tuned_many` gives this genome in any group."""
+    return tuned_many(ckpt, [genome], task, epochs, seed, samples, select)[0]
+
+
+def tuned_many(
+    ckpt: Checkpoint,
+    genomes: Sequence[Genome],
+    task: Task,
+    epochs: int,
+    seed: int,
+    samples: int | None = None,
+    select: str | None = None,
+) -> list[Checkpoint]:
+    """`tuned` for many genomes, fine-tuned together (population-batched): each
+    genome trains on its own seed, `seed_for(genome, seed)`, so its model depends
+    only on the genome, the run seed and the settings, never on the group."""
     if select is not None and select not in SELECT:
         raise GruqError(f"fine-tuning selects its epoch on {' or '.join(SELECT)}, not {select!r}")
+    genomes = [validate(g) for g in genomes]
     if epochs <= 0:
-        return ckpt
-    return finetune(
+        return [ckpt for _ in genomes]
+    return finetune_many(
         ckpt,
-        genome,
+        genomes,
         task.train,
         epochs,
-        seed_for(genome, seed),
+        [seed_for(g, seed) for g in genomes],
         samples=samples,
         select=task.split(select) if select else None,
     )
@@ -119,14 +136,10 @@ class Evaluator:
         split = data.split(self.split)
         if self.finetune_epochs <= 0:
             return accuracies(ckpt, genomes, split)
-        return [
-            accuracies(
-                tuned(ckpt, g, data, self.finetune_epochs, self.seed, self.finetune_samples, self.finetune_select),
-                [g],
-                split,
-            )[0]
-            for g in genomes
-        ]
+        models = tuned_many(
+            ckpt, genomes, data, self.finetune_epochs, self.seed, self.finetune_samples, self.finetune_select
+        )
+        return [accuracies(m, [g], split)[0] for m, g in zip(models, genomes)]
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_shape": None}
@@ -186,6 +199,9 @@ def verify(
     }
 
 
-def finetune_front(task: str, genomes: Sequence[Genome], epochs: int, seed: int = 0) -> list[float]:
-    """Validation accuracy of each genome after `epochs` of fine-tuning (the final front's option)."""
-    return Evaluator(task, "val", epochs, seed).accuracy(genomes)
+def finetune_front(
+    task: str, genomes: Sequence[Genome], epochs: int, seed: int = 0, samples: int | None = None
+) -> list[float]:
+    """Validation accuracy of each genome after `epochs` of fine-tuning (the final front's option),
+    the whole front fine-tuned together; `samples` caps the training sequences per epoch."""
+    return Evaluator(task, "val", epochs, seed, finetune_samples=samples).accuracy(genomes)

@@ -29,6 +29,7 @@ NEW_RUN_OPTIONS = (
     "pin",
     "finetune_epochs",
     "front_finetune_epochs",
+    "finetune_samples",
     "chunk_size",
 )
 
@@ -60,6 +61,12 @@ def _register_search(sub: Any) -> None:
     p.add_argument("--pin", action="append", metavar="OP=B", help="fix an operator's width (repeatable)")
     p.add_argument("--finetune-epochs", type=int, metavar="E", help="fine-tuning epochs per candidate (default 0)")
     p.add_argument("--front-finetune-epochs", type=int, metavar="E", help="fine-tune the final front (default 0)")
+    p.add_argument(
+        "--finetune-samples",
+        type=int,
+        metavar="N",
+        help="training sequences per fine-tuning epoch, a fresh seeded subset each epoch (default: all)",
+    )
     p.add_argument(
         "--workers", type=int, metavar="W", help="scoring processes (default 1); results do not depend on it"
     )
@@ -126,6 +133,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             "min_accuracy",
             "finetune_epochs",
             "front_finetune_epochs",
+            "finetune_samples",
             "workers",
             "chunk_size",
         )

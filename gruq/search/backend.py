@@ -58,19 +58,23 @@ def default_backend(cfg: Any) -> Backend:
         return Backend(evaluator, getattr(evaluator, "finetune_front", None))
     from gruq.evaluate import Evaluator as RealEvaluator
 
-    evaluator = RealEvaluator(cfg.task, split="val", finetune_epochs=cfg.finetune_epochs, seed=cfg.seed)
-    return Backend(evaluator, _RealFinetune(cfg.task, cfg.seed))
+    samples = getattr(cfg, "finetune_samples", None)
+    evaluator = RealEvaluator(
+        cfg.task, split="val", finetune_epochs=cfg.finetune_epochs, seed=cfg.seed, finetune_samples=samples
+    )
+    return Backend(evaluator, _RealFinetune(cfg.task, cfg.seed, samples))
 
 
 @dataclass(frozen=True)
 class _RealFinetune:
     task: str
     seed: int
+    samples: int | None = None
 
     def __call__(self, genomes: Sequence[Genome], epochs: int) -> list[float]:
         from gruq.evaluate import finetune_front
 
-        return [float(a) for a in finetune_front(self.task, list(genomes), epochs, self.seed)]
+        return [float(a) for a in finetune_front(self.task, list(genomes), epochs, self.seed, self.samples)]
 
 
 def _import(spec: str) -> Callable[..., Evaluator]:

@@ -37,6 +37,7 @@ class SearchConfig:
     pins: dict[str, int] = field(default_factory=dict)
     finetune_epochs: int = 0  # per candidate, inside the evaluator
     front_finetune_epochs: int = 0  # once, on the final front
+    finetune_samples: int | None = None  # training sequences per fine-tuning epoch (None: the whole split)
     workers: int = 1
     chunk_size: int = 16  # genomes per scoring call; fixed, so results never depend on workers
     cxpb: float = 0.9
@@ -84,6 +85,10 @@ def check(cfg: SearchConfig) -> None:
     _require(
         _is_int(cfg.front_finetune_epochs) and cfg.front_finetune_epochs >= 0,
         "--front-finetune-epochs must be 0 or more",
+    )
+    _require(
+        cfg.finetune_samples is None or (_is_int(cfg.finetune_samples) and cfg.finetune_samples >= 1),
+        f"--finetune-samples must be at least 1; got {cfg.finetune_samples!r}",
     )
     _require(_is_number(cfg.cxpb) and 0 <= cfg.cxpb <= 1, f"cxpb must be from 0 to 1; got {cfg.cxpb!r}")
     _check_sizes(cfg)
