@@ -1,0 +1,147 @@
+"""gruq.qat: the fast training path of the fake-quant cell, population-batched.
+
+Its gradients are the reference path's straight-through gradients (autograd
+through `Simulation(..., ste=True)`, float64), its forward codes the engine's,
+and a genome's fine-tuned weights are the same, bit for bit, whether it is
+trained alone or in any group, at any position.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import MODELS, small
+from torch import nn
+
+from gruq.errors import GruqError
+from gruq.fakequant import Simulation
+from gruq.genome import homogeneous
+from gruq.model import Checkpoint
+from gruq.qat import Population
+from gruq.tasks.base import Split
+from gruq.train import finetune, finetune_many
+
+
+def random_genomes(n: int, seed: int) -> list[tuple[int, ...]]:
+    rng = np.random.default_rng(seed)
+    return [tuple(int(b) for b in rng.integers(2, 9, 17)) for _ in range(n)]
+
+
+def reference_gradients(model, calib, genome, X, y) -> tuple[float, list[torch.Tensor]]:
+    """Loss and parameter gradients of the reference STE path (autograd, float64)."""
+    model = _copy(model).train()
+    sim = Simulation(model, calib, [genome], ste=True)
+    loss = nn.CrossEntropyLoss()((sim.forward(X) * sim.logit_scale())[0], y)
+    loss.backward()
+    return float(loss.detach()), [p.grad for p in model.parameters()]
+
+
+def _copy(model):
+    import copy
+
+    return copy.deepcopy(model)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_gradients_match_the_reference_straight_through_path(models, name) -> None:
+    s = models[name]
+    X = torch.as_tensor(s.X[:16])
+    y = torch.as_tensor(np.arange(16) % s.model.head.out_features)
+    genomes = random_genomes(6, seed=len(name)) + [homogeneous(2), homogeneous(8)]
+    pop = Population(s.model, s.calib, genomes)
+    losses, grad = pop.loss_and_grad(X.expand(len(genomes), *X.shape), y.expand(len(genomes), *y.shape))
+    for p, g in enumerate(genomes):
+        ref_loss, ref = reference_gradients(s.model, s.calib, g, X, y)
+        assert float(losses[p]) == pytest.approx(ref_loss, rel=1e-5)
+        for (pname, shape, at), r in zip(pop.layout, ref):
+            mine = grad[p, at : at + shape.numel()].view(shape)
+            scale = float(r.abs().max()) + 1e-12
+            assert float((mine - r).abs().max()) <= 1e-5 * scale, (g, pname)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_forward_codes_are_the_exact_paths(models, name) -> None:
+    """The logits of the training path are the exact simulation's (so the engine's)."""
+    s = models[name]
+    X = torch.as_tensor(s.X)
+    genomes = random_genomes(5, seed=3)
+    pop = Population(s.model, s.calib, genomes)
+    q = pop._quantized()
+    _, logits = pop._forward(q, X.expand(len(genomes), *X.shape))
+    with torch.no_grad():
+        exact = Simulation(s.model, s.calib, genomes).forward(X)
+    assert torch.equal(logits.to(torch.float64), exact)
+
+
+def toy(name: str = "F1-H5-C2", n: int = 37) -> tuple[Checkpoint, Split]:
+    s = small(**{**MODELS[name], "n": n})
+    y = np.arange(n) % s.model.head.out_features
+    return Checkpoint(model=s.model, calibration=s.calib, meta={}), Split(X=s.X, y=y)
+
+
+def same(a: Checkpoint, b: Checkpoint) -> bool:
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_genome_trains_to_the_same_weights_alone_or_in_any_group(name) -> None:
+    # odd shapes on purpose: H = 5 and a batch of 11 put genome slices off 64-byte boundaries
+    ckpt, train = toy(name)
+    genomes, seeds = random_genomes(5, seed=11), [3, 4, 5, 6, 7]
+    alone = [finetune(ckpt, g, train, 2, s, batch=11) for g, s in zip(genomes, seeds)]
+    together = finetune_many(ckpt, genomes, train, 2, seeds, batch=11)
+    reversed_ = finetune_many(ckpt, genomes[::-1], train, 2, seeds[::-1], batch=11)[::-1]
+    pairs = finetune_many(ckpt, genomes, train, 2, seeds, batch=11, group=2)
+    for i in range(len(genomes)):
+        assert same(alone[i], together[i]) and same(alone[i], reversed_[i]) and same(alone[i], pairs[i]), i
+    assert not same(alone[0], Checkpoint(model=ckpt.model, calibration=ckpt.calibration, meta={}))
+
+
+def test_the_same_genome_twice_in_a_group_trains_twice_the_same() -> None:
+    ckpt, train = toy("F3-H8-C4")
+    g = random_genomes(1, seed=2)[0]
+    a, b = finetune_many(ckpt, [g, g], train, 1, [9, 9], batch=16)
+    c, d = finetune_many(ckpt, [g, g], train, 1, [9, 10], batch=16)
+    assert same(a, b) and same(a, c) and not same(c, d)
+
+
+def test_best_epoch_selection_works_per_genome() -> None:
+    from gruq.evaluate import accuracies
+
+    ckpt, train = toy("F3-H8-C4", n=48)
+    held = Split(X=train.X[::-1].copy(), y=train.y[::-1].copy())
+    genomes, seeds = [homogeneous(3), homogeneous(5), random_genomes(1, 4)[0]], [1, 2, 3]
+    seen: list[list[float]] = []
+    tuned = finetune_many(
+        ckpt, genomes, train, 3, seeds, batch=16, select=held, progress=lambda e, n, m: seen.append(m["select"])
+    )
+    for p, (g, t) in enumerate(zip(genomes, tuned)):
+        start = accuracies(ckpt, [g], held)[0]
+        assert accuracies(t, [g], held)[0] == max([start] + [epoch[p] for epoch in seen])
+        assert same(t, finetune(ckpt, g, train, 3, seeds[p], batch=16, select=held))
+
+
+def test_finetune_many_checks_its_arguments() -> None:
+    ckpt, train = toy()
+    with pytest.raises(GruqError):
+        finetune_many(ckpt, [homogeneous(4)], train, 1, [1, 2])
+    with pytest.raises(GruqError):
+        finetune_many(ckpt, [(9,) * 17], train, 1, [1])
+    assert finetune_many(ckpt, [homogeneous(4)] * 2, train, 0, [1, 2]) == [ckpt, ckpt]
+
+
+def test_evaluator_fine_tunes_a_chunk_as_each_genome_alone(monkeypatch) -> None:
+    """The search's contract: a genome's accuracy does not depend on its chunk."""
+    from gruq import evaluate
+    from gruq.tasks.base import Task
+
+    ckpt, train = toy("F3-H8-C4", n=40)
+    task = Task(name="toy", train=train, val=train, test=train, classes=4, hidden=8, epochs=1)
+    monkeypatch.setattr(evaluate, "load", lambda task_name, checkpoint=None: (task, ckpt))
+    ev = evaluate.Evaluator("toy", finetune_epochs=1, seed=5, finetune_samples=24)
+    genomes = random_genomes(4, seed=8)
+    together = ev.accuracy(genomes)
+    assert together == [ev.accuracy([g])[0] for g in genomes]
+    assert together[::-1] == ev.accuracy(genomes[::-1])
