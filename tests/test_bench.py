@@ -246,3 +246,17 @@ def test_bench_refuses_a_bad_budget_in_one_line() -> None:
 
 def test_the_quick_budget_is_documented_and_small() -> None:
     assert quick_run.QUICK["pop"] * quick_run.QUICK["gens"] <= 100
+
+
+def test_bench_qat_json_shape_with_a_tiny_budget() -> None:
+    """`bench --qat`: both fine-tuning cost ratios per task, measured in one run; an unknown task is skipped."""
+    proc = gruq("bench", "--qat", "--json", "--tasks", "vowels", "nosuch", "--qat-samples", "32", "--qat-genomes", "2")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out["qat_cost_ratio"]) == set(out["qat_batched_cost_ratio"]) == {"vowels"}
+    assert out["qat_cost_ratio"]["vowels"] > 0 and out["qat_batched_cost_ratio"]["vowels"] > 0
+    detail = out["qat_cost"]["vowels"]
+    assert (detail["genomes"], detail["sequences"], detail["threads"]) == (2, 32, 1)
+    assert detail["qat_cost_ratio"] == pytest.approx(detail["qat_epoch_seconds"] / detail["float_epoch_seconds"])
+    assert "unknown task" in out["skipped"]["nosuch"]
+    assert "hypervolume" not in out  # --qat measures only the fine-tuning cost

@@ -9,6 +9,12 @@
   on the search task (vowels).
 - quick_run_seconds: bench/quick_run.py, wall time of a quick default search.
 
+    python -m gruq bench --qat [--tasks T ...] [--json]
+
+- qat_cost_ratio / qat_batched_cost_ratio (per task, and nothing else):
+  bench/qat_cost.py, one fine-tuning epoch of one genome / of 16 genomes
+  together, over one float nn.GRU training epoch on the same data.
+
 A task that cannot run (its checkpoint is not trained yet) is reported under
 "skipped" with the reason. Timings depend on the machine and its load: the
 object records both. Progress goes to stderr.
@@ -75,6 +81,11 @@ def register(sub: Any) -> None:
         metavar="N",
         help="torch threads while measuring eval_cost_ratio (default: torch's own choice)",
     )
+    p.add_argument(
+        "--qat",
+        action="store_true",
+        help="only the fine-tuning cost ratios (qat_cost_ratio, qat_batched_cost_ratio) on every task of --tasks",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     # Hidden: for tests and for re-runs.
     p.add_argument("--pop", type=positive, default=32, help=argparse.SUPPRESS)
@@ -83,6 +94,9 @@ def register(sub: Any) -> None:
     p.add_argument("--no-ratio", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-quality", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-quick", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--qat-genomes", type=positive, default=16, help=argparse.SUPPRESS)
+    p.add_argument("--qat-samples", type=positive, help=argparse.SUPPRESS)
+    p.add_argument("--qat-repeats", type=positive, default=1, help=argparse.SUPPRESS)
     p.set_defaults(func=bench_command)
 
 
@@ -104,6 +118,8 @@ def bench_module(name: str) -> ModuleType:
 
 
 def bench_command(args: argparse.Namespace) -> int:
+    if args.qat:
+        return _qat_command(args)
     started = time.perf_counter()
     skipped: dict[str, str] = {}
     out: dict[str, Any] = {
@@ -171,6 +187,41 @@ def _ratios(module: ModuleType, args: argparse.Namespace, out: dict[str, Any], s
     out["eval_cost_ratio_per_task"] = per_task
     out["eval_cost"] = details
     out["eval_cost_threads"] = args.threads
+
+
+def _qat_command(args: argparse.Namespace) -> int:
+    """`bench --qat`: bench/qat_cost.py on every task of --tasks, both ratios measured in one run per task."""
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    module = bench_module("qat_cost")
+    out: dict[str, Any] = {"qat_cost_ratio": {}, "qat_batched_cost_ratio": {}, "qat_cost": {}}
+    skipped: dict[str, str] = {}
+    for task in tqdm(list(dict.fromkeys(args.tasks)), desc="qat cost", unit="task", file=sys.stderr):
+        try:
+            result = module.qat_cost(task, args.qat_genomes, args.qat_samples, args.qat_repeats)
+        except GruqError as exc:
+            skipped[task] = str(exc)
+            continue
+        out["qat_cost"][task] = result
+        out["qat_cost_ratio"][task] = result["qat_cost_ratio"]
+        out["qat_batched_cost_ratio"][task] = result["qat_batched_cost_ratio"]
+    out["machine"], out["skipped"] = _machine(), skipped
+    out["seconds"] = time.perf_counter() - started
+    if args.json:
+        emit(out)
+        return 0
+    print(f"{'task':8} {'r (1 genome)':>13} {'r16 (' + str(args.qat_genomes) + ' together)':>20}  (CPU time)")
+    for task, r in out["qat_cost"].items():
+        print(
+            f"{task:8} {r['qat_cost_ratio']:13.2f} {r['qat_batched_cost_ratio']:20.2f}  "
+            f"({r['qat_cost_ratio_cpu']:.2f}, {r['qat_batched_cost_ratio_cpu']:.2f})"
+        )
+    for task, reason in skipped.items():
+        print(f"skipped {task}: {reason}")
+    m = out["machine"]
+    print(f"machine: {m.get('cpus')} CPUs, load average {m.get('load_average')}")
+    return 0
 
 
 @contextmanager
