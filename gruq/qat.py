@@ -221,6 +221,8 @@ class Population:
     def __init__(self, model: GRUClassifier, calib: Calibration, genomes: Sequence[Genome]) -> None:
         self.base, self.calib, self.genomes = model, calib, [tuple(g) for g in genomes]
         self.P, self.H, self.F = len(self.genomes), model.hidden, model.gru.input_size
+        self.K = -(-(self.F + 1 + self.H) // 4) * 4  # [x | 1 | h | 0]: a multiple of 4 keeps (K, 4H) blocks aligned
+        self.HQ = -(-(self.H + 1) // 16) * 16  # [h | 1 | 0] of the head's gradient, likewise
         self.C = model.head.out_features
         self.layout, self.L = _layout(model)
         flat = torch.zeros(self.L, dtype=F32)
@@ -239,9 +241,11 @@ class Population:
         self.x_frac = fm[0].x.frac
         tabs = [_tables(g, self.calib) for g in self.genomes]
         cat = lambda name: torch.from_numpy(np.concatenate([getattr(t, name) for t in tabs]))  # noqa: E731
-        self.t_sig_r64 = cat("sig_r")
-        self.t_sig_r = self.t_sig_r64.to(F32)
-        self.t_dsig_r = cat("dsig_r")
+        self.t_sig_r64 = cat("sig_r")  # forward
+        # backward: times c_n = 2^(f_add_n - f_mul_rn), the scale from mul_rn to add_n (exact)
+        c_n = torch.tensor([2.0 ** (o["add_n"].frac - o["mul_rn"].frac) for o in self.out], dtype=F64)
+        self.t_sig_r = (self.t_sig_r64.view(P, 258) * c_n.view(P, 1)).to(F32).view(-1)
+        self.t_dsig_r = (cat("dsig_r").view(P, 258).to(F64) * c_n.view(P, 1)).to(F32).view(-1)
         for name in ("zn", "zn_dz", "zn_dn", "zh", "zh_dz", "zh_dh"):
             setattr(self, f"t_{name}", cat(name))
         i32 = lambda v: torch.tensor(v, dtype=I32).view(P, 1, 1)  # noqa: E731
@@ -328,11 +332,18 @@ class Population:
             ],
             dim=2,
         )
-        zeros = torch.zeros(P, F, H, dtype=F64)
-        wx = torch.cat([T("lin_xr", "xr"), T("lin_xz", "xz"), zeros, T("lin_xn", "xn")], dim=2)
-        q["wx"] = _aligned(torch.cat([wx, bias], dim=1))  # (P, F + 1, 4H): [x | 1] @ wx
-        q["wh"] = _aligned(torch.cat([T("lin_hr", "hr"), T("lin_hz", "hz"), T("lin_hn", "hn")], dim=2))
-        q["whT"] = _aligned(q["wh"].transpose(1, 2))  # (P, 3H, H)
+        # one product a step: [x_t | 1 | h_t | 0] (K columns) @ w4 -> [u_r | u_z | lin' | u_n's x part]
+        K = self.K
+        w4 = torch.zeros(P, K, 4 * H, dtype=F64)
+        w4[:, :F, :H], w4[:, :F, H : 2 * H], w4[:, :F, 3 * H :] = (
+            T("lin_xr", "xr"),
+            T("lin_xz", "xz"),
+            T("lin_xn", "xn"),
+        )
+        w4[:, F : F + 1] = bias
+        w4[:, F + 1 : F + 1 + H, : 3 * H] = torch.cat([T("lin_hr", "hr"), T("lin_hz", "hz"), T("lin_hn", "hn")], 2)
+        q["w4"] = _aligned(w4)  # (P, K, 4H)
+        q["whT"] = _aligned(w4[:, F + 1 : F + 1 + H, : 3 * H].transpose(1, 2))  # (P, 3H, H)
         q["wo"] = _aligned(q["head", "w"])  # (P, C, H)
         q["woT"] = _aligned(q["wo"].transpose(1, 2))
         q["bo"] = q["head", "b"].to(F32)  # (P, 1, C)
@@ -354,83 +365,90 @@ class Population:
         with torch.no_grad():
             saved, logits = self._forward(q, X)
             losses, dlogit = self._loss(logits * q["logit"], y)
-            grad = self._backward(q, saved, dlogit * q["logit"])
+            grad = self._backward(q, saved, dlogit.mul_(q["logit"]))
         return losses, grad
 
     def _forward(self, q: dict, X: torch.Tensor) -> tuple[dict, torch.Tensor]:
-        P, H = self.P, self.H
-        _, N, T, F = X.shape
-        xa = _buf(P, T, N, F + 1, fill=1.0)
-        xa[..., :F] = self.input_codes(X).transpose(1, 2)
-        gx = _buf(P, T, N, 4 * H)
-        torch.bmm(xa.view(P, T * N, F + 1), q["wx"], out=gx.view(P, T * N, 4 * H))
-        acc = _buf(P, T, N, 3 * H)  # [u_r | u_z | lin'] of every step (lin' is kept)
-        hh = _buf(P, T + 1, N, H, fill=0.0)  # h of every step, h_0 = 0
-        i_rz = torch.empty(P, N, 2 * H, dtype=I32)
-        i_n, i_h = torch.empty(P, N, H, dtype=I32), torch.empty(P, N, H, dtype=I32)
-        g_r, i_zn, i_zh = (torch.empty(P, T, N, H, dtype=I32) for _ in range(3))
-        m_rn, m_h = torch.empty(P, T, N, H, dtype=torch.bool), torch.empty(P, T, N, H, dtype=torch.bool)
-        sig = torch.empty(P * N * H, dtype=F64)
-        rn, rnc = torch.empty(P, N, H, dtype=F64), torch.empty(P, N, H, dtype=F64)
-        lin64, rn32 = torch.empty(P, N, H, dtype=F64), torch.empty(P, N, H, dtype=F32)
-        m1, m2 = torch.empty(P, N, H, dtype=F32), torch.empty(P, N, H, dtype=F32)
-        u_n = torch.empty(P, N, H, dtype=F32)
+        """Logit codes (P, Np, C) of every genome on its own batch X (P, N, T, F), and what backward needs.
+
+        Time-major buffers (T, P, Np, ...): each step's slice is one contiguous,
+        aligned (P, Np, ...) block, so MKL multiplies all genomes in one batched
+        call, slice by slice. Np = N rounded up to a multiple of 16: the extra
+        sequences (zero input) keep every genome's block 64-byte aligned; they
+        get no gradient (see _loss)."""
+        P, H, F, K = self.P, self.H, self.F, self.K
+        _, N, T, _ = X.shape
+        Np = -(-N // 16) * 16
+        xh = torch.zeros(T + 1, P, Np, K, dtype=F32)  # [x_t | 1 | h_t | 0] of every step; h_0 = 0
+        xh[:T, :, :N, :F] = self.input_codes(X).permute(2, 0, 1, 3)
+        xh[..., F] = 1.0
+        acc = torch.empty(T, P, Np, 4 * H, dtype=F32)  # [u_r | u_z | lin' | u_n] of every step (lin' is kept)
+        i_rz = torch.empty(P, Np, 2 * H, dtype=I32)
+        i_n, i_h = torch.empty(P, Np, H, dtype=I32), torch.empty(P, Np, H, dtype=I32)
+        g_r, i_zn, i_zh = (torch.empty(T, P, Np, H, dtype=I32) for _ in range(3))
+        m_rn, m_h = torch.empty(T, P, Np, H, dtype=F32), torch.empty(T, P, Np, H, dtype=F32)
+        sig = torch.empty(P * Np * H, dtype=F64)
+        rn, rnc = torch.empty(P, Np, H, dtype=F64), torch.empty(P, Np, H, dtype=F64)
+        lin64, rn32 = torch.empty(P, Np, H, dtype=F64), torch.empty(P, Np, H, dtype=F32)
+        m1, m2 = torch.empty(P, Np, H, dtype=F32), torch.empty(P, Np, H, dtype=F32)
         half = torch.full((1, 1, 1), 0.5, dtype=F64)
         for t in range(T):
-            h, a = hh[:, t], acc[:, t]
-            torch.baddbmm(gx[:, t, :, : 3 * H], h, q["wh"], out=a)
+            a, h = acc[t], xh[t, ..., F + 1 : F + 1 + H]
+            torch.bmm(xh[t], q["w4"], out=a)
             u = a[..., : 2 * H]
             u.clamp_(min=0)
             torch.minimum(u, self.top_rz, out=u)
             i_rz.copy_(u)
-            torch.add(i_rz[..., :H], self.off_r, out=g_r[:, t])
-            torch.index_select(self.t_sig_r64, 0, g_r[:, t].reshape(-1), out=sig)
-            lin64.copy_(a[..., 2 * H :])
-            torch.addcmul(half, sig.view(P, N, H), lin64, out=rn).floor_()
+            torch.add(i_rz[..., :H], self.off_r, out=g_r[t])
+            torch.index_select(self.t_sig_r64, 0, g_r[t].view(-1), out=sig)
+            lin64.copy_(a[..., 2 * H : 3 * H])
+            torch.addcmul(half, sig.view(P, Np, H), lin64, out=rn).floor_()
             torch.minimum(torch.maximum(rn, self.rn_lo, out=rnc), self.rn_hi, out=rnc)
-            torch.eq(rn, rnc, out=m_rn[:, t])
+            torch.eq(rn, rnc, out=m_rn[t])
             rn32.copy_(rnc)
-            torch.addcmul(gx[:, t, :, 3 * H :], rn32, self.c_n, out=u_n).clamp_(min=0)
+            u_n = a[..., 3 * H :]
+            u_n.addcmul_(rn32, self.c_n).clamp_(min=0)
             i_n.copy_(torch.minimum(u_n, self.top_n, out=u_n))
             z = i_rz[..., H:]
-            torch.mul(z, self.row_n, out=i_zn[:, t]).add_(i_n).add_(self.at_zn)
-            torch.index_select(self.t_zn, 0, i_zn[:, t].reshape(-1), out=m1.view(-1))
+            torch.mul(z, self.row_n, out=i_zn[t]).add_(i_n).add_(self.at_zn)
+            torch.index_select(self.t_zn, 0, i_zn[t].view(-1), out=m1.view(-1))
             i_h.copy_(h)
-            torch.mul(z, self.row_h, out=i_zh[:, t]).add_(i_h).add_(self.at_zh)
-            torch.index_select(self.t_zh, 0, i_zh[:, t].reshape(-1), out=m2.view(-1))
+            torch.mul(z, self.row_h, out=i_zh[t]).add_(i_h).add_(self.at_zh)
+            torch.index_select(self.t_zh, 0, i_zh[t].view(-1), out=m2.view(-1))
             torch.add(m1, m2, out=m1).floor_()
-            nxt = hh[:, t + 1]
+            nxt = xh[t + 1, ..., F + 1 : F + 1 + H]
             torch.minimum(torch.maximum(m1, self.h_lo, out=nxt), self.h_hi, out=nxt)
-            torch.eq(m1, nxt, out=m_h[:, t])
-        logits = _buf(P, N, self.C)
-        logits.copy_(q["bo"].expand(P, N, self.C)).baddbmm_(hh[:, T], q["woT"])
-        saved = {"xa": xa, "gx": gx, "acc": acc, "hh": hh, "g_r": g_r, "i_zn": i_zn, "i_zh": i_zh}
-        return saved | {"m_rn": m_rn, "m_h": m_h}, logits
+            torch.eq(m1, nxt, out=m_h[t])
+        logits = torch.empty(P, Np, self.C, dtype=F32)
+        logits.copy_(q["bo"].expand(P, Np, self.C)).baddbmm_(xh[T, ..., F + 1 : F + 1 + H], q["woT"])
+        saved = {"xh": xh, "acc": acc, "g_r": g_r, "i_zn": i_zn, "i_zh": i_zh, "m_rn": m_rn, "m_h": m_h, "N": N}
+        return saved, logits
 
     @staticmethod
     def _loss(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy per genome and its gradient with respect to the real logits z (P, N, C)."""
-        P, N, _ = z.shape
-        logp = torch.log_softmax(z, dim=2)
-        picked = torch.gather(logp, 2, y.view(P, N, 1))
-        losses = -torch.bmm(torch.ones(P, 1, N, dtype=z.dtype), picked).view(P) / N
+        """Mean cross-entropy per genome over its N real sequences, and its gradient with respect to the
+        real logits z (P, Np, C); rows past N (padding) get no gradient."""
+        P, N = y.shape
+        logp = torch.log_softmax(z[:, :N], dim=2)
+        losses = -torch.gather(logp, 2, y.view(P, N, 1)).view(P, N).sum(1) / N
         grad = torch.softmax(z, dim=2)
-        grad.scatter_add_(2, y.view(P, N, 1), torch.full((P, N, 1), -1.0, dtype=z.dtype))
+        grad[:, N:] = 0.0
+        grad[:, :N].scatter_add_(2, y.view(P, N, 1), torch.full((P, N, 1), -1.0, dtype=z.dtype))
         return losses, grad.mul_(1.0 / N)
 
     def _backward(self, q: dict, saved: dict, dlogit: torch.Tensor) -> torch.Tensor:
-        P, H = self.P, self.H
-        xa, hh, acc = saved["xa"], saved["hh"], saved["acc"]
-        T, N = acc.shape[1], acc.shape[2]
-        da = saved["gx"]  # reused: (P, T, N, 4H) = d[u_r | u_z | lin' | u_n]
-        dlogit = _aligned(dlogit)
-        g, g_next = _buf(P, N, H), _buf(P, N, H)
+        P, H, F, K = self.P, self.H, self.F, self.K
+        xh, acc = saved["xh"], saved["acc"]
+        T, Np = acc.shape[0], acc.shape[2]
+        da = acc  # overwritten step by step, backwards: d[u_r | u_z | lin' | u_n]
+        g, g_next = torch.empty(P, Np, H, dtype=F32), torch.empty(P, Np, H, dtype=F32)
         torch.bmm(dlogit, q["wo"], out=g)  # d loss / d h_T
-        gg, a, b, qq = (torch.empty(P, N, H, dtype=F32) for _ in range(4))
+        dw4 = torch.zeros(P, K, 4 * H, dtype=F32)
+        gg, a, b, qq = (torch.empty(P, Np, H, dtype=F32) for _ in range(4))
         for t in range(T - 1, -1, -1):
-            d = da[:, t]
-            torch.mul(g, saved["m_h"][:, t], out=gg)
-            i_zn, i_zh, g_r = saved["i_zn"][:, t].reshape(-1), saved["i_zh"][:, t].reshape(-1), saved["g_r"][:, t]
+            d = da[t]
+            torch.mul(g, saved["m_h"][t], out=gg)
+            i_zn, i_zh, g_r = saved["i_zn"][t].view(-1), saved["i_zh"][t].view(-1), saved["g_r"][t].view(-1)
             torch.index_select(self.t_zn_dz, 0, i_zn, out=a.view(-1))
             torch.index_select(self.t_zh_dz, 0, i_zh, out=b.view(-1))
             torch.mul(torch.add(a, b, out=a), gg, out=d[..., H : 2 * H])
@@ -438,24 +456,20 @@ class Population:
             torch.mul(a, gg, out=d[..., 3 * H :])
             torch.index_select(self.t_zh_dh, 0, i_zh, out=b.view(-1))
             torch.mul(b, gg, out=g_next)  # d loss / d h_t, directly through mul_zh
-            torch.mul(d[..., 3 * H :], self.c_n, out=qq).mul_(saved["m_rn"][:, t])  # d loss / d mul_rn
-            torch.index_select(self.t_sig_r, 0, g_r.reshape(-1), out=a.view(-1))
+            torch.mul(d[..., 3 * H :], saved["m_rn"][t], out=qq)  # d loss / d mul_rn, over c_n (in the tables)
+            torch.index_select(self.t_dsig_r, 0, g_r, out=a.view(-1))
+            torch.mul(torch.mul(qq, d[..., 2 * H : 3 * H], out=b), a, out=d[..., :H])
+            torch.index_select(self.t_sig_r, 0, g_r, out=a.view(-1))
             torch.mul(qq, a, out=d[..., 2 * H : 3 * H])
-            torch.index_select(self.t_dsig_r, 0, g_r.reshape(-1), out=a.view(-1))
-            torch.mul(torch.mul(qq, acc[:, t, :, 2 * H :], out=qq), a, out=d[..., :H])
             g_next.baddbmm_(d[..., : 3 * H], q["whT"])
+            dw4.baddbmm_(xh[t].transpose(1, 2), d)
             g, g_next = g_next, g
-        hprev = hh[:, :T].reshape(P, T * N, H)
-        dwh, dwx = _buf(P, H, 3 * H), _buf(P, xa.shape[3], 4 * H)
-        torch.bmm(hprev.transpose(1, 2), da.view(P, T * N, 4 * H)[..., : 3 * H], out=dwh)
-        torch.bmm(xa.view(P, T * N, -1).transpose(1, 2), da.view(P, T * N, 4 * H), out=dwx)
-        hT1 = _buf(P, N, H + 1, fill=1.0)
-        hT1[..., :H] = hh[:, T]
-        dwo = _buf(P, self.C, H + 1)
-        torch.bmm(dlogit.transpose(1, 2), hT1, out=dwo)
-        return self._to_params(q, dwx, dwh, dwo)
+        hT1 = torch.zeros(P, Np, self.HQ, dtype=F32)
+        hT1[..., :H], hT1[..., H] = xh[T, ..., F + 1 : F + 1 + H], 1.0
+        dwo = torch.bmm(hT1.transpose(1, 2), dlogit)  # (P, HQ, C): [h_T | 1 | 0]^T d logits
+        return self._to_params(q, dw4, dwo)
 
-    def _to_params(self, q: dict, dwx: torch.Tensor, dwh: torch.Tensor, dwo: torch.Tensor) -> torch.Tensor:
+    def _to_params(self, q: dict, dw4: torch.Tensor, dwo: torch.Tensor) -> torch.Tensor:
         """Gradients of the folded GEMM weights -> of the codes -> of the float weights (exact scalings)."""
         H, F, s = self.H, self.F, q["s"]
         grad = torch.zeros_like(self.flat)
@@ -466,9 +480,9 @@ class Population:
         for op in LINEAR:
             name = OPS[op]
             c, gate = cols[name], {0: 0, 1: 0, 4: 1, 5: 1, 8: 2, 9: 2}[op]
-            src = dwx[:, :F] if op in INPUT_LINEAR else dwh
+            src = dw4[:, :F] if op in INPUT_LINEAR else dw4[:, F + 1 : F + 1 + H]
             dw = src[:, :, c * H : (c + 1) * H].transpose(1, 2).to(F64) * s[scale[name]]
-            db = dwx[:, F:, c * H : (c + 1) * H].to(F64) * s[scale[name]]
+            db = dw4[:, F : F + 1, c * H : (c + 1) * H].to(F64) * s[scale[name]]
             dw = dw * torch.exp2(q[name, "fw"]) * q[name, "wm"]
             db = (db * torch.exp2(q[name, "acc"]) * q[name, "bm"]).squeeze(1)
             rows = slice(gate * H, (gate + 1) * H)
@@ -476,8 +490,8 @@ class Population:
             (b_ih if op in INPUT_LINEAR else b_hh)[:, rows] = db.to(F32)
         dwo = dwo.to(F64)
         hw, hb = self.param("head.weight", grad), self.param("head.bias", grad)
-        hw.copy_(dwo[..., :H] * torch.exp2(q["head", "fw"]) * q["head", "wm"])
-        hb.copy_((dwo[..., H:].transpose(1, 2) * torch.exp2(q["head", "acc"]) * q["head", "bm"]).squeeze(1))
+        hw.copy_(dwo[:, :H].transpose(1, 2) * torch.exp2(q["head", "fw"]) * q["head", "wm"])
+        hb.copy_((dwo[:, H : H + 1] * torch.exp2(q["head", "acc"]) * q["head", "bm"]).squeeze(1))
         return grad
 
     # -- the optimizer --------------------------------------------------------------------------------------

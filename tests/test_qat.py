@@ -71,7 +71,7 @@ def test_forward_codes_are_the_exact_paths(models, name) -> None:
     _, logits = pop._forward(q, X.expand(len(genomes), *X.shape))
     with torch.no_grad():
         exact = Simulation(s.model, s.calib, genomes).forward(X)
-    assert torch.equal(logits.to(torch.float64), exact)
+    assert torch.equal(logits[:, : len(X)].to(torch.float64), exact)  # rows past N: padding
 
 
 def toy(name: str = "F1-H5-C2", n: int = 37) -> tuple[Checkpoint, Split]:
