@@ -7,7 +7,8 @@ float_epoch_seconds: one training epoch of the float model, torch.nn.GRU
 (`GRUClassifier`): forward, cross-entropy, backward, gradient clipping and an
 Adam step per mini-batch. The fine-tuning epochs are `gruq.train.finetune_many`
 exactly as the search and `evaluate --finetune-epochs` call it (no epoch
-selection, so no scoring). All three run in the same process and run, on the
+selection, so no scoring; the 16 genomes in cache-sized blocks of
+`gruq.qat.block_genomes`, as the search fine-tunes a chunk). All three run in the same process and run, on the
 same training sequences (the task's training split, or its first `samples`
 sequences of each epoch's shuffle), with the same batch size
 (`gruq.train.finetune_batch`) and one torch thread (what fine-tuning uses).
@@ -89,7 +90,7 @@ def qat_cost(
             opt.step()
 
     def qat(gs: list[Genome]) -> Callable[[], Any]:
-        return lambda: finetune_many(ckpt, gs, train, 1, list(range(len(gs))), samples=samples, group=len(gs))
+        return lambda: finetune_many(ckpt, gs, train, 1, list(range(len(gs))), samples=samples)
 
     with single_thread():
         float_epoch(), qat(pop[:1])()  # warm up: first-call allocations, lazy imports, table caches

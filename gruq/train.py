@@ -15,14 +15,14 @@ from gruq.errors import GruqError
 from gruq.fakequant import Simulation, single_thread
 from gruq.genome import Genome, validate
 from gruq.model import Checkpoint, GRUClassifier, calibrate
-from gruq.qat import Population
+from gruq.qat import Population, block_genomes
 from gruq.tasks.base import Split, Task
 
 Progress = Callable[[int, int, dict], None]  # (epoch, epochs, metrics)
 
 FINETUNE_LR = 3e-3  # Adam, cosine decay over the epochs (measured better than 1e-3 on smnist and ecg)
 FINETUNE_BATCH = 128  # at most: small training sets get smaller batches (see finetune_batch)
-FINETUNE_GROUP = 16  # genomes fine-tuned together (any grouping gives the same weights: only speed and memory)
+FINETUNE_GROUP = 16  # at most, genomes fine-tuned together (any grouping gives the same weights: speed, memory)
 
 
 def _batches(
@@ -127,7 +127,8 @@ def finetune_many(
     select: Split | None = None,
     group: int | None = None,
 ) -> list[Checkpoint]:
-    """Quantization-aware fine-tuning of one copy of the float model per genome, `group` genomes at a time.
+    """Quantization-aware fine-tuning of one copy of the float model per genome, `group` genomes at a time
+    (default: as many as keep a step in cache, `gruq.qat.block_genomes`, at most FINETUNE_GROUP).
 
     Genome i trains its own copy of the weights with its own Adam state on its
     own seeded shuffle (`seeds[i]`): straight-through rounding through the
@@ -160,7 +161,7 @@ def finetune_many(
         return [ckpt for _ in genomes]
     if batch is None:
         batch = finetune_batch(len(train) if samples is None else min(samples, len(train)))
-    group = group or FINETUNE_GROUP
+    group = group or min(FINETUNE_GROUP, block_genomes(batch, ckpt.model.hidden))
     out: list[Checkpoint] = []
     with single_thread():
         for i in range(0, len(genomes), group):
