@@ -251,6 +251,7 @@ class Population:
         tabs = [_tables(g, self.calib) for g in self.genomes]
         cat = lambda name: torch.from_numpy(np.concatenate([getattr(t, name) for t in tabs]))  # noqa: E731
         self.t_sig_r64 = cat("sig_r")  # forward
+        self.t_sig_r_fwd = self.t_sig_r64.to(F32)
         # backward: times c_n = 2^(f_add_n - f_mul_rn), the scale from mul_rn to add_n (exact)
         c_n = torch.tensor([2.0 ** (o["add_n"].frac - o["mul_rn"].frac) for o in self.out], dtype=F64)
         self.t_sig_r = (self.t_sig_r64.view(P, 258) * c_n.view(P, 1)).to(F32).view(-1)
@@ -357,6 +358,14 @@ class Population:
         q["woT"] = _aligned(q["wo"].transpose(1, 2))
         q["bo"] = q["head", "b"].to(F32)  # (P, 1, C)
         q["logit"] = torch.exp2(-lf).to(F32)
+        # mul_rn = floor(sig_r lin' + 1/2) in float32 when exact for every genome (as _Fast's bound
+        # for float64): then float32 and float64 give the same codes, so the choice, made for the
+        # whole group, cannot change any genome's result.
+        w, b = q["lin_hn", "w"], q["lin_hn", "b"].squeeze(1)
+        mag = (w.abs().sum(2) * torch.exp2(bits["add_h"].view(P, 1) - 1) + b.abs()).amax(1)
+        er, emin = e["hn"].view(P), torch.minimum(e["hn"].view(P), torch.tensor(-1.0, dtype=F64))
+        bound = mag * torch.exp2(bits["sig_r"].view(P)) * torch.exp2(er - emin) + torch.exp2(-1 - emin)
+        q["rn_f32"] = bool((bound < 2.0**24).all())
         return q
 
     def input_codes(self, X: torch.Tensor) -> torch.Tensor:
@@ -396,11 +405,15 @@ class Population:
         i_n, i_h = torch.empty(P, Np, H, dtype=I32), torch.empty(P, Np, H, dtype=I32)
         g_r, i_zn, i_zh = (torch.empty(T, P, Np, H, dtype=I32) for _ in range(3))
         m_rn, m_h = torch.empty(T, P, Np, H, dtype=F32), torch.empty(T, P, Np, H, dtype=F32)
-        sig = torch.empty(P * Np * H, dtype=F64)
-        rn, rnc = torch.empty(P, Np, H, dtype=F64), torch.empty(P, Np, H, dtype=F64)
+        dt = F32 if q["rn_f32"] else F64  # of mul_rn
+        table, rn_lo, rn_hi = (self.t_sig_r_fwd, self.rn_lo.to(dt), self.rn_hi.to(dt))
+        if dt == F64:
+            table = self.t_sig_r64
+        sig = torch.empty(P * Np * H, dtype=dt)
+        rn, rnc = torch.empty(P, Np, H, dtype=dt), torch.empty(P, Np, H, dtype=dt)
         lin64, rn32 = torch.empty(P, Np, H, dtype=F64), torch.empty(P, Np, H, dtype=F32)
         m1, m2 = torch.empty(P, Np, H, dtype=F32), torch.empty(P, Np, H, dtype=F32)
-        half = torch.full((1, 1, 1), 0.5, dtype=F64)
+        half = torch.full((1, 1, 1), 0.5, dtype=dt)
         for t in range(T):
             a, h = acc[t], xh[t, ..., F + 1 : F + 1 + H]
             torch.bmm(xh[t], q["w4"], out=a)
@@ -409,14 +422,13 @@ class Population:
             torch.minimum(u, self.top_rz, out=u)
             i_rz.copy_(u)
             torch.add(i_rz[..., :H], self.off_r, out=g_r[t])
-            torch.index_select(self.t_sig_r64, 0, g_r[t].view(-1), out=sig)
-            lin64.copy_(a[..., 2 * H : 3 * H])
-            torch.addcmul(half, sig.view(P, Np, H), lin64, out=rn).floor_()
-            torch.minimum(torch.maximum(rn, self.rn_lo, out=rnc), self.rn_hi, out=rnc)
+            torch.index_select(table, 0, g_r[t].view(-1), out=sig)
+            lin = a[..., 2 * H : 3 * H] if dt == F32 else lin64.copy_(a[..., 2 * H : 3 * H])
+            torch.addcmul(half, sig.view(P, Np, H), lin, out=rn).floor_()
+            torch.minimum(torch.maximum(rn, rn_lo, out=rnc), rn_hi, out=rnc)
             torch.eq(rn, rnc, out=m_rn[t])
-            rn32.copy_(rnc)
             u_n = a[..., 3 * H :]
-            u_n.addcmul_(rn32, self.c_n).clamp_(min=0)
+            u_n.addcmul_(rnc if dt == F32 else rn32.copy_(rnc), self.c_n).clamp_(min=0)
             i_n.copy_(torch.minimum(u_n, self.top_n, out=u_n))
             z = i_rz[..., H:]
             torch.mul(z, self.row_n, out=i_zn[t]).add_(i_n).add_(self.at_zn)

@@ -145,3 +145,23 @@ def test_evaluator_fine_tunes_a_chunk_as_each_genome_alone(monkeypatch) -> None:
     together = ev.accuracy(genomes)
     assert together == [ev.accuracy([g])[0] for g in genomes]
     assert together[::-1] == ev.accuracy(genomes[::-1])
+
+
+def test_mul_rn_in_float64_when_float32_is_not_exact_and_groups_still_agree() -> None:
+    """All-8-bit on 40 hidden units: sig_r x lin_hn exceeds float32's 24 bits, so the group takes
+    float64 for mul_rn; the float32 genomes beside it must not notice, and codes stay exact."""
+    s = small(features=3, hidden=40, classes=3, steps=4, n=20, seed=4)
+    wide, narrow = homogeneous(8), homogeneous(4)
+    assert not Population(s.model, s.calib, [wide])._quantized()["rn_f32"]
+    assert Population(s.model, s.calib, [narrow])._quantized()["rn_f32"]
+    X = torch.as_tensor(s.X)
+    pop = Population(s.model, s.calib, [narrow, wide])
+    _, logits = pop._forward(pop._quantized(), X.expand(2, *X.shape))
+    with torch.no_grad():
+        exact = Simulation(s.model, s.calib, [narrow, wide]).forward(X)
+    assert torch.equal(logits[:, : len(X)].to(torch.float64), exact)
+    ckpt = Checkpoint(model=s.model, calibration=s.calib, meta={})
+    train = Split(X=s.X, y=np.arange(len(s.X)) % 3)
+    together = finetune_many(ckpt, [narrow, wide], train, 1, [1, 2], batch=8)
+    assert same(together[0], finetune(ckpt, narrow, train, 1, 1, batch=8))
+    assert same(together[1], finetune(ckpt, wide, train, 1, 2, batch=8))
