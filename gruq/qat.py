@@ -19,7 +19,11 @@ saturated value there, and the gradient tables hold 0 (the clipped STE). The
 codes are the engine's whenever the products fit float32's 24 bits (the bound
 `_Fast.plan` checks; checked in the tests): every value is then an integer
 multiple of a power of two, exact in any summation order. mul_rn, an 8-bit
-code times a wide accumulator, is computed in float64, as in `_Fast`. The
+code times a wide accumulator, is computed in float32 when a bound on the
+actual codes proves it exact for every genome of the group, else in float64
+(as in `_Fast`): both give the same codes, so the choice cannot make a genome
+depend on its group. One matrix product a step, [x_t | 1 | h_t] times the
+stacked folded weights, gives every gate's pre-rounding value. The
 engine's int32 clamp of the six accumulators is not applied: it cannot
 trigger unless a bias code comes within (F + H) 2^14 of 2^31.
 
@@ -37,15 +41,19 @@ issue 9 rebuilds a fine-tuned model alone). Every operation here is one of:
 (a) elementwise with a single rounding (mul, add, floor, min/max, table
 reads, comparisons), which computes each element alone whatever its
 neighbours or its place in a vector register; (b) a matrix product per genome
-(bmm, baddbmm), whose slices have the same shapes in any group, and which
-MKL computes slice by slice with the same kernel (tests/test_qat.py checks
-this and the end result); (c) a softmax along each row (one sequence of one
-genome). No reduction ever runs across genomes, and sums over sequences and
-time (bias gradients) are matrix products against a column of ones. Per-genome
-parameter vectors are padded to a multiple of 64 floats so that each genome's
-slice starts at the same alignment as a tensor of its own. Fused
-multiply-adds are avoided where a value is inexact (backward, Adam): a scalar
-tail and a vector body may round them differently.
+(bmm, baddbmm) whose slices have the same shapes in any group; (c) a softmax
+along each row (one sequence of one genome). No reduction ever runs across
+genomes; sums over sequences and time (bias gradients) are matrix products
+against a column of ones. MKL computes a batched product slice by slice with
+the same kernel, but rounds differently when a slice starts at a different
+alignment (measured with 5 hidden units), so every product's slices start
+64-byte aligned, as a tensor of their own does: buffers are time-major
+(T, P, Np, ...), with the sequences padded to Np, a multiple of 16, and the
+padding rows getting no gradient; weights and per-genome parameter vectors
+are padded likewise (`_buf`, ALIGN). Fused multiply-adds are avoided where a
+value is inexact (backward, Adam): a scalar tail and a vector body might
+round them differently. tests/test_qat.py checks the end result with
+torch.equal on odd shapes.
 """
 
 from __future__ import annotations
@@ -62,7 +70,7 @@ from gruq.fakequant import _lut
 from gruq.fixedpoint import Format, round_shift
 from gruq.genome import HEAD_BITS, INPUT_BITS, Genome
 from gruq.model import Calibration, GRUClassifier
-from gruq.ops import INDEX, INPUT_LINEAR, LINEAR, OPS
+from gruq.ops import GATE_OF_LINEAR, INDEX, INPUT_LINEAR, LINEAR, OPS
 from gruq.scheme import formats
 
 F32, F64, I32 = torch.float32, torch.float64, torch.int32
@@ -302,7 +310,7 @@ class Population:
         fr, bits = self.frac, self.bits
         q: dict = {}
         for op in LINEAR:  # weight codes, per genome format from its own max |w| (scheme.weight_exponents)
-            name, gate = OPS[op], {0: 0, 1: 0, 4: 1, 5: 1, 8: 2, 9: 2}[op]
+            name, gate = OPS[op], GATE_OF_LINEAR[op]
             w = (w_ih if op in INPUT_LINEAR else w_hh)[:, gate * H : (gate + 1) * H]
             b = (b_ih if op in INPUT_LINEAR else b_hh)[:, gate * H : (gate + 1) * H].unsqueeze(1)
             fw = bits[name] - 1 - _ceil_log2(w.abs().amax(dim=(1, 2))).view(P, 1, 1)
@@ -500,7 +508,7 @@ class Population:
         b_ih, b_hh = self.param("gru.bias_ih_l0", grad), self.param("gru.bias_hh_l0", grad)
         for op in LINEAR:
             name = OPS[op]
-            c, gate = cols[name], {0: 0, 1: 0, 4: 1, 5: 1, 8: 2, 9: 2}[op]
+            c, gate = cols[name], GATE_OF_LINEAR[op]
             src = dw4[:, :F] if op in INPUT_LINEAR else dw4[:, F + 1 : F + 1 + H]
             dw = src[:, :, c * H : (c + 1) * H].transpose(1, 2).to(F64) * s[scale[name]]
             db = dw4[:, F : F + 1, c * H : (c + 1) * H].to(F64) * s[scale[name]]
