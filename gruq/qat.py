@@ -66,6 +66,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from gruq.errors import GruqError
 from gruq.fakequant import _lut
 from gruq.fixedpoint import Format, round_shift
 from gruq.genome import HEAD_BITS, INPUT_BITS, Genome
@@ -76,6 +77,14 @@ from gruq.scheme import formats
 F32, F64, I32 = torch.float32, torch.float64, torch.int32
 ALIGN = 64  # floats: each genome's parameter slice starts 256-byte aligned, as a tensor of its own would
 INT32_LO, INT32_HI = -(2.0**31), 2.0**31 - 1
+PARAMETERS = (  # what the cell below trains, in GRUClassifier's order
+    "gru.weight_ih_l0",
+    "gru.weight_hh_l0",
+    "gru.bias_ih_l0",
+    "gru.bias_hh_l0",
+    "head.weight",
+    "head.bias",
+)
 BLOCK_ELEMENTS = 1 << 15  # target genomes x sequences x hidden of one step's tensors: they then stay in cache
 
 
@@ -242,6 +251,11 @@ class Population:
         self.HQ = -(-(self.H + 1) // 16) * 16  # [h | 1 | 0] of the head's gradient, likewise
         self.C = model.head.out_features
         self.layout, self.L = _layout(model)
+        if [n for n, _, _ in self.layout] != list(PARAMETERS):
+            raise GruqError(
+                "quantization-aware fine-tuning handles the one-layer GRU classifier "
+                f"({', '.join(PARAMETERS)}); this model has {', '.join(n for n, _, _ in self.layout)}"
+            )
         flat = torch.zeros(self.L, dtype=F32)
         for (_, _, at), p in zip(self.layout, model.parameters()):
             flat[at : at + p.numel()] = p.detach().reshape(-1)

@@ -165,3 +165,13 @@ def test_mul_rn_in_float64_when_float32_is_not_exact_and_groups_still_agree() ->
     together = finetune_many(ckpt, [narrow, wide], train, 1, [1, 2], batch=8)
     assert same(together[0], finetune(ckpt, narrow, train, 1, 1, batch=8))
     assert same(together[1], finetune(ckpt, wide, train, 1, 2, batch=8))
+
+
+def test_a_model_it_cannot_train_is_refused_not_trained_wrongly() -> None:
+    from gruq.model import GRUClassifier
+
+    s = small()
+    deeper = GRUClassifier(3, 8, 4)
+    deeper.gru = nn.GRU(3, 8, num_layers=2, batch_first=True)
+    with pytest.raises(GruqError, match="one-layer"):
+        Population(deeper, s.calib, [homogeneous(4)])
