@@ -216,13 +216,12 @@ def training_panel(task: str) -> None:
 
 @st.cache_data(show_spinner=False)
 def task_shape(task: str) -> dict:
-    """The model shape of a task (as a dict, for the cache), from the evaluator the search uses."""
+    """The model shape of a task (as a dict, for the cache): the evaluator's, without loading the model."""
     from dataclasses import asdict
 
-    from gruq.search.backend import default_backend
-    from gruq.search.config import SearchConfig
+    from gruq.search.backend import model_shape
 
-    return asdict(default_backend(SearchConfig(task=task)).evaluator.shape)
+    return asdict(model_shape(task))
 
 
 def shape_of(task: str):

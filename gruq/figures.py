@@ -457,8 +457,8 @@ def _edge_points(a: str, b: str) -> tuple[float, float, float, float]:
     return x0 + _W / 2, y0, x1 - wb / 2, y1
 
 
-def _arrow(fig: go.Figure, x0: float, y0: float, x1: float, y1: float, text: str = "", color: str = "#666666") -> None:
-    fig.add_annotation(
+def _arrow(x0: float, y0: float, x1: float, y1: float, text: str = "", color: str = "#666666") -> dict:
+    return dict(
         x=x1,
         y=y1,
         ax=x0,
@@ -485,17 +485,19 @@ def cell_diagram(genome: Sequence[int] | None = None, *, height: int = 460, titl
     Linear operators (weights) are drawn with a thick border: only their bits
     change the model's size.
     """
+    # annotations and shapes are collected and set once: plotly re-validates the whole list on
+    # every add_annotation, which made this figure take ~2.5 s (quadratic in ~50 annotations)
     fig = go.Figure()
-    for a, b in _EDGES:
-        _arrow(fig, *_edge_points(a, b))
+    notes: list[dict] = [_arrow(*_edge_points(a, b)) for a, b in _EDGES]
+    shapes: list[dict] = []
     for i in (0, 1, 4, 5, 8, 9):  # inputs of the linear operators
         name = OPS[i]
         x, y = _POS[name]
         src = "x<sub>t</sub>" if name.startswith("lin_x") else "h<sub>t-1</sub>"
-        _arrow(fig, 0.45, y, x - _W / 2, y, src)
+        notes.append(_arrow(0.45, y, x - _W / 2, y, src))
     x, y = _POS["mul_zh"]
-    _arrow(fig, x, 1.5, x, y - _H / 2, "")
-    fig.add_annotation(x=x, y=1.5, text="h<sub>t-1</sub>", showarrow=False, yanchor="top", font=dict(size=11))
+    notes.append(_arrow(x, 1.5, x, y - _H / 2, ""))
+    notes.append(dict(x=x, y=1.5, text="h<sub>t-1</sub>", showarrow=False, yanchor="top", font=dict(size=11)))
     hx, hy, htext = [], [], []
     for i, name in enumerate(OPS):
         x, y = _POS[name]
@@ -506,48 +508,56 @@ def cell_diagram(genome: Sequence[int] | None = None, *, height: int = 460, titl
             b = int(genome[i])
             fill, tc, label = bit_color(b), _text_color(b), f"<b>{name}</b><br>{b} bits"
         linear = i in LINEAR
-        fig.add_shape(
-            type="rect",
-            x0=x - _W / 2,
-            x1=x + _W / 2,
-            y0=y - _H / 2,
-            y1=y + _H / 2,
-            fillcolor=fill,
-            line=dict(color="#222222", width=3 if linear else 1),
-            layer="above",
+        shapes.append(
+            dict(
+                type="rect",
+                x0=x - _W / 2,
+                x1=x + _W / 2,
+                y0=y - _H / 2,
+                y1=y + _H / 2,
+                fillcolor=fill,
+                line=dict(color="#222222", width=3 if linear else 1),
+                layer="above",
+            )
         )
-        fig.add_annotation(x=x, y=y, text=label, showarrow=False, font=dict(color=tc, size=12))
+        notes.append(dict(x=x, y=y, text=label, showarrow=False, font=dict(color=tc, size=12)))
         hx.append(x)
         hy.append(y)
         what = "weights" if linear else "output"
         bits = f"{int(genome[i])}-bit {what}" if genome is not None else f"its bits set the {what}"
         htext.append(f"<b>{i}. {name}</b>: {DESCRIPTION[name]}<br>{bits}")
     ox, oy = _OUT
-    fig.add_shape(
-        type="rect",
-        x0=ox - 0.95,
-        x1=ox + 0.95,
-        y0=oy - 0.85,
-        y1=oy + 0.85,
-        fillcolor="white",
-        line=dict(color="#444444", width=1, dash="dot"),
+    shapes.append(
+        dict(
+            type="rect",
+            x0=ox - 0.95,
+            x1=ox + 0.95,
+            y0=oy - 0.85,
+            y1=oy + 0.85,
+            fillcolor="white",
+            line=dict(color="#444444", width=1, dash="dot"),
+        )
     )
-    fig.add_annotation(
-        x=ox,
-        y=oy,
-        text="new state h<sub>t</sub><br><span style='font-size:10px'>(h<sub>t-1</sub> of the<br>next step)</span>",
-        showarrow=False,
-        font=dict(size=11),
+    notes.append(
+        dict(
+            x=ox,
+            y=oy,
+            text="new state h<sub>t</sub><br><span style='font-size:10px'>(h<sub>t-1</sub> of the<br>next step)</span>",
+            showarrow=False,
+            font=dict(size=11),
+        )
     )
     for label, y in (("reset gate r", 12.75), ("candidate n", 9.35), ("update gate z", 5.95)):
-        fig.add_annotation(
-            x=1.1,
-            y=y,
-            text=f"<i>{label}</i>",
-            showarrow=False,
-            xanchor="left",
-            yanchor="bottom",
-            font=dict(size=11, color="#555555"),
+        notes.append(
+            dict(
+                x=1.1,
+                y=y,
+                text=f"<i>{label}</i>",
+                showarrow=False,
+                xanchor="left",
+                yanchor="bottom",
+                font=dict(size=11, color="#555555"),
+            )
         )
     fig.add_trace(
         go.Scatter(
@@ -574,6 +584,8 @@ def cell_diagram(genome: Sequence[int] | None = None, *, height: int = 460, titl
     fig.update_xaxes(visible=False, range=[-0.6, 19.8], fixedrange=True)
     fig.update_yaxes(visible=False, range=[1.0, 13.4], fixedrange=True)
     fig.update_layout(
+        annotations=notes,
+        shapes=shapes,
         height=height,
         margin=dict(l=5, r=5, t=35 if title else 5, b=5),
         plot_bgcolor="white",

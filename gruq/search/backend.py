@@ -65,6 +65,22 @@ def default_backend(cfg: Any) -> Backend:
     return Backend(evaluator, _RealFinetune(cfg.task, cfg.seed, samples))
 
 
+def model_shape(task: str) -> ModelShape:
+    """The shape of the model the evaluator of `task` scores, without loading the model.
+
+    The real evaluator's shape is the task's (its checkpoint is trained at the
+    task's width), so pages that only need sizes and bit operations can skip
+    importing torch and reading the checkpoint: that import was most of a
+    cold page load.
+    """
+    spec = os.environ.get(ENV_HOOK)
+    if spec:
+        return _import(spec)(task, split="val").shape
+    from gruq import tasks
+
+    return tasks.load(task).shape
+
+
 @dataclass(frozen=True)
 class _RealFinetune:
     task: str
