@@ -130,7 +130,7 @@ def save_upload(name: str, data: bytes) -> Path:
 
 def own_task_picker() -> str | None:
     """Upload a .npz (or pick one uploaded before); returns its path, checked by gruq."""
-    from gruq import tasks
+    from gruq.tasks.npz import load_npz
 
     st.markdown(
         "Your file needs two arrays: **X** of shape (sequences, steps, features) and **y**, one integer "
@@ -141,7 +141,7 @@ def own_task_picker() -> str | None:
     if up is not None:
         path = save_upload(up.name, up.getvalue())
         try:
-            tasks.load(str(path))
+            load_npz(path, name=up.name)  # errors name the file as the user knows it
         except GruqError as exc:
             path.unlink(missing_ok=True)
             st.error(f"This file cannot be used: {exc}")

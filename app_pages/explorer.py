@@ -53,8 +53,8 @@ with c1:
 if run is not None:
     try:
         points = views.points_frame(store.individuals(db, run["run_id"]))
-        cost = "bops" if run["objective"] == "bops" else "size_bytes"
-        front = views.front_frame(points, cost)
+        cost = views.cost_of(run["objective"])
+        front = views.run_front(points, cost)  # the same front (and CSV) as the Live page
     except GruqError as exc:
         st.error(str(exc))
         front = None
@@ -66,8 +66,8 @@ except GruqError as exc:
 if clicked is not None:
     options.append(("the point you clicked", clicked))
 if front is not None:
-    for a, sz, g in zip(front["accuracy"], front["size_bytes"], front["genome"]):
-        options.append((f"front: {100 * a:.1f}% at {sz / KB:.2f} kB", tuple(g)))
+    for a, c, g in zip(front["accuracy"], front[cost], front["genome"]):
+        options.append((f"front: {100 * a:.1f}% at {views.format_cost(c, cost)}", tuple(g)))
 for b in range(MAX_BITS, MIN_BITS - 1, -1):
     options.append((f"all {b}-bit", homogeneous(b)))
 with c2:
@@ -236,8 +236,9 @@ except ImportError:
     has_export = False
 if has_export:
     with d[2]:
+        slot = st.empty()  # the Build button, replaced by the Download button once built
         want = st.session_state.get("export_for") == (task, genome)
-        if not want and st.button(
+        if not want and slot.button(
             "Build the integer model + C code",
             key="build_export",
             help="The integer model file, a C99 kernel and a check program, as a zip.",
@@ -247,7 +248,7 @@ if has_export:
         if want:
             with ui.explained():
                 data = ui.export_zip(task, genome)
-                st.download_button(
+                slot.download_button(
                     "Download the export (zip)",
                     data,
                     file_name="gruq-export.zip",

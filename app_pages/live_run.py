@@ -13,7 +13,7 @@ from gruq.genome import MAX_BITS, MIN_BITS, bops, homogeneous, size_bytes
 from gruq.views import KB
 
 ui.setup("Live run")
-st.title("Live run: accuracy against size")
+title = st.empty()  # names the run's objective once the run is known
 
 db = ui.db_path()
 try:
@@ -28,6 +28,8 @@ if not runs:
 
 run = ui.choose_run(runs, key="live_run")
 run_id = run["run_id"]
+W = views.words(run["objective"])
+title.title(f"Live run: accuracy against {W['noun']}")
 ACTIVE = ("queued", "running")
 active = run["status"] in ACTIVE and run["alive"]
 
@@ -43,10 +45,7 @@ def controls(r: dict) -> list[dict]:
     curve = store.hypervolume_curve(db, run_id)
     p = views.progress(r, curve)
     status = r["status"]
-    if status in ACTIVE and not r["alive"]:
-        status_text = f"{status}, but its process has stopped (was the machine restarted?)"
-    else:
-        status_text = status
+    status_text = views.status_text(r)
     c = st.columns([3, 1.1, 1.1, 0.8])
     c[0].progress(
         p["fraction"],
@@ -65,8 +64,9 @@ def controls(r: dict) -> list[dict]:
                 with ui.explained():
                     launch.resume(db, run_id)
                     st.rerun(scope="app")
-    if r.get("error") and status != "finished":
-        st.warning(f"Run {run_id} stopped: {r['error']}")
+    note = views.stop_note(r)
+    if note:
+        (st.error if status == "failed" else st.info)(note)
     if status == "failed":
         log = launch.log_path(db, run_id)
         if log.exists():
@@ -95,9 +95,9 @@ def live() -> None:
     except GruqError as exc:
         st.error(str(exc))
         return
-    cost = "bops" if r["objective"] == "bops" else "size_bytes"
+    cost = views.cost_of(r["objective"])
     points = views.points_frame(store.individuals(db, run_id))
-    front = views.distinct_tradeoffs(views.front_frame(points, cost), cost)
+    front = views.run_front(points, cost)
     base, base_note = None, ""
     if not points.empty:  # nothing to compare yet while the first generation is scored
         known = views.homogeneous_scores(points)  # the run's first population holds the baselines
@@ -145,14 +145,16 @@ def live() -> None:
     best_text = None
     if best is not None:
         s = views.pick_summary(best, shape, acc8, cost)
-        unit = f"{limit / KB:.2f} kB" if cost == "size_bytes" else f"{limit / 1e6:.1f} M BOPs"
         best_text = (
-            f"<b>best under {unit}</b><br>accuracy {100 * s['accuracy']:.1f}%"
-            f"<br>{s['smaller_pct']:.0f}% smaller than all-8-bit"
+            f"<b>best under {views.format_cost(limit, cost)}</b><br>accuracy {100 * s['accuracy']:.1f}%"
+            f"<br>{s['saving_pct']:.0f}% {W['saving']} than all-8-bit"
         )
 
     if points.empty:
         st.info("Scoring the first generation... the chart appears when it is done (a few seconds on vowels).")
+    reason = views.empty_front_reason(points, cfg, shape)
+    if reason:
+        (st.error if r["status"] == "finished" else st.warning)(reason)
     fig = figures.front_chart(
         points,
         front,
@@ -170,8 +172,9 @@ def live() -> None:
     st.caption(
         "Each faint dot is one quantization scheme the search tried (colour: the generation that found it). "
         "The **black staircase** is the Pareto front: no scheme found is both smaller and more accurate than "
-        "a point on it. Grey diamonds give every operator the same bits (all 2-bit ... all 8-bit). "
-        "Everything right of the red dashed line is over your limit. **Click a point to inspect it.**" + base_note
+        f"a point on it. Grey diamonds give every operator the same bits (all 2-bit ... all 8-bit). "
+        f"Everything right of the red dashed line is over your {W['limit']}. **Click a point to inspect it.**"
+        + base_note
     )
     if best is not None:
         s = views.pick_summary(best, shape, acc8, cost)
@@ -183,13 +186,21 @@ def live() -> None:
                 if abs(d) >= 0.05
                 else ", the same as the all-8-bit model"
             )
-        st.success(
-            f"**Pick this one:** {100 * s['accuracy']:.1f}% accuracy{vs8}, at {s['size_kb']:.2f} kB: "
-            f"**{s['smaller_pct']:.0f}% smaller** than all-8-bit ({s['size8_bytes'] / KB:.2f} kB) and "
-            f"{s['fewer_bops_pct']:.0f}% fewer bit operations. It is the most accurate scheme that fits your limit: "
-            f"every more accurate one is bigger. (Biases and the classifier are always kept, so no scheme can be "
-            f"more than {s['cap_pct']:.0f}% smaller.)"
-        )
+        if cost == "bops":
+            what = (
+                f"at {views.format_cost(s['bops'], cost)} per sequence: **{s['fewer_bops_pct']:.0f}% fewer bit "
+                f"operations** than all-8-bit ({views.format_cost(s['bops8'], cost)}), and {s['size_kb']:.2f} kB "
+                f"({s['smaller_pct']:.0f}% smaller). It is the most accurate scheme that fits your limit: every more "
+                "accurate one needs more bit operations."
+            )
+        else:
+            what = (
+                f"at {s['size_kb']:.2f} kB: **{s['smaller_pct']:.0f}% smaller** than all-8-bit "
+                f"({s['size8_bytes'] / KB:.2f} kB) and {s['fewer_bops_pct']:.0f}% fewer bit operations. It is the "
+                "most accurate scheme that fits your limit: every more accurate one is bigger. (Biases and the "
+                f"classifier are always kept, so no scheme can be more than {s['cap_pct']:.0f}% smaller.)"
+            )
+        st.success(f"**Pick this one:** {100 * s['accuracy']:.1f}% accuracy{vs8}, {what}")
         if st.button("Inspect this solution", key="open_best"):
             open_in_explorer(tuple(best["genome"]))
     elif len(front):
@@ -201,11 +212,12 @@ def live() -> None:
 
     picked = (event.selection.points if event and event.selection else []) or []
     for pt in picked:
-        trace, idx = pt.get("curve_number"), pt.get("point_index")
+        trace, idx, row = pt.get("curve_number"), pt.get("point_index"), pt.get("customdata")
+        row = row[0] if isinstance(row, list) and row else row
         if trace == 2 and idx is not None and idx < len(front):
             open_in_explorer(tuple(front.iloc[idx]["genome"]))
-        elif trace == 0 and idx is not None and idx < len(points):
-            open_in_explorer(tuple(points.iloc[idx]["genome"]))
+        elif trace == 0 and row is not None and int(row) < len(points):  # customdata: the row in points
+            open_in_explorer(tuple(points.iloc[int(row)]["genome"]))
         elif trace == 1 and base is not None and idx is not None:
             open_in_explorer(tuple(base.iloc[idx]["genome"]))
         elif trace == 3 and best is not None:
@@ -216,7 +228,7 @@ def live() -> None:
         hv = views.hypervolume_frame(curve)
         if len(hv):
             st.markdown(
-                "**Progress: hypervolume** (the share of the accuracy x size box the front dominates; "
+                f"**Progress: hypervolume** (the share of the {W['box']} box the front dominates; "
                 "it rises while the search still finds better trade-offs)"
             )
             st.plotly_chart(
@@ -237,15 +249,7 @@ def live() -> None:
                     else ""
                 )
             )
-            table = [
-                {
-                    "accuracy %": round(100 * a, 2),
-                    "size kB": round(sz / KB, 3),
-                    "smaller than 8-bit": f"{100 * (1 - sz / size8):.0f}%",
-                    "bits": " ".join(map(str, g)),
-                }
-                for a, sz, g in zip(front["accuracy"], front["size_bytes"], front["genome"])
-            ]
+            table = views.front_table(front, shape, r["objective"])
             sel = st.dataframe(
                 table,
                 hide_index=True,

@@ -16,7 +16,7 @@ from plotly.colors import sample_colorscale
 
 from gruq.genome import MAX_BITS, MIN_BITS
 from gruq.ops import DESCRIPTION, LINEAR, OPS
-from gruq.views import KB
+from gruq.views import KB, uncovered
 
 # 2 bits = red (aggressive) ... 8 bits = blue (safe): one colour per width.
 BIT_SCALE = "RdYlBu"
@@ -43,6 +43,9 @@ COST_LABEL = {
     "size_pct": "model size (% of the all-8-bit model)",
     "bops_pct": "bit operations (% of the all-8-bit model)",
 }
+
+
+_UNIT = {"size_bytes": " kB", "bops": " M BOPs", "size_pct": "% of all-8-bit", "bops_pct": "% of all-8-bit"}
 
 
 def _cost_values(df: pd.DataFrame, cost: str) -> np.ndarray:
@@ -83,11 +86,16 @@ def front_chart(
     generation, the current front as a step line, homogeneous baselines, the
     size limit as a shaded area, and the best solution under it annotated.
 
-    Trace order is fixed (tests and the browser rely on it): 0 all genomes,
-    1 baselines, 2 front. The front's customdata holds its row index.
+    Trace order is fixed (tests and the browser rely on it): 0 the genomes
+    tried (but those a front point or baseline sits on, see
+    `views.uncovered`), 1 baselines, 2 front. Traces 0 and 2 carry their row
+    index in `points` and `front` as customdata.
     """
     fig = go.Figure()
     gmax = generations if generations is not None else (int(points["generation"].max()) if len(points) else 0)
+    unit = " kB" if cost == "size_bytes" else " M BOPs" if cost == "bops" else "%"
+    rows = np.flatnonzero(uncovered(points, [front, base], cost)) if len(points) else np.array([], dtype=int)
+    points = points.iloc[rows]
     fig.add_trace(
         go.Scatter(
             x=_cost_values(points, cost) if len(points) else [],
@@ -104,7 +112,10 @@ def front_chart(
                 line=dict(width=0),
                 colorbar=dict(title=dict(text="generation"), thickness=12, len=0.6, y=0.3, x=1.02),
             ),
-            hovertemplate="generation %{marker.color}<br>accuracy %{y:.1f}%<br>%{x:.2f}<extra>tried</extra>",
+            customdata=rows,
+            hovertemplate="generation %{marker.color}<br>accuracy %{y:.1f}%<br>%{x:.2f}"
+            + unit
+            + "<extra>tried</extra>",
         )
     )
     if base is not None and len(base):
@@ -119,7 +130,7 @@ def front_chart(
                 textfont=dict(color=BASELINE_COLOR, size=11),
                 line=dict(color=BASELINE_COLOR, dash="dot", width=1),
                 marker=dict(symbol="diamond", size=10, color=BASELINE_COLOR),
-                hovertemplate="all %{text}<br>accuracy %{y:.1f}%<br>%{x:.2f}<extra>baseline</extra>",
+                hovertemplate="all %{text}<br>accuracy %{y:.1f}%<br>%{x:.2f}" + unit + "<extra>baseline</extra>",
             )
         )
     else:
@@ -137,7 +148,7 @@ def front_chart(
             marker=dict(size=12, color=FRONT_COLOR, line=dict(color="white", width=1.5)),
             customdata=np.arange(len(front)),
             text=hover,
-            hovertemplate="accuracy %{y:.1f}%<br>%{x:.2f}<br>%{text}<extra>front: click to inspect</extra>",
+            hovertemplate="accuracy %{y:.1f}%<br>%{x:.2f}" + unit + "<br>%{text}<extra>front: click to inspect</extra>",
         )
     )
     all_x = np.concatenate(
@@ -292,7 +303,7 @@ def fronts_overlay(fronts: Mapping[str, pd.DataFrame], cost: str = "size_bytes")
                 name=name,
                 line=dict(shape="hv", width=2, color=color),
                 marker=dict(size=8, color=color),
-                hovertemplate="%{y:.1f}% at %{x:.2f}<extra>" + name + "</extra>",
+                hovertemplate="%{y:.1f}% at %{x:.2f}" + _UNIT.get(cost, "") + "<extra>" + name + "</extra>",
             )
         )
     fig.update_layout(

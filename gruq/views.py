@@ -32,6 +32,42 @@ from gruq.ops import DESCRIPTION, LINEAR, OPS
 
 KB = 1000.0  # sizes are shown in kB = 1000 bytes, as the command line prints them
 
+# How each page speaks of a run's objective: every title, caption, table and
+# hover text follows the run's own objective (size or bit operations).
+WORDS = {
+    "size": {
+        "cost": "size_bytes",
+        "noun": "size",
+        "unit": "kB",
+        "saving": "smaller",
+        "box": "accuracy x size",
+        "limit": "size limit",
+    },
+    "bops": {
+        "cost": "bops",
+        "noun": "bit operations",
+        "unit": "M BOPs",
+        "saving": "fewer bit operations",
+        "box": "accuracy x bit operations",
+        "limit": "compute limit",
+    },
+}
+
+
+def words(objective: str | None) -> dict[str, str]:
+    """The wording of a run's objective ('size' or 'bops'; anything else reads as size)."""
+    return WORDS["bops" if objective == "bops" else "size"]
+
+
+def cost_of(objective: str | None) -> str:
+    """The column a run minimises: size_bytes or bops."""
+    return words(objective)["cost"]
+
+
+def format_cost(value: float, cost: str) -> str:
+    """A size in kB or a count of bit operations in millions, with its unit."""
+    return f"{value / KB:.2f} kB" if cost == "size_bytes" else f"{value / 1e6:.2f} M BOPs"
+
 
 # ---------------------------------------------------------------- fronts
 
@@ -60,6 +96,24 @@ def front_of(points: pd.DataFrame, cost: str = "size_bytes") -> pd.DataFrame:
         return points.copy()
     mask = pareto_mask(points["accuracy"].to_numpy(), points[cost].to_numpy())
     return points[mask].sort_values(cost).reset_index(drop=True)
+
+
+def uncovered(points: pd.DataFrame, cover: Sequence[pd.DataFrame | None], cost: str = "size_bytes") -> np.ndarray:
+    """True for the points no front point or baseline sits on (same accuracy and cost).
+
+    The chart draws those on top of the faded "tried" points; hiding the
+    faded twin keeps the hover (and a click) on the point drawn on top.
+    """
+    keys = {
+        (round(float(a), 12), round(float(c), 6))
+        for df in cover
+        if df is not None and len(df)
+        for a, c in zip(df["accuracy"], df[cost])
+    }
+    return np.array(
+        [(round(float(a), 12), round(float(c), 6)) not in keys for a, c in zip(points["accuracy"], points[cost])],
+        dtype=bool,
+    )
 
 
 def best_under(
@@ -129,7 +183,9 @@ def pick_summary(
         "size8_bytes": size8,
         "cap_pct": 100.0 * size_cap(shape),
         "cost": cost,
+        "bops8": ops8,
     }
+    out["saving_pct"] = out["fewer_bops_pct"] if cost == "bops" else out["smaller_pct"]
     if reference_accuracy is not None:
         out["delta_pp"] = 100.0 * (out["accuracy"] - reference_accuracy)
     return out
@@ -145,6 +201,68 @@ def front_csv(front: pd.DataFrame) -> str:
         row.update({name: int(b) for name, b in zip(OPS, r["genome"])})
         rows.append(row)
     return pd.DataFrame(rows).to_csv(index=False)
+
+
+def run_front(points: pd.DataFrame, cost: str = "size_bytes") -> pd.DataFrame:
+    """A run's front as every page shows and downloads it: the recorded front, one
+    row per distinct (accuracy, cost) trade-off (see `distinct_tradeoffs`)."""
+    return distinct_tradeoffs(front_frame(points, cost), cost)
+
+
+def front_table(front: pd.DataFrame, shape: ModelShape, objective: str | None = "size") -> pd.DataFrame:
+    """The front for reading: accuracy, size, bit operations, the saving against
+    all-8-bit in the run's own objective, and the bits."""
+    full = homogeneous(MAX_BITS)
+    size8, bops8 = size_bytes(full, shape), bops(full, shape)
+    w = words(objective)
+    rows = []
+    for a, sz, ops, g in zip(front["accuracy"], front["size_bytes"], front["bops"], front["genome"]):
+        saving = 1 - (ops / bops8 if w["cost"] == "bops" else sz / size8)
+        rows.append(
+            {
+                "accuracy %": round(100 * float(a), 2),
+                "size kB": round(float(sz) / KB, 3),
+                "M BOPs": round(float(ops) / 1e6, 3),
+                f"{w['saving']} than 8-bit": f"{100 * saving:.0f}%",
+                "bits": " ".join(map(str, g)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def empty_front_reason(points: pd.DataFrame, config: dict, shape: ModelShape) -> str | None:
+    """Why a run that scored schemes has no front, and what to change (None if it has one).
+
+    A front holds feasible schemes only: within the size limit and at or above
+    the minimum accuracy. The sentence gives the best accuracy reached (within
+    the size limit) against the minimum asked for.
+    """
+    if points.empty or points["feasible"].astype(bool).any():
+        return None
+    scored = points[points["accuracy"].notna()]
+    limit = max_size_bytes(config, shape)
+    fits = scored if limit is None else scored[scored["size_bytes"] <= limit + 1e-9]
+    min_acc = config.get("min_accuracy")
+    n = len(points)
+    if not len(fits):
+        return (
+            f"None of the {n} schemes tried fits the size limit of {limit / KB:.2f} kB. "
+            "Raise the maximum size, or widen the allowed bits of the linear operators."
+        )
+    best = float(fits["accuracy"].max())
+    within = " within the size limit" if limit is not None else ""
+    if min_acc is not None and best < min_acc:
+        eight = scored[[len(set(g)) == 1 and g[0] == MAX_BITS for g in scored["genome"]]]
+        ref = f" (the all-8-bit model: {100 * float(eight['accuracy'].iloc[0]):.1f}%)" if len(eight) else ""
+        advice = f"Lower the minimum accuracy to {100 * best:.1f}% or less"
+        advice += ", raise the maximum size" if limit is not None else ""
+        if not config.get("finetune_epochs"):
+            advice += ", or fine-tune each scheme (it recovers accuracy at low bits)"
+        return (
+            f"No scheme met the minimum accuracy of {100 * min_acc:.1f}%: the best of the {n} schemes tried"
+            f"{within} reached {100 * best:.1f}%{ref}. {advice}, then launch again."
+        )
+    return None
 
 
 # ---------------------------------------------------------------- one genome
@@ -368,19 +486,34 @@ def _time(text: str | None):
 
 
 def progress(run: dict, curve: Sequence[dict], now=None) -> dict:
-    """Fraction done, elapsed and estimated remaining seconds of a run."""
+    """Fraction done, elapsed and estimated remaining seconds of a run.
+
+    Elapsed time counts from the launch (the run process's start-up included).
+    The remaining time comes from the pace of finished generations and counts
+    down while a generation runs (it never grows with the time spent inside
+    one); it never drops below the generations still to start.
+    """
     from datetime import datetime
 
     now = now or datetime.now(UTC)
     planned = max(int(run["generations"]), 1)
     done = int(run["generations_done"])
+    created = _time(run.get("created_at")) or _time(run.get("started_at"))
     started, finished = _time(run.get("started_at")), _time(run.get("finished_at"))
     end = finished if finished and run["status"] not in ("queued", "running") else now
-    elapsed = (end - started).total_seconds() if started else 0.0
+    elapsed = (end - created).total_seconds() if created else 0.0
     remaining = None
-    if run["status"] == "running" and done:
-        per_gen = elapsed / done
-        remaining = max(0.0, per_gen * (planned - done))
+    if run["status"] == "running" and done and started:
+        ends = [_time(c.get("finished_at")) for c in curve[:done]]
+        ends = [t for t in ends if t is not None]
+        last = ends[-1] if ends else now
+        # generation 0 carries the start of the run (baselines, first loads): use the later pace when known
+        per_gen = (ends[-1] - ends[0]).total_seconds() / (len(ends) - 1) if len(ends) > 1 else None
+        if not per_gen:
+            per_gen = max((last - started).total_seconds(), 0.0) / done
+        left = planned - done
+        since = max(0.0, (now - last).total_seconds())
+        remaining = max(per_gen * (left - 1), per_gen * left - since, 0.0)
     elif run["status"] == "finished":
         remaining = 0.0
     return {
@@ -390,6 +523,29 @@ def progress(run: dict, curve: Sequence[dict], now=None) -> dict:
         "elapsed": max(0.0, elapsed),
         "remaining": remaining,
     }
+
+
+def stop_note(run: dict) -> str | None:
+    """What to tell about a run that stopped before its end (None if it did not)."""
+    status, error = run["status"], run.get("error") or ""
+    if status == "cancelled":
+        how = " with Ctrl+C" if "SIGINT" in error else ""
+        return f"Run {run['run_id']} was cancelled{how}. Resume continues it from its last finished generation."
+    if status == "failed":
+        return f"Run {run['run_id']} failed: {error or 'its process stopped without saying why'}"
+    return None
+
+
+def status_text(run: dict) -> str:
+    """A run's status as a person would say it (the stored error says which signal stopped it)."""
+    status, error = run["status"], run.get("error") or ""
+    if status in ("queued", "running") and not run.get("alive", True):
+        return f"{status}, but its process has stopped (was the machine restarted?)"
+    if status == "cancelled":
+        if "SIGINT" in error:
+            return "stopped with Ctrl+C"
+        return "cancelled"
+    return status
 
 
 def duration(seconds: float | None) -> str:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from gruq import engine
 from gruq.cli import main
-from gruq.export import CFLAGS, FILES, archive, c_source, export, read_model, run_check, write_export
+from gruq.export import CFLAGS, FILES, archive, c_source, export, portable, read_model, run_check, write_export
 from gruq.export.packing import pack, packed_size, unpack
 from gruq.genome import ModelShape, homogeneous, size_bytes
 from gruq.model import Checkpoint, GRUClassifier, calibrate, checkpoint_path
@@ -228,7 +228,9 @@ def test_memory_report(random_model, tmp_path):
     genome = GENOMES["mixed3"]
     record = _export_random(random_model, genome, tmp_path)
     on_disk = json.loads((tmp_path / "memory.json").read_text())
-    assert on_disk == json.loads(json.dumps(record))
+    assert on_disk == json.loads(json.dumps(portable(record)))
+    assert "out" not in on_disk and on_disk["files"] == {n: n for n in FILES}  # no server path
+    assert str(tmp_path) not in (tmp_path / "memory.json").read_text()
     H, F, C = shape.hidden, shape.features, shape.classes
     assert record["packed_parameter_bytes"] == size_bytes(genome, shape)
     p = record["parameters"]

@@ -47,7 +47,18 @@ TARGET_FILES = cortex_m4.FILES  # written only with target="cortex-m4"
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2")
 BUILD = "cc " + " ".join(CFLAGS) + " *.c -o check && ./check"
 
-__all__ = ["BUILD", "CFLAGS", "FILES", "archive", "export", "export_archive", "read_model", "run_check", "write_export"]
+__all__ = [
+    "BUILD",
+    "CFLAGS",
+    "FILES",
+    "archive",
+    "export",
+    "export_archive",
+    "portable",
+    "read_model",
+    "run_check",
+    "write_export",
+]
 
 
 def prepare_dir(out_dir: str | Path) -> Path:
@@ -117,8 +128,17 @@ def write_export(
         record["files"].update({name: str(out / name) for name in tgt.write(out)})
         record[tgt.KEY] = tgt.measure(out, shape, im.genome)
         record["build_" + tgt.KEY] = tgt.BUILD.replace("DIR", str(out))
-    (out / MEMORY_JSON).write_text(json.dumps(record, indent=1) + "\n")
+    (out / MEMORY_JSON).write_text(json.dumps(portable(record), indent=1) + "\n")
     return record
+
+
+def portable(record: dict[str, Any]) -> dict[str, Any]:
+    """The memory report as memory.json holds it: file names relative to the export's
+    folder, no absolute path (the folder may be moved, zipped or built on a server)."""
+    folder = str(record.get("out", ""))
+    out = {k: v.replace(folder, ".") if folder and isinstance(v, str) else v for k, v in record.items() if k != "out"}
+    out["files"] = {name: name for name in record.get("files", {})}
+    return out
 
 
 def export(
@@ -172,7 +192,7 @@ def export(
     )
     if finetune_epochs > 0:
         record["finetune"] = {"epochs": finetune_epochs, "seed": seed}
-        (Path(record["out"]) / MEMORY_JSON).write_text(json.dumps(record, indent=1) + "\n")
+        (Path(record["out"]) / MEMORY_JSON).write_text(json.dumps(portable(record), indent=1) + "\n")
     return record
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gruq.errors import GruqError
+from gruq.errors import SettingError
 from gruq.genome import MAX_BITS, MIN_BITS, Genome, ModelShape, bops, homogeneous, size_bytes
-from gruq.ops import INDEX, N_OPS
+from gruq.ops import INDEX, LINEAR, N_OPS, OPS
 from gruq.search.config import SearchConfig
 
 EPS = 1e-9  # sizes are multiples of 1/8 byte; compare limits with a hair of slack
@@ -93,16 +93,27 @@ def _max_size(cfg: SearchConfig, shape: ModelShape) -> float | None:
 def _check_reachable(cfg: SearchConfig, cons: Constraints) -> None:
     smallest = size_bytes(cons.low, cons.shape)
     if cons.max_size is not None and smallest > cons.max_size + EPS:
-        asked = _asked_size(cfg, cons.max_size)
-        raise GruqError(
-            f"{asked} is below the smallest size any allowed genome reaches, {smallest:g} bytes "
-            "(every operator at its lowest allowed width)"
+        setting, asked = _asked_size(cfg, cons.max_size)
+        # only the weights' widths set the size: name the ranges and pins that raised them
+        narrowed = {OPS[i]: (cons.low[i], cons.high[i]) for i in LINEAR if cons.low[i] > MIN_BITS}
+        why = "every operator at its lowest allowed width"
+        if narrowed:
+            why += "; raised by " + ", ".join(
+                f"{op} pinned at {lo}" if lo == hi else f"{op} at least {lo}" for op, (lo, hi) in narrowed.items()
+            )
+        raise SettingError(
+            f"{asked} is below the smallest size any allowed genome reaches, {smallest:g} bytes ({why})",
+            setting,
+            max_size_bytes=cons.max_size,
+            smallest_bytes=smallest,
+            narrowed=narrowed,
         )
 
 
-def _asked_size(cfg: SearchConfig, max_size: float) -> str:
+def _asked_size(cfg: SearchConfig, max_size: float) -> tuple[str, str]:
+    """The size setting that was given, and how the command line names it."""
     if cfg.max_size_kb is not None:
-        return f"--max-size-kb {cfg.max_size_kb:g} ({max_size:g} bytes)"
+        return "max_size_kb", f"--max-size-kb {cfg.max_size_kb:g} ({max_size:g} bytes)"
     if cfg.max_size_pct is not None:
-        return f"--max-size-pct {cfg.max_size_pct:g} ({max_size:g} bytes)"
-    return f"--max-size-bytes {max_size:g}"
+        return "max_size_pct", f"--max-size-pct {cfg.max_size_pct:g} ({max_size:g} bytes)"
+    return "max_size_bytes", f"--max-size-bytes {max_size:g}"

@@ -74,7 +74,7 @@ def _check_headers(path: Path, where: str) -> None:
                 f"{where}: {key} is an object array (pickled Python objects); gruq reads only plain numeric arrays"
             )
         if dtype.kind not in "biuf":
-            raise GruqError(f"{where}: {key} has dtype {dtype}; it must hold real numbers")
+            raise GruqError(f"{where}: {key} holds {_kind(dtype)}; it must hold real numbers")
     if len(x_shape) != 3:
         raise GruqError(f"{where}: X has shape {x_shape}; it must be 3-D (sequences N, steps T, features F)")
     if len(y_shape) != 1:
@@ -91,6 +91,18 @@ def _check_headers(path: Path, where: str) -> None:
         )
 
 
+def _kind(dtype: np.dtype) -> str:
+    """What an array holds, in words (not numpy's dtype code)."""
+    return {
+        "U": "text",
+        "S": "bytes (text)",
+        "c": "complex numbers",
+        "M": "dates",
+        "m": "time spans",
+        "V": "records (a structured array)",
+    }.get(dtype.kind, f"values of type {dtype.name}")
+
+
 def _labels(y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Classes 0..C-1 and the original label values."""
     if y.dtype.kind == "f":
@@ -98,7 +110,9 @@ def _labels(y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
             raise GruqError(f"{where}: y has non-finite labels (NaN or inf); labels must be integers >= 0")
         whole = y == np.round(y)
         if not whole.all():
-            raise GruqError(f"{where}: y has non-integer labels (e.g. {y[~whole][0]!r}); labels must be integers >= 0")
+            raise GruqError(
+                f"{where}: y has non-integer labels (e.g. {float(y[~whole][0]):g}); labels must be integers >= 0"
+            )
         if np.abs(y).max(initial=0) > 2**53:
             raise GruqError(f"{where}: y has labels too large to be class labels")
         y = y.astype(np.int64)
@@ -109,10 +123,12 @@ def _labels(y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     return classes.astype(np.int64), values
 
 
-def load_npz(path: str | Path, seed: int = 0) -> Task:
+def load_npz(path: str | Path, seed: int = 0, name: str | None = None) -> Task:
+    """The task in `path`. Errors start with `name` (default: the path), so an app can
+    name an uploaded file as its user knows it, not by where the server keeps it."""
     seed = check_seed(seed)
     path = Path(path).expanduser()
-    where = str(path)
+    where = name or str(path)
     if not path.exists():
         raise GruqError(f"{where}: no such file")
     if not path.is_file():
