@@ -66,6 +66,17 @@ def run_label(run: dict[str, Any]) -> str:
     )
 
 
+def run_name(run: dict[str, Any]) -> str:
+    """A run's short name for legends: task, seed, and what it minimised or fine-tuned if not the default."""
+    cfg = run.get("config") or {}
+    parts = [f"run {run['run_id']}", task_label(run["task"]), f"seed {run['seed']}"]
+    if run.get("objective") == "bops":
+        parts.append("min. bit operations")
+    if cfg.get("finetune_epochs"):
+        parts.append(f"fine-tuned {cfg['finetune_epochs']} epoch{'s' if cfg['finetune_epochs'] != 1 else ''}")
+    return " · ".join(parts)
+
+
 def query_int(name: str) -> int | None:
     value = st.query_params.get(name)
     try:

@@ -30,7 +30,10 @@ if len(runs) < 1:
     st.stop()
 
 by_id = {r["run_id"]: r for r in runs}
-default = [r["run_id"] for r in runs if r["status"] == "finished"][:4] or [runs[0]["run_id"]]
+# by default the latest finished runs that minimised the same thing as the newest of them:
+# fronts against size and fronts against bit operations do not compare
+finished = [r for r in runs if r["status"] == "finished"] or runs[:1]
+default = [r["run_id"] for r in finished if r["objective"] == finished[0]["objective"]][:4]
 chosen = st.multiselect(
     "Runs to compare", list(by_id), default=default, key="compare_runs", format_func=lambda i: ui.run_label(by_id[i])
 )
@@ -55,7 +58,7 @@ for run_id in chosen:
     front = front.assign(
         size_pct=100 * front["size_bytes"] / size_bytes(full, shape), bops_pct=100 * front["bops"] / bops(full, shape)
     )
-    name = f"run {run_id} · {ui.task_label(r['task'])} · seed {r['seed']}"
+    name = ui.run_name(r)
     fronts[name] = front
     tasks_of[name] = ui.task_label(r["task"])
 
@@ -116,9 +119,12 @@ per_task = {}
 for task in sorted(set(tasks_of.values())):
     gs = [m[1] for m in members if tasks_of[m[0]] == task]
     per_task[task] = pd.Series(pd.DataFrame(gs, columns=list(OPS)).mean(), name=task)
-mean_table = pd.concat([pd.DataFrame(per_task).T, cl.mean_bits])
+# operators as rows, so that the table fits any width; coloured like the heatmap (no matplotlib needed)
+mean_table = pd.concat([pd.DataFrame(per_task).T, cl.mean_bits]).T
 st.dataframe(
-    mean_table.style.format("{:.1f}").background_gradient(axis=None, cmap="RdYlBu", vmin=2, vmax=8), key="compare_means"
+    mean_table.style.format("{:.1f}").map(figures.bit_css),
+    key="compare_means",
+    height=35 * (len(mean_table) + 1) + 3,
 )
 for task in per_task:
     gs = [m[1] for m in members if tasks_of[m[0]] == task]

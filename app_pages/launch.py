@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from gruq.errors import GruqError
+from gruq.errors import GruqError, SettingError
 from gruq.genome import MAX_BITS, MIN_BITS
 from gruq.ops import DESCRIPTION, LINEAR, OPS
 from gruq.views import KB
@@ -118,7 +118,7 @@ objective = st.radio(
 c1, c2 = st.columns(2)
 with c1:
     size_mode = st.radio("Maximum model size", ["none", "kB", "% of all-8-bit"], horizontal=True, key="size_mode")
-    max_kb = max_pct = None
+    max_kb = max_pct = reach = None
     if size_mode == "kB":
         default = round((facts["size8"] * 0.6 if facts else 10_000) / KB, 2)
         max_kb = st.number_input(
@@ -129,11 +129,7 @@ with c1:
             format="%.2f",
             key="max_kb",
         )
-        if facts:
-            st.caption(
-                f"Reachable: from {facts['size2'] / KB:.2f} kB (everything at 2 bits) "
-                f"to {facts['size8'] / KB:.2f} kB (all 8 bits)."
-            )
+        reach = st.empty()  # filled below, once the allowed bits per operator are known
     elif size_mode == "% of all-8-bit":
         max_pct = st.number_input(
             "Largest size allowed (% of the all-8-bit model)",
@@ -143,11 +139,7 @@ with c1:
             step=1.0,
             key="max_pct",
         )
-        if facts:
-            st.caption(
-                f"Reachable: {100 * facts['size2'] / facts['size8']:.0f}% to 100% "
-                f"(biases and the classifier are always kept)."
-            )
+        reach = st.empty()
 with c2:
     min_acc_pct = st.number_input(
         "Minimum accuracy on validation data (%; 0 = none)",
@@ -177,6 +169,35 @@ with st.expander("Allowed bits per operator (optional): narrow a range, or pin a
             ranges[name] = st.slider(
                 f"{name} · {DESCRIPTION[name]} ({kind})", MIN_BITS, MAX_BITS, (MIN_BITS, MAX_BITS), key=f"range_{name}"
             )
+
+
+def reachable(ranges: dict[str, tuple[int, int]]) -> str:
+    """The sizes the allowed bits can reach, naming the operators whose range raises the smallest."""
+    from gruq.genome import ModelShape, size_bytes
+
+    shape = ModelShape(facts["features"], facts["hidden"], facts["classes"], facts["steps"])
+    low = tuple(ranges[n][0] for n in OPS)
+    high = tuple(ranges[n][1] for n in OPS)
+    lo, hi = size_bytes(low, shape), size_bytes(high, shape)
+    raised = [n for i, n in enumerate(OPS) if i in LINEAR and ranges[n][0] > MIN_BITS]
+    why = f" (raised by {', '.join(raised)})" if raised else " (every operator at 2 bits)"
+    if size_mode == "kB":
+        return f"Reachable with the allowed bits: from {lo / KB:.2f} kB{why} to {hi / KB:.2f} kB."
+    s8 = facts["size8"]
+    return (
+        f"Reachable with the allowed bits: {100 * lo / s8:.0f}%{why} to {100 * hi / s8:.0f}% "
+        "(biases and the classifier are always kept)."
+    )
+
+
+if reach is not None and facts:
+    reach.caption(reachable(ranges))
+pinned = [n for n, (lo, hi) in ranges.items() if lo == hi]
+if len(pinned) == len(OPS):
+    st.warning(
+        "Every operator is pinned to one width: there is only one scheme, so there is nothing to search. "
+        'Widen the range of at least one operator (open "Allowed bits per operator").'
+    )
 
 # ---------------------------------------------------------------- budget
 
@@ -216,6 +237,35 @@ def build_config() -> dict:
     return cfg
 
 
+# the form's name for each search setting gruq may refuse (SettingError.setting)
+FIELDS = {
+    "max_size_kb": "The largest size allowed",
+    "max_size_pct": "The largest size allowed",
+    "max_size_bytes": "The largest size allowed",
+}
+
+
+def form_wording(exc: SettingError) -> str:
+    """gruq's refusal of a setting, in the words of this form (the CLI words it with its flags)."""
+    f = exc.facts
+    if "smallest_bytes" not in f:
+        return str(exc)
+    asked = f"{f['max_size_bytes'] / KB:.2f} kB"
+    if exc.setting == "max_size_pct":
+        asked = f"{cfg.get('max_size_pct'):g}% of all-8-bit ({asked})"
+    text = (
+        f"{FIELDS.get(exc.setting, exc.setting)}, {asked}, is below the smallest model these bits allow, "
+        f"{f['smallest_bytes'] / KB:.2f} kB"
+    )
+    narrowed = f.get("narrowed") or {}
+    if narrowed:
+        names = ", ".join(
+            f"{op} pinned at {lo}" if lo == hi else f"{op} at least {lo}" for op, (lo, hi) in narrowed.items()
+        )
+        return f"{text}, because of {names}. Allow lower bits for these operators, or a larger size."
+    return f"{text} (every operator at 2 bits). Allow a larger size."
+
+
 def check(cfg: dict) -> list[str]:
     """What cannot work, in words (empty if the run can start): gruq's own checks."""
     from gruq.search.config import SearchConfig
@@ -230,6 +280,8 @@ def check(cfg: dict) -> list[str]:
             from gruq.genome import ModelShape
 
             resolve(sc, ModelShape(facts["features"], facts["hidden"], facts["classes"], facts["steps"]))
+    except SettingError as exc:
+        problems.append(form_wording(exc))
     except GruqError as exc:
         problems.append(str(exc))
     if facts and not facts["trained"]:

@@ -56,8 +56,9 @@ out_bits = c2.slider("Output bits", 2, 8, 4, key="learn_lut_out")
 lut = views.sigmoid_lut(in_bits, out_bits)
 c3.metric("Largest table error", f"{lut['max_error']:.4f}", help="over every entry of the table")
 st.plotly_chart(figures.lut_chart(lut), key="learn_lut")
+rng = views.format_range(lut["in_format"])
 st.caption(
-    f"{lut['entries']} entries; input range ±{2**3} (format with {lut['in_format'].frac} fraction bits), "
+    f"{lut['entries']} entries; input range {rng['lo']:g} to {rng['hi']:g} ({rng['note']}); "
     f"output unsigned with scale 2^-{out_bits}, as sig_r and sig_z in gruq: its largest code stands for "
     f"1 − 2^-{out_bits} = {1 - 2**-out_bits:.4f}, so the table can never output exactly 1."
 )

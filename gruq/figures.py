@@ -33,6 +33,12 @@ def bit_color(bits: int) -> str:
     return BIT_COLORS[int(bits)]
 
 
+def bit_css(bits: float) -> str:
+    """CSS for a table cell holding a (mean) bit width, coloured as in the charts."""
+    b = int(round(min(max(float(bits), MIN_BITS), MAX_BITS)))
+    return f"background-color: {BIT_COLORS[b]}; color: {_text_color(b)}"
+
+
 def _text_color(bits: int) -> str:
     return "white" if bits in (2, 8) else "black"
 

@@ -389,6 +389,23 @@ def rms_by_bits(x: np.ndarray, bits: Iterable[int] = range(MIN_BITS, MAX_BITS + 
     return pd.DataFrame(rows)
 
 
+def format_range(fmt: fixedpoint.Format) -> dict:
+    """The real values a format covers, in words: lowest, highest, step, and what its
+    fraction bits mean (negative ones make the step larger than 1)."""
+    step = 2.0**-fmt.frac
+    out = {"lo": fmt.lo * step, "hi": fmt.hi * step, "step": step}
+    if fmt.frac < 0:
+        out["note"] = (
+            f"{fmt.frac} fraction bits: a negative count means the step is larger than 1, so each code "
+            f"counts {step:g} and the codes {fmt.lo}..{fmt.hi} stand for {out['lo']:g} to {out['hi']:g} in steps of "
+            f"{step:g} (the value is code x 2^{-fmt.frac})."
+        )
+    else:
+        bits = "fraction bit" if fmt.frac == 1 else "fraction bits"
+        out["note"] = f"{fmt.frac} {bits}: the value is code x 2^-{fmt.frac}, in steps of {step:g}."
+    return out
+
+
 def sigmoid_lut(in_bits: int, out_bits: int, in_exponent: int = 3) -> dict:
     """The sigmoid look-up table gruq builds: signed input of `in_bits` holding
     |v| <= 2^in_exponent, unsigned output with scale 2^-out_bits (as sig_r and sig_z).

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from gruq import views
 from gruq.genome import fixed_bytes, homogeneous, size_bytes
 from gruq.ops import OPS
 
@@ -67,15 +68,19 @@ def plotly_specs(at: AppTest) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
-def n_values(v) -> int:
-    """Length of a Plotly data array (a list, or Plotly's base64 typed-array form)."""
+def values(v) -> list:
+    """A Plotly data array as a list (from a list, or Plotly's base64 typed-array form)."""
     if isinstance(v, dict) and "bdata" in v:
         import base64
 
         import numpy as np
 
-        return len(base64.b64decode(v["bdata"])) // np.dtype(v["dtype"]).itemsize
-    return len(v)
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return list(v)
+
+
+def n_values(v) -> int:
+    return len(values(v))
 
 
 @pytest.fixture()
@@ -126,15 +131,35 @@ def test_launch_explains_a_size_limit_no_scheme_can_meet(empty_db) -> None:
     at.number_input(key="max_kb").set_value(0.5).run()
     assert not at.exception
     errors = " ".join(e.value for e in at.error)
-    assert "below the smallest size any allowed genome reaches" in errors
+    # worded for the form's field, not the command line's flag
+    assert "The largest size allowed, 0.50 kB, is below the smallest model these bits allow" in errors
+    assert "--max-size" not in errors
     assert at.button(key="launch").disabled
     # a pin narrows what is reachable: pinning every weight at 8 bits makes 4 kB impossible too
     at.number_input(key="max_kb").set_value(4.0).run()
     assert not at.error
-    for name in ("lin_xr", "lin_hr", "lin_xz", "lin_hz", "lin_xn", "lin_hn"):
+    weights = ("lin_xr", "lin_hr", "lin_xz", "lin_hz", "lin_xn", "lin_hn")
+    for name in weights:
         at.slider(key=f"range_{name}").set_value((8, 8))
     at.run()
-    assert "below the smallest size" in " ".join(e.value for e in at.error)
+    errors = " ".join(e.value for e in at.error)
+    assert "below the smallest model these bits allow" in errors
+    assert all(f"{name} pinned at 8" in errors for name in weights)  # the error names the pins
+    shape = _shape()
+    low = tuple(8 if i in (0, 1, 4, 5, 8, 9) else 2 for i in range(17))
+    reach = " ".join(c.value for c in at.caption if c.value.startswith("Reachable"))
+    assert f"from {size_bytes(low, shape) / 1000:.2f} kB" in reach  # the hint follows the pins
+    assert "raised by lin_xr, lin_hr" in reach
+
+
+@needs_vowels
+def test_launch_says_when_every_operator_is_pinned(empty_db) -> None:
+    at = open_page()
+    for name in OPS:
+        at.slider(key=f"range_{name}").set_value((6, 6))
+    at.run()
+    assert not at.exception
+    assert any("Every operator is pinned" in w.value for w in at.warning)
 
 
 @needs_vowels
@@ -186,8 +211,30 @@ def test_launch_refuses_an_uploaded_file_that_is_not_a_task(empty_db) -> None:
     assert "Choose a task (or upload your data) first." in [e.value for e in at.error]
     at.file_uploader[0].set_value(("broken.npz", b"not a zip file", "application/octet-stream")).run()
     assert not at.exception
-    assert any("This file cannot be used" in e.value for e in at.error)
+    assert any(e.value.startswith("This file cannot be used: broken.npz: not a .npz file") for e in at.error)
     assert not list((empty_db.parent / "uploads").glob("*.npz"))  # a bad file is not kept
+
+
+@pytest.mark.parametrize(
+    ("y", "said"),
+    [
+        ([0.5] * 90 + [1.0] * 90, "y has non-integer labels (e.g. 0.5)"),
+        (["a"] * 90 + ["b"] * 90, "y holds text; it must hold real numbers"),
+    ],
+)
+def test_upload_errors_name_the_users_file_in_plain_words(empty_db, y, said) -> None:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, X=np.zeros((180, 4, 2), dtype=np.float32), y=np.array(y))
+    at = open_page()
+    at.radio(key="task_choice").set_value("my own data (.npz)").run()
+    at.file_uploader[0].set_value(("mine.npz", buf.getvalue(), "application/octet-stream")).run()
+    errors = " ".join(e.value for e in at.error)
+    assert f"This file cannot be used: mine.npz: {said}" in errors
+    assert str(empty_db.parent) not in errors and "np.float64" not in errors and "<U" not in errors
 
 
 def test_launch_offers_to_train_an_uploaded_task_first(empty_db) -> None:
@@ -221,7 +268,18 @@ def test_live_page_draws_a_finished_run(filled_db) -> None:
     names = [t.get("name") for t in front_chart["data"]]
     assert names[0] == "every scheme tried" and names[2].startswith("best trade-offs")
     detail = store.run_detail(filled_db, 1)
-    assert n_values(front_chart["data"][0]["x"]) == detail["evaluations"]
+    # every scheme tried is drawn once: faded, or as the front point or baseline on top of it
+    # (the faded twin is left out so that hovering or clicking finds the point on top)
+    tried, base, front = (set(zip(values(t["x"]), values(t["y"]))) for t in (front_chart["data"][i] for i in range(3)))
+    assert not tried & (base | front)
+    rows = values(front_chart["data"][0]["customdata"])
+    points = views.points_frame(store.individuals(filled_db, 1))
+    covered = sum(
+        (round(c / 1000, 9), round(100 * a, 9)) in {(round(x, 9), round(y, 9)) for x, y in base | front}
+        for a, c in zip(points["accuracy"], points["size_bytes"])
+    )
+    assert len(rows) == len(set(rows)) == detail["evaluations"] - covered
+    assert all("kB" in t["hovertemplate"] for t in front_chart["data"][:3])
     assert n_values(front_chart["data"][1]["x"]) == 7  # the 2..8-bit baselines
     assert n_values(front_chart["data"][2]["x"]) == len(store.result(filled_db, 1)["front"])
     assert any("finished" in str(p.proto) for p in at.get("progress"))
@@ -287,7 +345,48 @@ def test_live_page_draws_a_bops_run_against_bit_operations(fake_db) -> None:
     at = open_page(LIVE, run="1")
     fig = plotly_specs(at)[0]
     assert "bit operations" in fig["layout"]["xaxis"]["title"]["text"]
-    assert "Pick this one:" in texts(at)
+    # every wording follows the objective: title, pick, table, hypervolume, hover
+    assert at.title[0].value == "Live run: accuracy against bit operations"
+    pick = next(s.value for s in at.success if "Pick this one:" in s.value)
+    assert "% fewer bit operations**" in pick and "M BOPs" in pick
+    table = at.dataframe[0].value
+    assert "M BOPs" in table.columns and "fewer bit operations than 8-bit" in table.columns
+    assert "accuracy x bit operations" in texts(at) and "accuracy x size" not in texts(at)
+    assert all("M BOPs" in t["hovertemplate"] for t in fig["data"][:3])
+    callout = [a["text"] for a in fig["layout"]["annotations"] if "best under" in a.get("text", "")]
+    assert callout and "M BOPs" in callout[0] and "fewer bit operations" in callout[0]
+
+
+def test_live_page_explains_a_run_no_scheme_could_finish(fake_db) -> None:
+    from gruq.search import run
+    from gruq.search.config import SearchConfig
+
+    run.start(fake_db, SearchConfig(task="fake", pop=8, gens=2, min_accuracy=0.999), progress=False)
+    at = open_page(LIVE, run="1")
+    assert not at.exception
+    said = " ".join(e.value for e in at.error)
+    assert "No scheme met the minimum accuracy of 99.9%" in said
+    assert "reached" in said and "Lower the minimum accuracy to" in said
+
+
+def test_a_cancelled_run_is_said_in_plain_words(fake_db) -> None:
+    from gruq.search.config import SearchConfig
+    from gruq.store import RunStore
+
+    with RunStore(fake_db) as rs:
+        run_id = rs.create_run("fake", SearchConfig(task="fake", pop=8, gens=3).to_dict(), 0, 3)
+        rs.set_status(run_id, "cancelled", error="cancelled by SIGTERM")
+    at = open_page(LIVE, run=str(run_id))
+    assert f"Run {run_id} was cancelled. Resume continues it" in texts(at)
+    assert "SIGTERM" not in texts(at) + " ".join(str(p.proto) for p in at.get("progress"))
+
+
+def test_live_page_and_explorer_show_the_same_front(filled_db) -> None:
+    live = open_page(LIVE, run="1")
+    rows = len(live.dataframe[0].value)
+    explorer = open_page(EXPLORER, run="1")
+    starts = [o for o in explorer.selectbox(key="start_vowels_1").options if o.startswith("front:")]
+    assert rows == len(starts) > 0
 
 
 def test_cancel_stops_a_running_search(fake_db, monkeypatch) -> None:
@@ -375,6 +474,7 @@ def test_explorer_offers_the_downloads(filled_db) -> None:
     at.button(key="build_export").click().run()
     assert not at.exception and not at.error
     assert "Download the export (zip)" in [el.proto.label for el in at.get("download_button")]
+    assert "build_export" not in [b.key for b in at.button]  # the download replaces the build button
 
 
 def test_explorer_measures_the_scheme_on_a_cortex_m4(filled_db) -> None:
@@ -411,6 +511,14 @@ def test_compare_overlays_two_runs_and_clusters_their_fronts(filled_db) -> None:
 
 
 # ---------------------------------------------------------------- learn
+
+
+def test_learn_explains_the_input_range_and_negative_fraction_bits(empty_db) -> None:
+    at = open_page(LEARN)
+    at.slider(key="learn_lut_in").set_value(2).run()
+    caption = next(c.value for c in at.caption if "entries; input range" in c.value)
+    assert "input range -8 to 4" in caption and "±" not in caption
+    assert "-2 fraction bits: a negative count means the step is larger than 1" in caption
 
 
 def test_learn_sliders_change_the_displayed_error(empty_db) -> None:

@@ -81,6 +81,90 @@ def test_progress_estimates_the_remaining_time_from_the_pace_so_far() -> None:
     assert views.duration(75) == "1m 15s" and views.duration(None) == "—"
 
 
+def test_remaining_time_counts_down_while_a_generation_runs() -> None:
+    """The run took 10 s to launch, then 10 s per generation: the estimate must not grow
+    while generation 3 is being scored (it used to, being elapsed / generations done)."""
+    run = {
+        "generations": 6,
+        "generations_done": 3,
+        "status": "running",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "started_at": "2026-01-01T00:00:10+00:00",
+        "finished_at": None,
+    }
+    curve = [{"gen": g, "finished_at": f"2026-01-01T00:00:{20 + 10 * g}+00:00"} for g in range(3)]
+    at = [views.progress(run, curve, now=datetime(2026, 1, 1, 0, 0, s, tzinfo=UTC)) for s in (40, 45, 49, 59)]
+    assert [p["remaining"] for p in at] == [30, 25, 21, 20]  # down, then never below the 2 generations to start
+    assert at[0]["elapsed"] == 40  # from the launch: the run process's start-up counts
+
+
+def test_status_is_said_as_a_person_would() -> None:
+    run = {"run_id": 4, "status": "cancelled", "error": "cancelled by SIGTERM", "alive": False}
+    assert views.status_text(run) == "cancelled"
+    assert views.stop_note(run) == "Run 4 was cancelled. Resume continues it from its last finished generation."
+    assert "Ctrl+C" in views.stop_note({**run, "error": "cancelled by SIGINT"})
+    assert views.stop_note({**run, "status": "finished", "error": None}) is None
+
+
+def test_wording_follows_the_objective() -> None:
+    assert views.words("bops")["noun"] == "bit operations" and views.words("size")["noun"] == "size"
+    assert views.cost_of("bops") == "bops" and views.cost_of("size") == "size_bytes"
+    assert views.format_cost(2_500_000, "bops") == "2.50 M BOPs" and views.format_cost(2500, "size_bytes") == "2.50 kB"
+
+
+def test_front_table_has_both_costs_and_the_saving_of_the_objective() -> None:
+    front = views.baselines(SHAPE, [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.91])
+    size_t = views.front_table(front, SHAPE, "size")
+    bops_t = views.front_table(front, SHAPE, "bops")
+    assert list(size_t.columns) == ["accuracy %", "size kB", "M BOPs", "smaller than 8-bit", "bits"]
+    assert "fewer bit operations than 8-bit" in bops_t.columns
+    assert size_t["smaller than 8-bit"].iloc[-1] == bops_t["fewer bit operations than 8-bit"].iloc[-1] == "0%"
+    assert size_t["bits"].iloc[0] == " ".join(["2"] * 17)
+
+
+def test_run_front_is_one_row_per_trade_off() -> None:
+    pts = frame([(0.9, 100), (0.9, 100), (0.8, 50)]).assign(feasible=True, on_front=True)
+    front = views.run_front(pts)
+    assert len(front) == 2 and list(front["alike"]) == [0, 1]
+    assert views.front_csv(front).count("\n") == 3  # header + the same rows the page shows
+
+
+def test_an_empty_front_is_explained_with_the_best_accuracy_reached() -> None:
+    pts = frame([(0.91, 5000), (0.95, size_bytes(homogeneous(8), SHAPE)), (0.5, 2500)])
+    pts = pts.assign(genome=[homogeneous(5), homogeneous(8), homogeneous(2)], feasible=False, on_front=False)
+    text = views.empty_front_reason(pts, {"min_accuracy": 0.99}, SHAPE)
+    assert "No scheme met the minimum accuracy of 99.0%" in text
+    assert "the best of the 3 schemes tried reached 95.0% (the all-8-bit model: 95.0%)" in text
+    assert "Lower the minimum accuracy to 95.0% or less" in text and "fine-tune" in text
+    limited = views.empty_front_reason(pts, {"min_accuracy": 0.99, "max_size_kb": 5.0}, SHAPE)
+    assert "within the size limit reached 91.0%" in limited and "raise the maximum size" in limited
+    assert views.empty_front_reason(pts.assign(feasible=[True, False, False]), {}, SHAPE) is None
+
+
+def test_format_range_explains_negative_fraction_bits() -> None:
+    two = views.format_range(fixedpoint.Format(2, -2))
+    assert (two["lo"], two["hi"], two["step"]) == (-8, 4, 4)
+    assert "negative count means the step is larger than 1" in two["note"]
+    assert views.format_range(fixedpoint.Format(8, 4))["hi"] == 7.9375
+
+
+def test_the_tried_points_under_a_front_point_are_left_out_of_the_chart() -> None:
+    points = frame([(0.9, 100), (0.8, 50), (0.7, 70)])
+    front = points.iloc[:2].reset_index(drop=True)
+    fig = figures.front_chart(points, front, cost="size_bytes")
+    assert list(fig.data[0].customdata) == [2] and list(views.uncovered(points, [front])) == [False, False, True]
+    assert "kB" in fig.data[0].hovertemplate and "kB" in fig.data[2].hovertemplate
+    assert "M BOPs" in figures.front_chart(points, front, cost="bops").data[0].hovertemplate
+
+
+def test_cell_diagram_holds_every_arrow_box_and_label() -> None:
+    """Its annotations and shapes are set at once (one by one, plotly re-validated the whole
+    list each time: 2.6 s per diagram, drawn on every what-if change)."""
+    fig = figures.cell_diagram(homogeneous(4))
+    assert len(fig.layout.annotations) == 47 and len(fig.layout.shapes) == 18
+    assert sum(bool(a.showarrow) for a in fig.layout.annotations) == 25  # 18 edges, 6 inputs, h_t-1
+
+
 def test_clusters_group_similar_genomes_widest_first() -> None:
     wide = [homogeneous(8), homogeneous(7)]
     narrow = [homogeneous(2), homogeneous(3)]

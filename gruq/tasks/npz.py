@@ -173,7 +173,7 @@ def load_npz(path: str | Path, seed: int = 0, name: str | None = None) -> Task:
         classes=len(values),
         hidden=32,
         epochs=30,
-        source=f"user file {path}",
+        source=f"user file {path.name}",
         extra={
             "seed": seed,
             "path": str(path.resolve()),
