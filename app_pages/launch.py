@@ -30,7 +30,6 @@ def task_facts(task: str) -> dict:
     """Summary, shape and size bounds of a task."""
     from gruq import tasks
     from gruq.genome import homogeneous, size_bytes
-    from gruq.model import checkpoint_path
 
     data = tasks.load(task)
     shape = data.shape
@@ -39,7 +38,6 @@ def task_facts(task: str) -> dict:
         "hidden": shape.hidden,
         "size8": size_bytes(homogeneous(MAX_BITS), shape),
         "size2": size_bytes(homogeneous(MIN_BITS), shape),
-        "checkpoint": str(checkpoint_path(task)),
     }
 
 
@@ -52,6 +50,8 @@ def float_accuracy(task: str, mtime_ns: int) -> float | None:
 
 
 def checkpoint_facts(task: str) -> dict:
+    """Whether the task has a float model, and its accuracy. It needs torch (gruq.model),
+    whose import is most of a cold start: the page asks last, once everything else is drawn."""
     from gruq.model import checkpoint_path
 
     path = checkpoint_path(task)
@@ -83,7 +83,7 @@ if choice == OWN:
 facts = None
 if task:
     try:
-        facts = {**task_facts(task), **checkpoint_facts(task)}
+        facts = task_facts(task)
     except GruqError as exc:
         st.error(str(exc))
 if facts:
@@ -91,16 +91,13 @@ if facts:
     c[0].metric("steps x features", f"{facts['steps']} x {facts['features']}")
     c[1].metric("classes", facts["classes"])
     c[2].metric("model size, all 8-bit", f"{facts['size8'] / KB:.2f} kB")
-    c[3].metric(
-        "float accuracy (validation)",
-        f"{100 * facts['float_val']:.1f}%" if facts["float_val"] is not None else "not trained",
-    )
+    float_slot = c[3].empty()
+    float_slot.metric("float accuracy (validation)", "…", help="reading the float model...")
     st.caption(
         f"Sequences: {facts['train']} to train, {facts['val']} to score schemes during the search "
         f"(validation), {facts['test']} held out to report (test). GRU with {facts['hidden']} hidden units."
     )
-    if not facts["trained"] and task is not None:
-        ui.training_panel(task)
+    training_slot = st.container()
 
 # ---------------------------------------------------------------- objective and limits
 
@@ -149,11 +146,7 @@ with c2:
         step=1.0,
         key="min_acc",
     )
-    if facts and facts["float_val"] is not None and min_acc_pct > 100 * facts["float_val"]:
-        st.warning(
-            f"The unquantized model itself scores {100 * facts['float_val']:.1f}% on validation data: "
-            "a higher floor will probably leave no solution."
-        )
+    floor_slot = st.empty()
 
 with st.expander("Allowed bits per operator (optional): narrow a range, or pin an operator to one width"):
     st.caption(
@@ -288,6 +281,23 @@ def check(cfg: dict) -> list[str]:
         problems.append("The search needs the trained float model of this task first (see above).")
     return problems
 
+
+# ---------------------------------------------------------------- the float model (needs torch: last)
+
+if facts and task:
+    facts.update(checkpoint_facts(task))
+    float_slot.metric(
+        "float accuracy (validation)",
+        f"{100 * facts['float_val']:.1f}%" if facts["float_val"] is not None else "not trained",
+    )
+    if not facts["trained"]:
+        with training_slot:
+            ui.training_panel(task)
+    if facts["float_val"] is not None and min_acc_pct > 100 * facts["float_val"]:
+        floor_slot.warning(
+            f"The unquantized model itself scores {100 * facts['float_val']:.1f}% on validation data: "
+            "a higher floor will probably leave no solution."
+        )
 
 st.header("4 · Launch")
 cfg = build_config()

@@ -178,6 +178,8 @@ def front_chart(
         low = float(np.percentile(useful, 5)) if len(useful) else float(ys.min())
         low = max(0.0, min(low, float(fy.min()) if len(fy) else low) - 5)
         high = float(ys.max())
+        if min_accuracy is not None:  # keep the minimum-accuracy line in view, even when no scheme reaches it
+            high = max(high, 100 * min_accuracy)
         top = min(high + 0.06 * (high - low) + 1, max(100.0, high + 1))
         top_y = top + 0.04 * (top - low)  # just above the plot area: the best-pick callout
         fig.update_yaxes(range=[low, top])

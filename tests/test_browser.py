@@ -251,3 +251,67 @@ def test_launch_watch_and_drill_down(server) -> None:
             assert errors == 0
         finally:
             browser.close()
+
+
+@pytest.fixture()
+def bops_and_hopeless_runs(server):
+    """Two finished real searches on vowels in the app's store: one minimising bit
+    operations, one asking for a minimum accuracy no scheme reaches."""
+    from gruq.search import run
+    from gruq.search.config import SearchConfig
+
+    url, db = server
+    run.start(db, SearchConfig(task="vowels", objective="bops", pop=8, gens=2, seed=0), progress=False)
+    run.start(db, SearchConfig(task="vowels", pop=8, gens=2, seed=1, min_accuracy=0.999), progress=False)
+    return url
+
+
+HOVER_JS = (
+    """() => Array.from(document.querySelectorAll('.hoverlayer .hovertext')).map(h => h.textContent).join(' | ')"""
+)
+
+
+def _hover(page, trace: int) -> str:
+    """Move the mouse onto the last point of a scatter trace; the hover label's text."""
+    point = page.locator(".js-plotly-plot .scatterlayer .trace").nth(trace).locator("path.point").last
+    box = point.bounding_box()
+    assert box is not None
+    page.mouse.move(0, 0)
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector(".hoverlayer .hovertext", timeout=10_000)
+    return page.evaluate(HOVER_JS)
+
+
+def test_bops_wording_and_the_empty_front_explained(bops_and_hopeless_runs) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url = bops_and_hopeless_runs
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            page.set_default_timeout(60_000)
+            page.goto(f"{url}/Live_run?run=1")
+            _idle(page)
+            expect(page.get_by_text("Live run: accuracy against bit operations")).to_be_visible()
+            expect(page.get_by_text("Pick this one:")).to_be_visible()
+            pick = page.locator("[data-testid='stAlertContentSuccess']").first.inner_text()
+            assert "fewer bit operations" in pick and "M BOPs" in pick, pick
+            expect(page.get_by_text("accuracy x bit operations box")).to_be_visible()
+            body = page.locator("[data-testid='stMain']").inner_text()
+            assert "accuracy against size" not in body and "accuracy x size" not in body
+            # the front point and the baseline diamond show their own hover, with a unit
+            front = _hover(page, 2)
+            assert "front: click to inspect" in front and "M BOPs" in front and "tried" not in front, front
+            base = _hover(page, 1)
+            assert "baseline" in base and "M BOPs" in base and "tried" not in base, base
+            _shot(page, "06-bops-run.png")
+
+            page.goto(f"{url}/Live_run?run=2")
+            _idle(page)
+            expect(page.get_by_text("No scheme met the minimum accuracy of 99.9%")).to_be_visible()
+            expect(page.get_by_text("Lower the minimum accuracy to")).to_be_visible()
+            _shot(page, "07-empty-front.png")
+            assert page.locator("[data-testid='stException']").count() == 0
+        finally:
+            browser.close()
