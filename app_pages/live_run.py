@@ -171,8 +171,9 @@ def live() -> None:
     )
     st.caption(
         "Each faint dot is one quantization scheme the search tried (colour: the generation that found it). "
-        "The **black staircase** is the Pareto front: no scheme found is both smaller and more accurate than "
-        f"a point on it. Grey diamonds give every operator the same bits (all 2-bit ... all 8-bit). "
+        "The **black staircase** is the Pareto front: no scheme found is both "
+        f"{'smaller' if cost == 'size_bytes' else 'cheaper in bit operations'} and more accurate than a point "
+        "on it. Grey diamonds give every operator the same bits (all 2-bit ... all 8-bit). "
         f"Everything right of the red dashed line is over your {W['limit']}. **Click a point to inspect it.**"
         + base_note
     )
