@@ -647,6 +647,17 @@ def test_bad_npz_messages_say_what_is_wrong(kind, words, tmp_path):
         load_npz(make_bad(kind, tmp_path))
 
 
+@pytest.mark.parametrize("kind", BAD)
+def test_bad_npz_messages_name_the_file_as_asked_and_show_no_python_repr(kind, tmp_path):
+    """An app names an uploaded file as its user knows it, not by the server's path."""
+    Hostile.marker = tmp_path / "unpickled"
+    with pytest.raises(GruqError) as err:
+        load_npz(make_bad(kind, tmp_path), name="mine.npz")
+    message = str(err.value)
+    assert message.startswith("mine.npz: ") and str(tmp_path) not in message
+    assert "np.float" not in message and "dtype" not in message and "<U" not in message
+
+
 def test_hostile_extra_array_is_never_unpickled(tmp_path):
     Hostile.marker = tmp_path / "unpickled"
     X, y = good_arrays()
