@@ -162,6 +162,15 @@ def _idle(page, timeout: float = 60_000) -> None:
     page.wait_for_selector(IDLE, timeout=timeout)
 
 
+def _expect():
+    """Playwright's expect, patient on a busy machine (the script state may read 'notRunning'
+    for a moment before a page's script starts, so the text can come a little after _idle)."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)
+    return expect
+
+
 def _set_number(page, label: str, value: int) -> None:
     box = page.get_by_label(label, exact=True)
     box.fill(str(value))
@@ -175,7 +184,9 @@ def _shot(page, name: str) -> None:
 
 
 def test_launch_watch_and_drill_down(server) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
+
+    expect = _expect()
 
     url, db = server
     with sync_playwright() as p:
@@ -283,7 +294,9 @@ def _hover(page, trace: int) -> str:
 
 
 def test_bops_wording_and_the_empty_front_explained(bops_and_hopeless_runs) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
+
+    expect = _expect()
 
     url = bops_and_hopeless_runs
     with sync_playwright() as p:
