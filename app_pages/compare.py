@@ -78,6 +78,9 @@ axis = st.radio(
 if len(objectives) > 1:
     st.caption("Some of these runs minimised size and others bit operations: each front is best for its own objective.")
 st.plotly_chart(figures.fronts_overlay(fronts, axis), key="compare_fronts")
+empty = [name for name, f in fronts.items() if not len(f)]
+if empty:
+    st.caption(f"No front (no scheme met its limits): {'; '.join(empty)}. The Live run page says why.")
 
 st.header("Which operators does each task keep wide?")
 tol = st.slider(

@@ -321,6 +321,7 @@ def fronts_overlay(fronts: Mapping[str, pd.DataFrame], cost: str = "size_bytes")
         plot_bgcolor="white",
         xaxis_title=COST_LABEL.get(cost, cost),
         yaxis_title="accuracy on validation data (%)",
+        showlegend=True,  # even for one run: the legend names it (task, seed, objective, fine-tuning)
         legend=dict(orientation="h", yanchor="bottom", y=1.01, x=0),
     )
     fig.update_xaxes(showgrid=True, gridcolor="#eeeeee")

@@ -510,6 +510,22 @@ def test_compare_overlays_two_runs_and_clusters_their_fronts(filled_db) -> None:
     assert not at.exception
 
 
+def test_compare_defaults_to_one_objective_and_names_fine_tuned_runs(fake_db) -> None:
+    from gruq.search import run
+    from gruq.search.config import SearchConfig
+
+    run.start(fake_db, SearchConfig(task="fake", pop=8, gens=2, seed=0, objective="bops"), progress=False)
+    run.start(fake_db, SearchConfig(task="fake", pop=8, gens=2, seed=1), progress=False)
+    run.start(fake_db, SearchConfig(task="fake", pop=8, gens=2, seed=2, finetune_epochs=1), progress=False)
+    at = open_page(COMPARE)
+    # the newest runs that minimised the same thing as the newest one: not run 1, which minimised BOPs
+    assert at.multiselect(key="compare_runs").value == [3, 2]
+    names = [t["name"] for t in plotly_specs(at)[0]["data"]]
+    assert any(n.startswith("run 3 ") and n.endswith("fine-tuned 1 epoch") for n in names), names
+    means = at.dataframe[0].value
+    assert list(means.index) == list(OPS)  # operators as rows: the table fits the page's width
+
+
 # ---------------------------------------------------------------- learn
 
 
