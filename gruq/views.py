@@ -398,11 +398,11 @@ def format_range(fmt: fixedpoint.Format) -> dict:
         out["note"] = (
             f"{fmt.frac} fraction bits: a negative count means the step is larger than 1, so each code "
             f"counts {step:g} and the codes {fmt.lo}..{fmt.hi} stand for {out['lo']:g} to {out['hi']:g} in steps of "
-            f"{step:g} (the value is code x 2^{-fmt.frac})."
+            f"{step:g}: the value is code x 2^{-fmt.frac}"
         )
     else:
         bits = "fraction bit" if fmt.frac == 1 else "fraction bits"
-        out["note"] = f"{fmt.frac} {bits}: the value is code x 2^-{fmt.frac}, in steps of {step:g}."
+        out["note"] = f"{fmt.frac} {bits}: the value is code x 2^-{fmt.frac}, in steps of {step:g}"
     return out
 
 
