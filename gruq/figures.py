@@ -506,7 +506,7 @@ def cell_diagram(genome: Sequence[int] | None = None, *, height: int = 460, titl
     change the model's size.
     """
     # annotations and shapes are collected and set once: plotly re-validates the whole list on
-    # every add_annotation, which made this figure take ~2.5 s (quadratic in ~50 annotations)
+    # every add_annotation, which made this figure cost 0.6 s of CPU (now 0.03 s)
     fig = go.Figure()
     notes: list[dict] = [_arrow(*_edge_points(a, b)) for a, b in _EDGES]
     shapes: list[dict] = []
