@@ -70,6 +70,12 @@ def _register_search(sub: Any) -> None:
     p.add_argument(
         "--workers", type=int, metavar="W", help="scoring processes (default 1); results do not depend on it"
     )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="score on Dask: tcp://HOST:PORT (a running `dask scheduler`) or local:N (N worker processes here); "
+        "results do not depend on it",
+    )
     p.add_argument("--chunk-size", type=int, metavar="N", help="genomes scored per batch (default 16)")
     p.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"the run store (default {DEFAULT_DB})")
     which = p.add_mutually_exclusive_group()
@@ -110,7 +116,9 @@ def _continue(args: argparse.Namespace) -> dict[str, Any]:
         names = ", ".join("--" + n.replace("_", "-") for n in given)
         raise GruqError(f"{flag} continues a stored run with its stored settings; drop {names}")
     run_id = args.resume if args.resume is not None else args.run_id
-    return run.execute(args.db, run_id, launched=args.run_id is not None, workers=args.workers)
+    return run.execute(
+        args.db, run_id, launched=args.run_id is not None, workers=args.workers, scheduler=args.scheduler
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -135,6 +143,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             "front_finetune_epochs",
             "finetune_samples",
             "workers",
+            "scheduler",
             "chunk_size",
         )
         if getattr(args, name) is not None

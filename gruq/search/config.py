@@ -39,6 +39,7 @@ class SearchConfig:
     front_finetune_epochs: int = 0  # once, on the final front
     finetune_samples: int | None = None  # training sequences per fine-tuning epoch (None: the whole split)
     workers: int = 1
+    scheduler: str | None = None  # a Dask scheduler, tcp://HOST:PORT or local:N; results never depend on it
     chunk_size: int = 16  # genomes per scoring call; fixed, so results never depend on workers
     cxpb: float = 0.9
 
@@ -67,6 +68,13 @@ class SearchConfig:
     def with_workers(self, workers: int) -> SearchConfig:
         return SearchConfig.from_dict({**self.to_dict(), "workers": workers})
 
+    def with_compute(self, workers: int | None = None, scheduler: str | None = None) -> SearchConfig:
+        """The same search computed elsewhere (a resume may change where, never what)."""
+        changes: dict[str, Any] = {"workers": workers} if workers is not None else {}
+        if scheduler is not None:
+            changes["scheduler"] = scheduler or None  # "" goes back to this machine
+        return SearchConfig.from_dict({**self.to_dict(), **changes})
+
 
 def check(cfg: SearchConfig) -> None:
     """Refuse a config that cannot run, saying why (shape-independent checks)."""
@@ -78,6 +86,10 @@ def check(cfg: SearchConfig) -> None:
     )
     _require(cfg.objective in OBJECTIVES, f"--objective must be one of {', '.join(OBJECTIVES)}; got {cfg.objective!r}")
     _require(_is_int(cfg.workers) and cfg.workers >= 1, f"--workers must be at least 1; got {cfg.workers!r}")
+    if cfg.scheduler is not None:
+        from gruq.search.dask_map import parse
+
+        parse(cfg.scheduler)
     _require(
         _is_int(cfg.chunk_size) and cfg.chunk_size >= 1, f"--chunk-size must be at least 1; got {cfg.chunk_size!r}"
     )

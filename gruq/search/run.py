@@ -36,6 +36,7 @@ from gruq.search import checkpoint, nsga2
 from gruq.search.backend import Backend, default_backend
 from gruq.search.config import SearchConfig
 from gruq.search.constraints import Constraints, resolve
+from gruq.search.dask_map import check_reachable
 from gruq.search.hypervolume import hypervolume
 from gruq.search.scoring import mapper
 from gruq.store import RunStore, pids, result
@@ -55,6 +56,8 @@ class RunCancelled(Exception):
 
 def prepare(cfg: SearchConfig, backend_factory: BackendFactory | None = None) -> tuple[Backend, Constraints]:
     """The evaluator and the resolved constraints, or a GruqError saying why the run cannot start."""
+    if cfg.scheduler:
+        check_reachable(cfg.scheduler)  # an unreachable scheduler: one line, nothing stored
     backend = (backend_factory or default_backend)(cfg)
     cons = resolve(cfg, backend.evaluator.shape)
     if cfg.front_finetune_epochs and backend.finetune is None:
@@ -87,6 +90,7 @@ def execute(
     *,
     launched: bool = False,
     workers: int | None = None,
+    scheduler: str | None = None,
     backend_factory: BackendFactory | None = None,
     prepared: tuple[Backend, Constraints] | None = None,
     progress: bool = True,
@@ -96,7 +100,8 @@ def execute(
     `launched`: the run was queued by `gruq.search.launch` and must still be
     queued (a cancel may have come first). Otherwise it is a resume: a
     finished run just returns its result; a run whose process is alive is
-    refused. `workers` overrides the stored number (results do not depend on it).
+    refused. `workers` and `scheduler` override where it computes (results do
+    not depend on it); the store records the change.
     """
     stop = StopFlag()
     with stop.installed(), RunStore(db) as store:
@@ -105,10 +110,13 @@ def execute(
             return result(db, run_id)
         _check_startable(row, launched)
         cfg = SearchConfig.from_dict(row.config)
-        if workers is not None:
-            cfg = cfg.with_workers(workers)
+        moved = workers is not None or scheduler is not None
+        if moved:
+            cfg = cfg.with_compute(workers, scheduler)
         backend, cons = prepared or prepare(cfg, backend_factory)
         _claim(store, run_id, launched)
+        if moved:
+            store.set_config(run_id, cfg.to_dict())
         try:
             Search(store, run_id, cfg, cons, backend, stop, progress).run()
         except nsga2.StopRequested:
@@ -164,7 +172,8 @@ class Search:
     def run(self) -> None:
         self.cache = self.store.scored(self.run_id)
         state = self.store.latest_checkpoint(self.run_id)
-        with mapper(self.backend.evaluator, self.cfg.workers) as map_fn:
+        stopping = lambda: self.stop.requested  # noqa: E731
+        with mapper(self.backend.evaluator, self.cfg.workers, self.cfg.scheduler, stopping) as map_fn:
             self.toolbox = nsga2.make_toolbox(self.cons, map_fn)
             done = 0 if state is None else state["gen"] + 1
             with self._bar(done) as bar:
@@ -211,15 +220,16 @@ class Search:
         return population
 
     def _evaluate(self, individuals: list, gen: int) -> list:
-        return nsga2.evaluate(
-            self.toolbox,
-            individuals,
-            self.cons,
-            self.cache,
-            generation=gen,
-            chunk_size=self.cfg.chunk_size,
-            should_stop=lambda: self.stop.requested,
-        )
+        with self.stop.interruptible():
+            return nsga2.evaluate(
+                self.toolbox,
+                individuals,
+                self.cons,
+                self.cache,
+                generation=gen,
+                chunk_size=self.cfg.chunk_size,
+                should_stop=lambda: self.stop.requested,
+            )
 
     def _commit(
         self, gen: int, population: list, front: tools.ParetoFront, logbook: tools.Logbook, scored: list, started: float
@@ -270,10 +280,16 @@ class Search:
 
 
 class StopFlag:
-    """Set by SIGTERM or SIGINT; the run checks it between chunks and generations."""
+    """Set by SIGTERM or SIGINT; the run checks it between chunks and generations.
+
+    While scoring (`interruptible`) nothing is being written, so a signal stops
+    the run at once instead of after the current chunk, which can last minutes
+    with fine-tuning in the loop: Cancel takes effect within a second.
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._raise = False
 
     @property
     def requested(self) -> bool:
@@ -281,6 +297,19 @@ class StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.signum = signum
+        if self._raise:
+            self._raise = False
+            raise nsga2.StopRequested
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        if self.requested:
+            raise nsga2.StopRequested
+        self._raise = True
+        try:
+            yield
+        finally:
+            self._raise = False
 
     @contextmanager
     def installed(self) -> Iterator[StopFlag]:

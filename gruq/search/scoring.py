@@ -10,6 +10,8 @@ whatever the parallelism.
 Pool workers are started with "spawn" (no fork of a process that may hold
 torch threads) and receive the evaluator once, through the pool initializer:
 it must be picklable, and it keeps whatever it loads lazily for the whole run.
+A Dask scheduler (`gruq.search.dask_map`) is the third backend, with the same
+chunks; this module only chooses it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -25,12 +28,13 @@ from gruq.search.backend import Evaluator
 
 MapFn = Callable[..., Iterable]
 
-_evaluator: Evaluator | None = None  # the evaluator of this process (main or pool worker)
+# The evaluator of this thread: the main one, a pool worker's, or a Dask
+# worker thread's (a Dask worker may serve several runs, one per task).
+_local = threading.local()
 
 
-def install(evaluator: Evaluator) -> None:
-    global _evaluator
-    _evaluator = evaluator
+def install(evaluator: Evaluator | None) -> None:
+    _local.evaluator = evaluator
 
 
 def _init_worker(evaluator: Evaluator) -> None:
@@ -46,9 +50,10 @@ def _init_worker(evaluator: Evaluator) -> None:
 
 def score_chunk(chunk: Sequence[Genome]) -> list[float]:
     """Accuracies of one chunk, checked: the search trusts nothing else."""
-    if _evaluator is None:
+    evaluator = getattr(_local, "evaluator", None)
+    if evaluator is None:
         raise RuntimeError("no evaluator installed in this process")
-    accuracies = [float(a) for a in _evaluator.accuracy(list(chunk))]
+    accuracies = [float(a) for a in evaluator.accuracy(list(chunk))]
     if len(accuracies) != len(chunk):
         raise RuntimeError(f"evaluator returned {len(accuracies)} accuracies for {len(chunk)} genomes")
     bad = [a for a in accuracies if not (math.isfinite(a) and 0.0 <= a <= 1.0)]
@@ -61,15 +66,36 @@ def chunks(items: Sequence[Genome], size: int) -> list[list[Genome]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
+def where(workers: int = 1, scheduler: str | None = None) -> str:
+    """Where a run's scoring happens, in words (the app shows it)."""
+    if scheduler:
+        from gruq.search.dask_map import describe
+
+        return describe(scheduler)
+    return "this machine, one process" if workers <= 1 else f"this machine, a pool of {workers} processes"
+
+
 @contextmanager
-def mapper(evaluator: Evaluator, workers: int) -> Iterator[MapFn]:
-    """A `map` for the toolbox: lazy and ordered, so a run can stop between chunks."""
+def mapper(
+    evaluator: Evaluator, workers: int, scheduler: str | None = None, should_stop: Callable[[], bool] = lambda: False
+) -> Iterator[MapFn]:
+    """A `map` for the toolbox: lazy and ordered, so a run can stop between chunks.
+
+    `scheduler` (a Dask address) wins over `workers`; `should_stop` lets a
+    backend that waits on other machines give up its wait when the run is cancelled.
+    """
+    if scheduler:
+        from gruq.search import dask_map
+
+        with dask_map.mapper(evaluator, scheduler, should_stop) as map_fn:
+            yield map_fn
+        return
     if workers <= 1:
         install(evaluator)
         try:
             yield map
         finally:
-            install(None)  # type: ignore[arg-type]
+            install(None)
         return
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(evaluator,)) as pool:

@@ -131,6 +131,11 @@ class RunStore:
             )
         return self.run(run_id)
 
+    def set_config(self, run_id: int, config: dict[str, Any]) -> None:
+        """Replace a run's stored settings (a resume that computes elsewhere records where)."""
+        with self._tx() as c:
+            c.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(config, sort_keys=True), run_id))
+
     def set_pid(self, run_id: int, pid: int) -> None:
         """Record the process of a queued run (the launcher knows it before the run starts)."""
         with self._tx() as c:
