@@ -37,6 +37,7 @@ NEW_RUN_OPTIONS = (
 def register(sub: Any) -> None:
     _register_search(sub)
     _register_runs(sub)
+    _register_runner(sub)
 
 
 def _register_search(sub: Any) -> None:
@@ -90,6 +91,23 @@ def _register_runs(sub: Any) -> None:
     p.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"the run store (default {DEFAULT_DB})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=runs_command)
+
+
+def _register_runner(sub: Any) -> None:
+    p = sub.add_parser(
+        "runner",
+        help="(started by the app) start queued runs of a store at once, from a warm process",
+        description="Wait for queued runs in the store and start each in its own forked process; "
+        "exits when the process that started it is gone.",
+    )
+    p.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"the run store (default {DEFAULT_DB})")
+    p.set_defaults(func=runner_command)
+
+
+def runner_command(args: argparse.Namespace) -> int:
+    from gruq.search import runner
+
+    return runner.serve(args.db)
 
 
 def search_command(args: argparse.Namespace) -> int:

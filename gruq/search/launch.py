@@ -4,6 +4,10 @@ A run is its own OS process (`python -m gruq search --run-id ID --db PATH`),
 in its own session so that it survives the app and a Ctrl-C in the app's
 terminal; it writes to the store, which the app reads. Its terminal output
 (progress bar, errors) goes to a log file next to the store.
+
+If a warm runner serves the store (`gruq.search.runner`, started by the app),
+a queued run is left to it: it forks the run's process at once instead of
+paying a new interpreter's imports. Otherwise the run's process is spawned.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import gruq
 from gruq.errors import GruqError
+from gruq.search import runner
 from gruq.search.config import SearchConfig
 from gruq.search.run import BackendFactory, create
 from gruq.store import RunStore, pids
@@ -31,7 +36,7 @@ def launch(
     """
     cfg = config if isinstance(config, SearchConfig) else SearchConfig.from_dict(config)
     run_id = create(db, cfg, backend_factory)
-    _spawn(db, run_id)
+    _start(db, run_id)
     return run_id
 
 
@@ -60,7 +65,9 @@ def cancel(db: str | Path, run_id: int) -> str:
 
 
 def resume(db: str | Path, run_id: int) -> int:
-    """Continue a failed, cancelled or interrupted run in a new detached process; returns its pid."""
+    """Continue a failed, cancelled or interrupted run in a new detached process.
+
+    Returns the pid of the process that will run it (the runner's, if a runner takes it)."""
     with RunStore(db) as store:
         row = store.run(run_id)
         if row.status == "finished":
@@ -68,13 +75,19 @@ def resume(db: str | Path, run_id: int) -> int:
         if row.status in ("queued", "running") and pids.alive(row.pid):
             raise GruqError(f"run {run_id} is {row.status} in process {row.pid}")
         store.set_status(run_id, "queued", only_from=("failed", "cancelled", "running", "queued"))
-    return _spawn(db, run_id)
+        store.release(run_id)
+    return _start(db, run_id)
 
 
 def log_path(db: str | Path, run_id: int) -> Path:
     """Where a launched run's terminal output goes: next to the store."""
     db = Path(db)
     return db.with_name(f"{db.name}.run{run_id}.log")
+
+
+def _start(db: str | Path, run_id: int) -> int:
+    """Leave a queued run to the store's runner if one is running, else spawn its process."""
+    return runner.alive(db) or _spawn(db, run_id)
 
 
 def _spawn(db: str | Path, run_id: int) -> int:
