@@ -7,6 +7,8 @@ gruq; gruq knows nothing of Streamlit.
 
 import streamlit as st
 
+import ui
+
 PAGES = [
     st.Page("app_pages/launch.py", title="Launch a search", icon=":material/rocket_launch:", default=True),
     st.Page("app_pages/live_run.py", title="Live run", icon=":material/monitoring:", url_path="Live_run"),
@@ -16,4 +18,5 @@ PAGES = [
     st.Page("app_pages/reproduce.py", title="Reproduce the paper", icon=":material/fact_check:", url_path="Reproduce"),
 ]
 
+ui.start_runner()  # a warm process that starts launched runs at once (gruq.search.runner)
 st.navigation(PAGES).run()

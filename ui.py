@@ -32,6 +32,20 @@ def db_path() -> Path:
     return Path(env) if env else DEFAULT_DB
 
 
+def start_runner() -> None:
+    """Keep a warm runner for the store, so launched runs start in about a second.
+
+    GRUQ_RUNNER=0 turns it off (launches then spawn a process each, as the tests of pages do)."""
+    if os.environ.get("GRUQ_RUNNER", "1") == "0":
+        return
+    from gruq.search import runner
+
+    try:
+        runner.ensure(db_path())
+    except OSError as exc:
+        st.toast(f"Runs will start slowly: the warm runner could not start ({exc}).")
+
+
 def uploads_dir() -> Path:
     """Where uploaded data sets go: uploads/ next to the run store (runs/uploads by default)."""
     return db_path().parent / "uploads"

@@ -206,6 +206,17 @@ st.caption(
     f"The search will score at most {int(pop) * int(gens)} schemes. On vowels a generation of 16 takes about "
     "a second without fine-tuning; larger tasks take longer."
 )
+with st.expander("Where to compute (optional): a Dask cluster"):
+    from gruq.store import settings
+
+    scheduler = st.text_input(
+        "Dask scheduler address (empty: this machine)",
+        value=settings.load(ui.db_path()).get("scheduler", ""),
+        placeholder="tcp://HOST:8786, or local:2 for two worker processes here",
+        key="scheduler",
+        help="Start `dask scheduler` on one machine and `dask worker tcp://HOST:8786` on others that have gruq "
+        "installed (see the README). The result is the same wherever it computes.",
+    ).strip()
 
 # ---------------------------------------------------------------- check and launch
 
@@ -225,6 +236,8 @@ def build_config() -> dict:
         cfg["max_size_pct"] = float(max_pct)
     if min_acc_pct > 0:
         cfg["min_accuracy"] = float(min_acc_pct) / 100.0
+    if scheduler:
+        cfg["scheduler"] = scheduler
     cfg["bits_ranges"] = {n: [lo, hi] for n, (lo, hi) in ranges.items() if lo < hi and (lo, hi) != (MIN_BITS, MAX_BITS)}
     cfg["pins"] = {n: lo for n, (lo, hi) in ranges.items() if lo == hi}
     return cfg
@@ -311,6 +324,7 @@ if not problems:
     )
 if st.button("Launch the search", type="primary", disabled=bool(problems), key="launch"):
     from gruq.search.launch import launch
+    from gruq.store import settings
 
     try:
         with st.spinner("Starting the run..."):
@@ -318,6 +332,7 @@ if st.button("Launch the search", type="primary", disabled=bool(problems), key="
     except GruqError as exc:
         st.error(str(exc))
     else:
+        settings.save(ui.db_path(), scheduler=scheduler)  # remembered for the next launch
         st.session_state["run_id"] = run_id
         st.session_state["launched"] = run_id
         st.switch_page("app_pages/live_run.py", query_params={"run": str(run_id)})

@@ -7,6 +7,7 @@ seconds.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,11 @@ import pytest
 import torch
 
 from gruq.model import Calibration, GRUClassifier, calibrate
+
+# The app keeps a warm runner per store (gruq.search.runner); AppTest runs of app.py
+# would leave one per test store alive until pytest exits. Launches from pages under
+# test spawn a process per run instead; test_runner.py and the browser test use runners.
+os.environ["GRUQ_RUNNER"] = "0"
 
 
 @dataclass

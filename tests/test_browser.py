@@ -37,9 +37,10 @@ CHROMIUM_ARGS = [
 ]
 CONNECTED = "[data-testid='stApp'][data-test-connection-state='CONNECTED']"
 IDLE = "[data-test-script-state='notRunning']"
-# The issue's promise: the first front shows within 15 s of launch. On a machine busy
-# with other work, GRUQ_FIRST_FRONT_S relaxes it (the test still reports the time).
-FIRST_FRONT_S = float(os.environ.get("GRUQ_FIRST_FRONT_S", 15.0))
+# The promise: the first front of a vowels run of population 16 shows within 3 s of the
+# click on Launch (a warm runner forks the run; the Live page polls every 0.5 s). On a
+# machine busy with other work, GRUQ_FIRST_FRONT_S relaxes it; the time is always printed.
+FIRST_FRONT_S = float(os.environ.get("GRUQ_FIRST_FRONT_S", 3.0))
 
 # JavaScript: number of points drawn in each scatter trace of the first Plotly chart
 POINTS_JS = """() => {
@@ -77,7 +78,7 @@ def server(tmp_path):
     if not (ROOT / "assets" / "vowels.pt").is_file():
         pytest.fail("assets/vowels.pt is missing: run python -m gruq train --task vowels")
     port = _free_port()
-    env = {**os.environ, "GRUQ_DB": str(tmp_path / "gruq.db")}
+    env = {**os.environ, "GRUQ_DB": str(tmp_path / "gruq.db"), "GRUQ_RUNNER": "1"}
     env.pop("GRUQ_EVALUATOR", None)
     log = open(tmp_path / "streamlit.log", "wb")
     proc = subprocess.Popen(
@@ -157,6 +158,26 @@ def _timeline(db: Path) -> str:
     return ", ".join(parts) + "; machine load " + " ".join(open("/proc/loadavg").read().split()[:3])
 
 
+def _generations_done(db: Path) -> int:
+    from gruq import store
+
+    runs = store.list_runs(db)
+    return runs[0]["generations_done"] if runs else 0
+
+
+def _wait_runner(db: Path, timeout: float = 60) -> None:
+    """Until the app's warm runner holds its lock and has imported what a run needs."""
+    from gruq.search import runner
+
+    deadline = time.monotonic() + timeout
+    while not runner.alive(db):
+        assert time.monotonic() < deadline, "the app started no runner"
+        time.sleep(0.2)
+    while not runner.ready(db):
+        assert time.monotonic() < deadline, "the runner did not warm up"
+        time.sleep(0.2)
+
+
 def _idle(page, timeout: float = 60_000) -> None:
     page.wait_for_selector(CONNECTED, timeout=timeout)
     page.wait_for_selector(IDLE, timeout=timeout)
@@ -199,23 +220,25 @@ def test_launch_watch_and_drill_down(server) -> None:
             expect(page.get_by_text("find the smallest GRU that still works")).to_be_visible()
             expect(page.get_by_text("These settings can run")).to_be_visible()
 
-            _set_number(page, "Population (schemes per generation)", 8)
-            _set_number(page, "Generations (the first included)", 8)
-            # fine-tuning each scheme keeps the run going for several seconds,
-            # so that the chart is seen growing (scoring alone now takes ~0.1 s)
-            _set_number(page, "Fine-tuning epochs per scheme (0 = none, much faster)", 1)
+            _set_number(page, "Population (schemes per generation)", 16)
+            # enough generations (about 0.1-0.3 s each) for the chart to be seen growing
+            _set_number(page, "Generations (the first included)", 40)
+            _wait_runner(db)  # the app started it with its first page: what a user finds after a few seconds
             _shot(page, "01-launch.png")
 
             page.get_by_role("button", name="Launch the search").click()
             launched = time.monotonic()
             page.wait_for_url("**/Live_run**", timeout=60_000)
+            live_page = time.monotonic() - launched
             page.wait_for_selector(CONNECTED)
             expect(page.get_by_text("Live run: accuracy against size")).to_be_visible()
 
             # the first front: the chart shows points of the front trace
             counts: list[int] = []
-            first_front = None
+            first_front = committed = None
             while time.monotonic() - launched < 120:
+                if committed is None and _generations_done(db):
+                    committed = time.monotonic() - launched
                 pts = page.evaluate(POINTS_JS)
                 if pts and len(pts) >= 3 and pts[2] > 0:
                     if first_front is None:
@@ -227,7 +250,12 @@ def test_launch_watch_and_drill_down(server) -> None:
                     break
                 time.sleep(0.25)
             assert first_front is not None, "the chart never showed a front"
+            print(
+                f"\nfirst front on screen {first_front:.2f} s after Launch (Live page {live_page:.2f} s, "
+                f"first generation in the store by {committed or 0:.2f} s; {_timeline(db)})"
+            )
             assert first_front <= FIRST_FRONT_S, f"first front after {first_front:.1f} s ({_timeline(db)})"
+            expect(page.get_by_text("computing on: this machine, one process")).to_be_visible()
             _idle(page)
             time.sleep(2.0)  # let the last fragment run draw
             final = page.evaluate(POINTS_JS)

@@ -53,7 +53,8 @@ def cancel(db: str | Path, run_id: int) -> str:
         if row.status == "queued" and store.set_status(
             run_id, "cancelled", error="cancelled before it started", only_from=("queued",)
         ):
-            _terminate(row.pid)
+            if row.pid != runner.alive(db):  # never the runner itself: it just skips the run
+                _terminate(row.pid)
             return "cancelled"
         row = store.run(run_id)
         if row.status != "running":
@@ -75,7 +76,6 @@ def resume(db: str | Path, run_id: int) -> int:
         if row.status in ("queued", "running") and pids.alive(row.pid):
             raise GruqError(f"run {run_id} is {row.status} in process {row.pid}")
         store.set_status(run_id, "queued", only_from=("failed", "cancelled", "running", "queued"))
-        store.release(run_id)
     return _start(db, run_id)
 
 
@@ -86,8 +86,16 @@ def log_path(db: str | Path, run_id: int) -> Path:
 
 
 def _start(db: str | Path, run_id: int) -> int:
-    """Leave a queued run to the store's runner if one is running, else spawn its process."""
-    return runner.alive(db) or _spawn(db, run_id)
+    """Leave a queued run to the store's runner if one is running, else spawn its process.
+
+    A run left to the runner carries the runner's pid until the runner's child
+    takes it, so the app sees it alive at once."""
+    pid = runner.alive(db)
+    if not pid:
+        return _spawn(db, run_id)
+    with RunStore(db) as store:
+        store.set_pid(run_id, pid)
+    return pid
 
 
 def _spawn(db: str | Path, run_id: int) -> int:

@@ -33,7 +33,7 @@ POLL_S = 0.1  # how often the runner looks for queued runs
 
 
 def lock_path(db: str | Path) -> Path:
-    """The runner's lock file, next to the store; it holds the runner's pid."""
+    """The runner's lock file, next to the store: the runner's pid, then "ready" once warm."""
     db = Path(db)
     return db.with_name(f"{db.name}.runner")
 
@@ -41,8 +41,8 @@ def lock_path(db: str | Path) -> Path:
 def alive(db: str | Path) -> int | None:
     """The pid of the runner serving `db`, if one is running."""
     try:
-        pid = int(lock_path(db).read_text().strip() or 0)
-    except (OSError, ValueError):
+        pid = int(lock_path(db).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
         return None
     if not pids.alive(pid):
         return None
@@ -52,6 +52,14 @@ def alive(db: str | Path) -> int | None:
     except OSError:
         pass  # no /proc: trust the lock file
     return pid
+
+
+def ready(db: str | Path) -> bool:
+    """True once the store's runner has imported what a run needs."""
+    try:
+        return alive(db) is not None and "ready" in lock_path(db).read_text().split()
+    except OSError:
+        return False
 
 
 def ensure(db: str | Path) -> int:
@@ -86,14 +94,16 @@ def serve(db: str | Path, *, parent: int | None = None) -> int:
     if lock is None:
         return 0
     _warm()
+    lock.write("ready\n")
+    lock.flush()
     children: dict[int, int] = {}  # run id -> the child forked for it, until that child has ended
     try:
         while _parent_alive(parent):
             ended = _reap()
             children = {r: c for r, c in children.items() if c not in ended}
-            for run_id in _queued(db):
+            for run_id, pid in _queued(db):
                 if run_id not in children:  # a resumed run is queued again once its last child has ended
-                    children[run_id] = _fork_run(db, run_id, lock)
+                    children[run_id] = _fork_run(db, run_id, pid, lock)
             time.sleep(POLL_S)
     finally:
         lock.close()
@@ -143,8 +153,8 @@ def _reap() -> set[int]:
         ended.add(pid)
 
 
-def _queued(db: Path) -> list[int]:
-    """Queued runs that no process has taken yet."""
+def _queued(db: Path) -> list[tuple[int, int | None]]:
+    """Queued runs left to this runner, or to no live process; with the pid they carry."""
     if not db.exists():
         return []
     from gruq.store.connection import connect, translated
@@ -155,15 +165,16 @@ def _queued(db: Path) -> list[int]:
         return []
     try:
         with translated(db):
-            rows = conn.execute("SELECT id FROM runs WHERE status = 'queued' AND pid IS NULL ORDER BY id").fetchall()
-        return [int(r[0]) for r in rows]
+            rows = conn.execute("SELECT id, pid FROM runs WHERE status = 'queued' ORDER BY id").fetchall()
+        me = os.getpid()
+        return [(int(r), pid) for r, pid in rows if pid is None or pid == me or not pids.alive(pid)]
     except GruqError:
         return []
     finally:
         conn.close()
 
 
-def _fork_run(db: Path, run_id: int, lock: IO[str]) -> int:
+def _fork_run(db: Path, run_id: int, previous: int | None, lock: IO[str]) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     child = os.fork()
@@ -175,7 +186,7 @@ def _fork_run(db: Path, run_id: int, lock: IO[str]) -> int:
         os.setsid()  # the run survives the app and a Ctrl-C in its terminal
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(s, signal.SIG_DFL)
-        code = _run_child(db, run_id)
+        code = _run_child(db, run_id, previous)
     except BaseException:  # noqa: BLE001 - a forked child must never return into the runner's loop
         import traceback
 
@@ -186,13 +197,13 @@ def _fork_run(db: Path, run_id: int, lock: IO[str]) -> int:
         os._exit(code)
 
 
-def _run_child(db: Path, run_id: int) -> int:
+def _run_child(db: Path, run_id: int, previous: int | None) -> int:
     from gruq.cli import main
     from gruq.search.launch import log_path
     from gruq.store import RunStore
 
     with RunStore(db) as store:
-        if not store.take(run_id, os.getpid()):
+        if not store.take(run_id, os.getpid(), previous):
             return 0  # another process took it first
     log = os.open(log_path(db, run_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     null = os.open(os.devnull, os.O_RDONLY)

@@ -136,17 +136,13 @@ class RunStore:
         with self._tx() as c:
             c.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(config, sort_keys=True), run_id))
 
-    def take(self, run_id: int, pid: int) -> bool:
-        """Record `pid` as the process of a queued run that no process has taken yet (the runner's
-        children); False if one has. The run is still claimed, as ever, by `claim`."""
+    def take(self, run_id: int, pid: int, previous: int | None) -> bool:
+        """Record `pid` as the process of a queued run if its process is still `previous` (a runner's
+        child taking a run left to the runner); False if another process took it first. The run
+        is still claimed, as ever, by `claim`."""
         with self._tx() as c:
-            sql = "UPDATE runs SET pid = ? WHERE id = ? AND status = 'queued' AND pid IS NULL"
-            return c.execute(sql, (pid, run_id)).rowcount == 1
-
-    def release(self, run_id: int) -> None:
-        """Forget the process of a queued run, so that a runner may take it (a resume)."""
-        with self._tx() as c:
-            c.execute("UPDATE runs SET pid = NULL WHERE id = ? AND status = 'queued'", (run_id,))
+            sql = "UPDATE runs SET pid = ? WHERE id = ? AND status = 'queued' AND pid IS ?"
+            return c.execute(sql, (pid, run_id, previous)).rowcount == 1
 
     def set_pid(self, run_id: int, pid: int) -> None:
         """Record the process of a queued run (the launcher knows it before the run starts)."""
