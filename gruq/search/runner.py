@@ -10,8 +10,9 @@ log), so it survives the app, a page reload and a server restart, and
 Cancel signals it alone. Forking is safe here because the runner never runs
 a torch operation, so no thread pool exists to be copied half-way.
 
-One runner per store (an exclusive lock next to it); it exits when the app
-that started it is gone. Without a runner, `gruq.search.launch` spawns a
+It also loads the app's default task (vowels) and its checkpoint, which the
+forked runs inherit. One runner per store (an exclusive lock
+next to it); it exits when the app that started it is gone. Without a runner, `gruq.search.launch` spawns a
 process per run, as before: the runner only makes starts fast.
 """
 
@@ -30,6 +31,7 @@ from gruq.errors import GruqError
 from gruq.store import pids
 
 POLL_S = 0.1  # how often the runner looks for queued runs
+PRELOAD = "vowels"  # the Launch page's default task
 
 
 def lock_path(db: str | Path) -> Path:
@@ -94,6 +96,7 @@ def serve(db: str | Path, *, parent: int | None = None) -> int:
     if lock is None:
         return 0
     _warm()
+    _preload(PRELOAD)
     lock.write("ready\n")
     lock.flush()
     children: dict[int, int] = {}  # run id -> the child forked for it, until that child has ended
@@ -125,15 +128,38 @@ def _lock(db: Path) -> IO[str] | None:
     return f
 
 
+_THREADS = 1  # torch's own thread count, given back to each forked run
+
+
 def _warm() -> None:
-    """Import what every run needs (torch above all), so that a forked run starts at once."""
+    """Import what every run needs (torch above all), so that a forked run starts at once.
+
+    The runner itself computes on one thread (loading checkpoints runs a few
+    torch operations), so no thread pool exists when it forks; each run then
+    gets torch's default back."""
+    global _THREADS
     import deap.tools  # noqa: F401
-    import torch  # noqa: F401
+    import torch
     import tqdm  # noqa: F401
+
+    _THREADS = torch.get_num_threads()
+    torch.set_num_threads(1)
 
     import gruq.cli.search  # noqa: F401
     import gruq.evaluate  # noqa: F401
     import gruq.search.run  # noqa: F401
+
+
+def _preload(task: str) -> None:
+    """Load a task's data and checkpoint into this process's cache: forked runs inherit them.
+
+    Only the app's default task: loading a large one (har) would hold up a launch for seconds."""
+    from gruq.evaluate import load
+
+    try:
+        load(task, None)  # the very cache key Evaluator uses
+    except Exception:  # noqa: BLE001 - a run of this task will report the problem itself
+        pass
 
 
 def _parent_alive(parent: int) -> bool:
@@ -186,6 +212,9 @@ def _fork_run(db: Path, run_id: int, previous: int | None, lock: IO[str]) -> int
         os.setsid()  # the run survives the app and a Ctrl-C in its terminal
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(s, signal.SIG_DFL)
+        import torch
+
+        torch.set_num_threads(_THREADS)
         code = _run_child(db, run_id, previous)
     except BaseException:  # noqa: BLE001 - a forked child must never return into the runner's loop
         import traceback
