@@ -13,6 +13,10 @@ outlives many runs); everything after it is: connecting, installing the
 evaluator, each worker loading the task, the search, the store's writes.
 speedup = seconds(1 worker) / seconds(2 workers); both fronts must be equal.
 
+On a machine shared with other jobs, two processes need not get twice the
+CPU of one: `cpu_ceiling` measures it (iterations of a pure-Python loop in 2
+processes against 1, just before the runs): the speed-up cannot exceed it.
+
 For the estimate of how far one run scales it also measures the per-chunk
 cost (from the 1-worker run: its seconds / chunks scored) and Dask's per-task
 overhead (round trips of empty tasks through the same 2-worker cluster, one
@@ -47,6 +51,30 @@ def timed_search(address: str, db: Path, settings: dict[str, Any]) -> tuple[floa
     started = time.perf_counter()
     result = run.start(db, cfg, progress=False)
     return time.perf_counter() - started, result
+
+
+def _spin(seconds: float, out: Any) -> None:
+    started, n = time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        n += 1
+    out.put(n)
+
+
+def cpu_ceiling(seconds: float = 4.0) -> float:
+    """Work done by 2 busy processes / by 1, now: the most any 2-worker speed-up can be."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    totals = []
+    for k in (1, 2):
+        q = ctx.Queue()
+        procs = [ctx.Process(target=_spin, args=(seconds, q)) for _ in range(k)]
+        for p in procs:
+            p.start()
+        totals.append(sum(q.get() for _ in procs))
+        for p in procs:
+            p.join()
+    return totals[1] / totals[0]
 
 
 def _noop(x: int) -> int:
@@ -85,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "chunk_size": 1,
     }
     out: dict[str, Any] = {"settings": settings, "cpus": os.cpu_count(), "load_before": os.getloadavg()}
+    out["cpu_ceiling"] = cpu_ceiling()
     seconds, results = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for workers in (1, 2):
