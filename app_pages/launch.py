@@ -148,6 +148,19 @@ with c2:
     )
     floor_slot = st.empty()
 
+if facts:  # the sizes a limit can take
+    # also loads the browser's chart library now, not when the first front arrives (seconds on a busy machine)
+    from gruq import figures
+    from gruq.genome import ModelShape, homogeneous, size_bytes
+
+    shape = ModelShape(facts["features"], facts["hidden"], facts["classes"], facts["steps"])
+    with c1:
+        st.plotly_chart(
+            figures.uniform_sizes_chart({b: size_bytes(homogeneous(b), shape) for b in range(MIN_BITS, MAX_BITS + 1)}),
+            key="uniform_sizes",
+            config={"displayModeBar": False},
+        )
+
 with st.expander("Allowed bits per operator (optional): narrow a range, or pin an operator to one width"):
     st.caption(
         "Each operator of the GRU cell (see the Learn page). Thick-bordered ones in the diagram, the "

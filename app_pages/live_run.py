@@ -85,14 +85,10 @@ def controls(r: dict) -> list[dict]:
     return curve
 
 
-# While an active run has no generation yet the fragment is cheap and polls every 0.5 s,
-# so the first front shows within half a second of its commit; then every 1.5 s, longer
-# than a redraw of the chart takes on a busy machine (a poll that comes before the
-# previous redraw has finished would start it again, and the chart would never show).
-has_data = run["generations_done"] > 0
-
-
-@st.fragment(run_every=(1.5 if has_data else 0.5) if active else None)
+# Poll every second while a run is active: the first front shows within a second of its
+# commit (the warm runner commits a vowels generation about a second after Launch). Faster
+# polls keep a busy machine redrawing the chart without pause.
+@st.fragment(run_every=1.0 if active else None)
 def live() -> None:
     try:
         r = store.run_detail(db, run_id)
@@ -101,8 +97,6 @@ def live() -> None:
         return
     if active and not (r["status"] in ACTIVE and r["alive"]):
         st.rerun(scope="app")  # the run just ended: redraw once and stop polling
-    if active and not has_data and r["generations_done"] > 0:
-        st.rerun(scope="app")  # the first generation: draw it, and poll at the slower pace
     curve = controls(r)
     cfg = r["config"]
     st.caption("Settings: " + " · ".join(views.config_summary(cfg)) + f" · computing on: {compute_where(cfg)}")

@@ -745,3 +745,27 @@ def lut_chart(lut: Mapping) -> go.Figure:
         legend=dict(orientation="h", y=1.1),
     )
     return fig
+
+
+def uniform_sizes_chart(sizes: Mapping[int, float]) -> go.Figure:
+    """Model size (kB) when every operator has the same bits: the range a size limit can take."""
+    bits = sorted(sizes)
+    kb = [sizes[b] / KB for b in bits]
+    fig = go.Figure(
+        go.Bar(
+            x=[f"all {b}-bit" for b in bits],
+            y=kb,
+            marker_color=[bit_color(b) for b in bits],
+            text=[f"{v:.2f}" for v in kb],
+            textposition="outside",
+            hovertemplate="%{x}: %{y:.2f} kB<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=220,
+        margin=dict(l=10, r=10, t=10, b=10),
+        yaxis_title="model size (kB)",
+        yaxis_range=[0, 1.2 * max(kb)],
+        showlegend=False,
+    )
+    return fig
