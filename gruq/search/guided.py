@@ -101,14 +101,20 @@ def _spread(low: int, high: int) -> list[int]:
 
 
 class Surrogate:
-    """Accuracy ~ intercept + sum over cost genes of a term per width, fitted on settled genomes."""
+    """Accuracy ~ intercept + one term per (free gene, width), the highest width's term being 0.
+
+    Fitted by (barely) ridge least squares on every genome scored so far, read
+    in sorted order so the fit never depends on the order of scoring. Widths
+    no scored genome has are interpolated from their gene's nearest ones.
+    """
 
     def __init__(self, cons: Constraints, cache: dict[Genome, float]) -> None:
         self.cons = cons
-        self.genes = cost_genes(cons)
+        self.genes = tuple(i for i, (lo, hi) in enumerate(zip(cons.low, cons.high)) if lo < hi)
+        self.costly = cost_genes(cons)
         self.columns = [(i, b) for i in self.genes for b in range(cons.low[i], cons.high[i])]
         self.index = {c: k + 1 for k, c in enumerate(self.columns)}
-        rows = sorted(g for g in cache if settle(g, cons) == g)  # sorted: the fit never depends on cache order
+        rows = sorted(cache)
         self.weights = np.zeros(len(self.columns) + 1)
         if rows:
             X = self._design(rows)
@@ -118,12 +124,10 @@ class Surrogate:
             self._interpolate(X[:, 1:].any(axis=0))
 
     def _interpolate(self, seen: np.ndarray) -> None:
-        """Terms of widths no scored genome has, from the nearest widths that have one.
-
-        Linear between the two nearest seen widths (the highest width's term is
-        0); below the lowest seen width, that width's term."""
+        """Linear between the two nearest seen widths (the highest width's term is 0);
+        below the lowest seen width, that width's term."""
         for i in self.genes:
-            widths = [b for b in range(self.cons.low[i], self.cons.high[i])]
+            widths = range(self.cons.low[i], self.cons.high[i])
             known = {self.cons.high[i]: 0.0}
             known.update({b: self.weights[self.index[(i, b)]] for b in widths if seen[self.index[(i, b)] - 1]})
             xs = sorted(known)
@@ -151,6 +155,14 @@ class Surrogate:
         k = self.index.get((i, b))
         return 0.0 if k is None else float(self.weights[k])
 
+    def settle(self, genome: Sequence[int]) -> Genome:
+        """`genome` with each gene that costs nothing at the width the surrogate finds most accurate."""
+        g = list(genome)
+        for i in self.genes:
+            if i not in self.costly:
+                g[i] = max(range(self.cons.high[i], self.cons.low[i] - 1, -1), key=lambda b: self.term(i, b))
+        return tuple(g)
+
     def plan(self) -> list[Genome]:
         """The surrogate's predicted front: settled genomes no other predicted genome beats on both objectives.
 
@@ -159,21 +171,28 @@ class Surrogate:
         accuracy). Size is additive in the genes; BOPs are approximated by
         each gene's own cost change from the all-high genome.
         """
-        t = top(self.cons)
+        t = self.settle(top(self.cons))
         base = self.cons.cost(t)
-        states: list[tuple[float, float, Genome]] = [(base, float(self.weights[0]), t)]
-        for i in self.genes:
-            steps = [(b, self.cons.cost(_with(t, i, b)) - base, self.term(i, b)) for b in range(t[i], self.cons.low[i] - 1, -1)]
+        states: list[tuple[float, float, Genome]] = [(base, float(self.predict([t])[0]), t)]
+        for i in self.costly:
+            steps = [
+                (b, self.cons.cost(_with(t, i, b)) - base, self.term(i, b) - self.term(i, t[i]))
+                for b in range(t[i], self.cons.low[i] - 1, -1)
+            ]
             grown = [(cost + dc, acc + da, _with(g, i, b)) for cost, acc, g in states for b, dc, da in steps]
             states = _nondominated(grown)
         return [g for _, _, g in states if self.cons.size_ok(g)]
 
 
 def neighbours(front: Iterable[Genome], cons: Constraints) -> list[tuple[Genome, Genome]]:
-    """(neighbour, member): every one-bit move of a cost gene of a front member, within bounds."""
+    """(neighbour, member): every one-bit move of a free gene of a front member, within bounds.
+
+    Moves of cost genes trade accuracy for cost; moves of the others look for
+    the widths at which a member is most accurate."""
+    genes = [i for i, (lo, hi) in enumerate(zip(cons.low, cons.high)) if lo < hi]
     out = []
     for m in front:
-        for i in cost_genes(cons):
+        for i in genes:
             for step in (-1, 1):
                 b = m[i] + step
                 if cons.low[i] <= b <= cons.high[i]:

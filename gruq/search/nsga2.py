@@ -139,7 +139,7 @@ def propose(
         offer(new, [cache[m] + d for m, d in zip(old, shift)])
     plan = model.plan()
     offer(plan, model.predict(plan))
-    children = list(dict.fromkeys(toolbox.settle(ind) for ind in vary(toolbox, population, cxpb)))
+    children = list(dict.fromkeys(model.settle(ind) for ind in vary(toolbox, population, cxpb)))
     offer(children, model.predict(children))
     explore = [g for g in children if g in taken and g not in first]
     n_explore = min(len(explore), k // guided.EXPLORE_SHARE)
