@@ -528,7 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Median hypervolume at an equal budget: gruq vs random vs Optuna.")
     p.add_argument("--task", default=TASK)
     p.add_argument("--seeds", type=int, default=SEEDS, help="seeds 0..N-1 (default 5)")
-    p.add_argument("--budget", type=int, nargs="+", default=[BUDGET], help="distinct scored genomes per method and seed")
+    p.add_argument(
+        "--budget", type=int, nargs="+", default=[BUDGET], help="distinct scored genomes per method and seed"
+    )
     p.add_argument("--seed-list", type=int, nargs="+", help="these seeds instead of 0..N-1 (tune on other seeds)")
     p.add_argument("--held-out", action="store_true", help="also the test hypervolume of each method's front")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="fill the cache: these only")
@@ -538,7 +540,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         seeds = args.seed_list or args.seeds
         out = search_quality(
-            args.task, seeds, args.budget, args.pop, score_cache=args.score_cache, held_out=args.held_out,
+            args.task,
+            seeds,
+            args.budget,
+            args.pop,
+            score_cache=args.score_cache,
+            held_out=args.held_out,
             methods=args.methods,
         )
     except GruqError as exc:

@@ -238,9 +238,7 @@ class Search:
         if self.stop.requested:
             raise nsga2.StopRequested
         started = time.perf_counter()
-        offspring = nsga2.propose(
-            self.toolbox, self.cons, population, front, self.cache, self.cfg.pop, self.cfg.cxpb
-        )
+        offspring = nsga2.propose(self.toolbox, self.cons, population, front, self.cache, self.cfg.pop, self.cfg.cxpb)
         offspring = self._within_budget(offspring)
         scored = self._evaluate(offspring, gen)
         population = nsga2.survivors(self.toolbox, population, offspring, self.cfg.pop)
