@@ -136,13 +136,11 @@ class Surrogate:
                     self.weights[self.index[(i, b)]] = float(np.interp(b, xs, [known[x] for x in xs]))
 
     def _design(self, genomes: Sequence[Genome]) -> np.ndarray:
-        X = np.zeros((len(genomes), len(self.columns) + 1))
-        X[:, 0] = 1.0
-        for r, g in enumerate(genomes):
-            for i in self.genes:
-                k = self.index.get((i, g[i]))
-                if k is not None:
-                    X[r, k] = 1.0
+        G = np.asarray(genomes, dtype=np.int64)
+        genes = np.array([i for i, _ in self.columns], dtype=np.int64)
+        widths = np.array([b for _, b in self.columns], dtype=np.int64)
+        X = np.ones((len(genomes), len(self.columns) + 1))
+        X[:, 1:] = G[:, genes] == widths[None, :]
         return X
 
     def predict(self, genomes: Sequence[Genome]) -> np.ndarray:
@@ -217,11 +215,12 @@ def pick(
     if k <= 0 or not candidates:
         return []
     ref = cons.ref_cost
-    x = np.array([cons.cost(g) / ref for g in candidates])
+    x = np.array([_cost(cons, g) / ref for g in candidates])
     a = np.clip(np.asarray(predicted, dtype=float), 0.0, 1.0)
     if cons.min_accuracy is not None:
         a = np.where(a >= cons.min_accuracy, a, a - 1.0)  # predicted infeasible: last
     points = [(acc, cost / ref) for acc, cost in front]
+
     chosen: list[int] = []
     free = np.ones(len(candidates), dtype=bool)
     for _ in range(min(k, len(candidates))):
@@ -251,6 +250,11 @@ def _gain_or_shortfall(x: np.ndarray, a: np.ndarray, points: list[tuple[float, f
     gain = (np.clip(a[:, None] - lv[None, :], 0.0, None) * overlap).sum(axis=1)
     at = lv[np.searchsorted(lo, x, side="right") - 1]
     return np.where(gain > 0, gain, a - at)
+
+
+@lru_cache(maxsize=1 << 16)
+def _cost(cons: Constraints, genome: Genome) -> float:
+    return cons.cost(genome)
 
 
 def _nondominated(states: list[tuple[float, float, Genome]]) -> list[tuple[float, float, Genome]]:

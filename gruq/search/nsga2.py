@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from deap import base, creator, tools
 from deap.tools.emo import assignCrowdingDist  # not re-exported by deap.tools
+from threadpoolctl import threadpool_limits
 
 from gruq.genome import MAX_BITS, MIN_BITS, Genome, bops, homogeneous, size_bytes
 from gruq.search import guided
@@ -121,6 +122,19 @@ def propose(
     exploring where the surrogate is wrong. Fewer than `k` when the space
     has no more new genomes.
     """
+    with threadpool_limits(limits=1, user_api="blas"):  # tiny matrices; threads only contend (measured)
+        return _propose(toolbox, cons, population, front, cache, k, cxpb)
+
+
+def _propose(
+    toolbox: base.Toolbox,
+    cons: Constraints,
+    population: list,
+    front: Sequence,
+    cache: dict[Genome, float],
+    k: int,
+    cxpb: float,
+) -> list:
     first = [g for g in dict.fromkeys(toolbox.probes()) if g not in cache][:k]
     k -= len(first)
     model = guided.Surrogate(cons, cache)
