@@ -1,42 +1,47 @@
-"""Search quality at an equal budget: gruq's NSGA-II against random search and Optuna.
+"""Search quality at equal budgets: gruq's search against random search, Optuna and a greedy reduction.
 
-Three methods search the same 17-gene space (every gene 2..8) of one task, for
-the same budget of distinct scored genomes (400 by default), from 5 seeds:
+Five methods search the same 17-gene space (every gene 2..8) of one task, for
+the same budgets of distinct scored genomes (200 and 400 by default), from
+several seeds:
 
-- gruq: gruq's own NSGA-II, run in-process through `gruq.search.run.start`
-  (the public entry the command line uses, with its defaults: population 32,
-  crossover 0.9, the homogeneous genomes 2..8 in the first population) and a
-  temporary run store.
+- gruq: gruq's own search, run in-process through `gruq.search.run.start`
+  (the public entry the command line uses) as `search --budget B` with its
+  defaults (population 32, crossover 0.9) and a temporary run store.
 - random: the homogeneous genomes 2..8 (gruq starts from them too), then
   distinct genomes drawn uniformly, every gene 2..8.
 - optuna_nsga2: Optuna's NSGAIISampler (17 integer parameters 2..8, two
   objectives, seeded, population as gruq's), driven by ask/tell one population
   per batch; the homogeneous genomes are enqueued first, as gruq starts from them.
+- optuna_tpe: Optuna's TPESampler, multivariate, on both objectives, one
+  trial at a time (its strongest use), the homogeneous genomes enqueued first.
+- greedy: bit reduction in the style of AIMET's automatic mixed precision:
+  from all-8-bit, repeatedly take the one-bit reduction of an operator that
+  loses least accuracy per byte saved (deterministic, no seed).
 
 How the budget is matched: every method is charged for the distinct genomes
 it asks to have scored, in the order it asks for them, and is judged on the
-first `budget` of them. A genome asked for again (an NSGA-II offspring equal
-to an earlier genome, an Optuna trial repeating one) costs nothing, as in
-gruq, which never scores a genome twice. gruq runs generations of its
-population until it has asked for `budget` distinct genomes (usually 13
-generations of 32, since a few offspring repeat earlier genomes); its run is
-deterministic for its seed and a longer run replays a shorter one exactly, so
-this is gruq's front after exactly `budget` scorings. Optuna's trials are
-asked in whole populations until the budget is reached likewise.
+first `budget` of them. A genome asked for again costs nothing, as in gruq,
+which never scores a genome twice. gruq stops by itself after exactly
+`budget` scorings.
 
 Measure: the exact 2-D hypervolume of all `budget` genomes (validation
 accuracy, model size), normalised, with the reference point (accuracy 0,
 size of the all-8-bit model): `gruq.search.hypervolume.hypervolume`, the
 function gruq reports per generation. The median over seeds is the figure.
+Validation accuracy is what every method ranks on, so this figure is the
+search's own objective; with `held_out`, each method's validation front is
+also re-scored on the test split, which no method saw, and that hypervolume
+is reported beside it.
 
-All three methods score through ONE scoring function with one cache: a genome
+All methods score through ONE scoring function with one cache: a genome
 is computed once, whichever method asks first, so methods that meet the same
 genomes get identical scores and the benchmark is cheaper. The cache can be
 kept in a JSON file (`--score-cache`) that is reused only for the same task,
 checkpoint and scoring code.
 
 Run as a script: `python bench/search_quality.py [--task vowels] [--seeds 5]
-[--budget 400]` prints one JSON object; progress goes to stderr.
+[--budget 200 400] [--held-out]` prints one JSON object; progress goes to
+stderr. `python -m gruq bench --search-quality` runs it on several tasks.
 """
 
 from __future__ import annotations
