@@ -394,8 +394,14 @@ def search_quality(
                 save_cache(cache_path, key, scorer.cache)
     finally:
         bar.close()
-    if set(methods) != set(METHODS):  # only filling the score cache
-        return {"task": task, "methods": list(methods), "scorings_computed": len(scorer.computed)}
+    if set(methods) != set(METHODS):  # some methods only: their hypervolumes, nothing compared
+        return {
+            "task": task,
+            "budgets": budgets,
+            "seeds": seed_list,
+            "by_budget": {str(b): _figures(scorer, {m: asked[m][b] for m in methods}) for b in budgets},
+            "scorings_computed": len(scorer.computed),
+        }
     by_budget = {b: _figures(scorer, {m: asked[m][b] for m in METHODS}) for b in budgets}
     out: dict[str, Any] = {
         "task": task,
