@@ -217,3 +217,17 @@ def test_bops_objective_and_constraints_hold_in_a_budget_run(tmp_path: Path) -> 
     for m in res["front"]:
         assert m["bits"][INDEX["add_h"]] == 6 and m["accuracy"] >= 0.3
         assert m["bops"] == bops(m["bits"], SHAPE)
+
+
+def test_a_budget_below_the_baselines_scores_only_the_budget(tmp_path: Path) -> None:
+    ev = FakeEvaluator()
+    res = search(tmp_path / "s.db", ev, pop=12, gens=None, budget=3)
+    assert res["evaluations"] == len(ev.scored) == 3 and len(res["hypervolume"]) == 1
+
+
+def test_a_budget_run_with_nothing_left_to_score_stops(tmp_path: Path) -> None:
+    from gruq.ops import OPS
+    from gruq.search.run import STALL
+
+    res = search(tmp_path / "s.db", pop=4, gens=None, budget=50, pins={op: 4 for op in OPS[:-1]})
+    assert res["evaluations"] <= 7 and len(res["hypervolume"]) <= 2 + STALL + 1
