@@ -587,9 +587,11 @@ def config_summary(config: dict) -> list[str]:
     parts = [
         f"objective: {'bit operations' if config.get('objective') == 'bops' else 'model size'}",
         f"population {config.get('pop')}",
-        f"{config.get('gens')} generations",
+        f"{config.get('gens')} generations" if config.get("gens") is not None else "no generation limit",
         f"seed {config.get('seed')}",
     ]
+    if config.get("budget") is not None:
+        parts.append(f"budget {config['budget']} scorings")
     if config.get("max_size_kb") is not None:
         parts.append(f"max size {config['max_size_kb']:g} kB")
     if config.get("max_size_pct") is not None:

@@ -49,9 +49,9 @@ def quality() -> tuple[dict, CountingEvaluator]:
     return out, ev
 
 
-def test_three_hypervolumes_in_the_unit_interval(quality) -> None:
+def test_one_hypervolume_per_method_in_the_unit_interval(quality) -> None:
     out, _ = quality
-    assert set(out["hypervolume"]) == {"gruq", "random", "optuna_nsga2"}
+    assert set(out["hypervolume"]) == {"gruq", "random", "optuna_nsga2", "optuna_tpe", "greedy"}
     for method, values in out["hypervolume_per_seed"].items():
         assert len(values) == 2
         assert all(0.0 <= v <= 1.0 for v in values)
@@ -170,7 +170,7 @@ def test_bench_json_shape_with_a_tiny_budget() -> None:
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert {"eval_cost_ratio", "hypervolume", "evaluations", "quick_run_seconds"} <= set(out)
-    assert set(out["hypervolume"]) == {"gruq", "random", "optuna_nsga2"}
+    assert set(out["hypervolume"]) == set(sq.METHODS)
     assert all(0 <= v <= 1 for v in out["hypervolume"].values())
     assert all(len(v) == 2 for v in out["hypervolume_per_seed"].values())
     assert out["evaluations"] == 24
@@ -260,3 +260,47 @@ def test_bench_qat_json_shape_with_a_tiny_budget() -> None:
     assert detail["qat_cost_ratio"] == pytest.approx(detail["qat_epoch_seconds"] / detail["float_epoch_seconds"])
     assert "unknown task" in out["skipped"]["nosuch"]
     assert "hypervolume" not in out  # --qat measures only the fine-tuning cost
+
+
+def test_search_quality_mode_reports_every_task_budget_method_and_held_out_figure() -> None:
+    proc = gruq(
+        "bench", "--search-quality", "--json", "--tasks", "fake", "--seeds", "2", "--budgets", "16", "32", "--pop", "8"
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    q = out["search_quality"]["fake"]
+    assert q["budgets"] == [16, 32] and out["skipped"] == {}
+    for budget in ("16", "32"):
+        for key in ("by_budget",) + (("held_out",) if "held_out" in q else ()):
+            figures = q[key]["by_budget"][budget] if key == "held_out" else q[key][budget]
+            assert set(figures["hypervolume"]) == set(sq.METHODS)
+            assert all(len(v) == 2 and all(0 <= x <= 1 for x in v) for v in figures["hypervolume_per_seed"].values())
+    assert q["held_out"]["split"] == "test"
+    assert set(q["scorings_to_reach"]) == set(sq.PEERS)
+    for r in q["scorings_to_reach"].values():
+        assert r["median_curve"] is None or 1 <= r["median_curve"] <= 32
+
+
+def test_greedy_takes_the_cheapest_loss_per_byte_and_tpe_is_deterministic() -> None:
+    view = sq.SharedScorer(FakeEvaluator()).view()
+    sq.run_greedy(view, 30)
+    asked = view.first(30)
+    assert asked[:7] == [homogeneous(b) for b in range(2, 9)] and len(asked) == 30
+    step = [g for g in asked[7:13]]  # the six one-bit reductions of all-8-bit's weight operators
+    assert all(sum(b != 8 for b in g) == 1 for g in step)
+
+    def tpe(seed: int) -> list:
+        v = sq.SharedScorer(FakeEvaluator()).view()
+        sq.run_tpe(v, seed, 20)
+        return v.first(20)
+
+    assert tpe(1) == tpe(1) and len(tpe(1)) == 20
+
+
+def test_scorings_to_reach_is_the_first_prefix_at_the_target() -> None:
+    scorer = sq.SharedScorer(FakeEvaluator())
+    genomes = [homogeneous(b) for b in (8, 2, 5, 4)]
+    scorer.score(genomes)
+    top = {"hypervolume": {p: sq.front_hypervolume(scorer, genomes[:3]) for p in sq.PEERS}}
+    reach = sq._scorings_to_reach(scorer, [genomes, genomes], top, 4)
+    assert all(r["median_curve"] == 3 and r["per_seed"] == [3, 3] for r in reach.values())

@@ -1,6 +1,16 @@
 """`bench`: the benchmarks of bench/ (a folder next to gruq/), one JSON object.
 
     python -m gruq bench [--tasks T ...] [--seeds 5] [--budget 400] [--json]
+    python -m gruq bench --search-quality [--tasks T ...] [--seeds 5] [--budgets 200 400] [--json]
+
+With --search-quality only the search-quality comparison runs, on every task
+of --tasks, at every budget of --budgets: gruq, random search, Optuna's
+NSGAIISampler and multivariate TPESampler, and a greedy AIMET-style bit
+reduction, on one scoring function with one cache. Per task: the median and
+per-seed validation hypervolume of each method at each budget, the test
+hypervolume of each method's front (held out: no method ranked on it), and
+how many scorings gruq needs to reach each peer's hypervolume at the largest
+budget.
 
 - eval_cost_ratio: bench/eval_cost.py on the ratio task (vowels); with
   --ratio-all-tasks also on every task of --tasks (eval_cost_ratio_per_task).
@@ -86,6 +96,19 @@ def register(sub: Any) -> None:
         action="store_true",
         help="only the fine-tuning cost ratios (qat_cost_ratio, qat_batched_cost_ratio) on every task of --tasks",
     )
+    p.add_argument(
+        "--search-quality",
+        action="store_true",
+        help="run only the search-quality comparison, on every task of --tasks and every budget of --budgets",
+    )
+    p.add_argument(
+        "--budgets",
+        type=positive,
+        nargs="+",
+        metavar="N",
+        default=[200, 400],
+        help="budgets of --search-quality (default 200 400)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     # Hidden: for tests and for re-runs.
     p.add_argument("--pop", type=positive, default=32, help=argparse.SUPPRESS)
@@ -120,6 +143,8 @@ def bench_module(name: str) -> ModuleType:
 def bench_command(args: argparse.Namespace) -> int:
     if args.qat:
         return _qat_command(args)
+    if args.search_quality:
+        return _search_quality_command(args)
     started = time.perf_counter()
     skipped: dict[str, str] = {}
     out: dict[str, Any] = {
@@ -250,6 +275,44 @@ def _quality(module: ModuleType, args: argparse.Namespace, out: dict[str, Any], 
     out["hypervolume_per_seed"] = q["hypervolume_per_seed"]
     out["evaluations"] = q["evaluations"]
     out["search_quality"] = {k: v for k, v in q.items() if k not in ("hypervolume", "hypervolume_per_seed")}
+
+
+def _search_quality_command(args: argparse.Namespace) -> int:
+    """`bench --search-quality`: the comparison on every task; one JSON object (or a table)."""
+    started = time.perf_counter()
+    before = _machine()
+    module = bench_module("search_quality")
+    q = module.search_quality_tasks(args.tasks, args.seeds, args.budgets, args.pop, score_cache=args.score_cache)
+    out = {
+        "command": "python -m gruq bench --search-quality --tasks "
+        + " ".join(args.tasks)
+        + f" --seeds {args.seeds} --budgets {' '.join(map(str, args.budgets))}",
+        "budgets": sorted(set(args.budgets)),
+        "seeds": args.seeds,
+        "search_quality": q["tasks"],
+        "skipped": q["skipped"],
+        "machine": {**_machine(), "load_average_at_start": before["load_average"]},
+        "seconds": time.perf_counter() - started,
+    }
+    if args.json:
+        emit(out)
+    else:
+        _print_quality(out)
+    return 0
+
+
+def _print_quality(out: dict[str, Any]) -> None:
+    for task, q in out["search_quality"].items():
+        for budget, f in q["by_budget"].items():
+            print(f"{task}, {budget} scorings, median validation hypervolume over {len(q['seeds'])} seeds:")
+            for method, value in f["hypervolume"].items():
+                seeds = ", ".join(f"{v:.4f}" for v in f["hypervolume_per_seed"][method])
+                print(f"  {method:13} {value:.4f}   ({seeds})")
+        for peer, r in q["scorings_to_reach"].items():
+            print(f"  gruq reaches {peer}'s {q['budgets'][-1]}-scoring median after {r['median_curve']} scorings")
+    for task, reason in out["skipped"].items():
+        print(f"skipped {task}: {reason}")
+    print(f"{out['seconds']:.0f} s; machine: {out['machine']}")
 
 
 def _machine() -> dict[str, Any]:

@@ -19,6 +19,7 @@ NEW_RUN_OPTIONS = (
     "task",
     "pop",
     "gens",
+    "budget",
     "seed",
     "objective",
     "max_size_bytes",
@@ -48,7 +49,18 @@ def _register_search(sub: Any) -> None:
     )
     p.add_argument("--task", help="task name (see `gruq tasks`)")
     p.add_argument("--pop", type=int, help="population size, at least 4 (default 32)")
-    p.add_argument("--gens", type=int, help="generations, the initial one included (default 15)")
+    p.add_argument(
+        "--gens",
+        type=int,
+        help="generations, the initial one included (default 15; with --budget alone: no generation limit)",
+    )
+    p.add_argument(
+        "--budget",
+        type=int,
+        metavar="N",
+        help="stop after exactly N distinct scored genomes (homogeneous and probes included); "
+        "with --gens, whichever limit comes first",
+    )
     p.add_argument("--seed", type=int, help="random seed; same seed, same front (default 0)")
     p.add_argument("--objective", choices=("size", "bops"), help="cost to minimise beside accuracy (default size)")
     size = p.add_mutually_exclusive_group()
@@ -151,6 +163,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             "task",
             "pop",
             "gens",
+            "budget",
             "seed",
             "objective",
             "max_size_bytes",
@@ -166,6 +179,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         )
         if getattr(args, name) is not None
     }
+    if args.budget is not None and args.gens is None:
+        settings["gens"] = None  # the budget alone decides when the run ends
     settings["bits_ranges"] = collect([parse_range(t) for t in args.bits_range or []], "--bits-range")
     settings["pins"] = collect([parse_pin(t) for t in args.pin or []], "--pin")
     return SearchConfig.from_dict(settings)

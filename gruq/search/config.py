@@ -22,11 +22,19 @@ OBJECTIVES = ("size", "bops")
 @dataclass(frozen=True)
 class SearchConfig:
     """One search. Sizes: give at most one of max_size_bytes, max_size_kb (1 kB = 1000
-    bytes) and max_size_pct (percent of the all-8-bit model)."""
+    bytes) and max_size_pct (percent of the all-8-bit model).
+
+    Length: `gens` generations, or `budget` distinct scored genomes (the
+    homogeneous ones and the sensitivity probes included), or both, in which
+    case the run stops at whichever comes first. A budget run stops after
+    exactly `budget` scorings: the last generation scores only the most
+    promising offspring that fit. With a budget and gens None the run goes on
+    until the budget is spent (or the search finds nothing new to score)."""
 
     task: str
     pop: int = 32
-    gens: int = 15  # generations, the initial population included (as in DEAP's nsga2 example)
+    gens: int | None = 15  # generations, the first included (as in DEAP's nsga2 example); None: no limit
+    budget: int | None = None  # distinct genomes scored, at most; the run stops when it is reached
     seed: int = 0
     objective: str = "size"
     max_size_bytes: float | None = None
@@ -65,6 +73,14 @@ class SearchConfig:
         d["pins"] = dict(d.get("pins") or {})
         return cls(**d)
 
+    @property
+    def planned_generations(self) -> int:
+        """The generation limit, or (budget only) how many generations the budget is expected to take."""
+        if self.gens is not None:
+            return self.gens
+        assert self.budget is not None
+        return max(1, math.ceil(self.budget / self.pop))
+
     def with_workers(self, workers: int) -> SearchConfig:
         return SearchConfig.from_dict({**self.to_dict(), "workers": workers})
 
@@ -80,7 +96,15 @@ def check(cfg: SearchConfig) -> None:
     """Refuse a config that cannot run, saying why (shape-independent checks)."""
     _require(isinstance(cfg.task, str) and cfg.task != "", "a search needs a task")
     _require(_is_int(cfg.pop) and cfg.pop >= 4, f"--pop must be an integer of at least 4; got {cfg.pop!r}")
-    _require(_is_int(cfg.gens) and cfg.gens >= 1, f"--gens must be an integer of at least 1; got {cfg.gens!r}")
+    _require(
+        cfg.gens is None or (_is_int(cfg.gens) and cfg.gens >= 1),
+        f"--gens must be an integer of at least 1; got {cfg.gens!r}",
+    )
+    _require(
+        cfg.budget is None or (_is_int(cfg.budget) and cfg.budget >= 1),
+        f"--budget must be an integer of at least 1; got {cfg.budget!r}",
+    )
+    _require(cfg.gens is not None or cfg.budget is not None, "a search needs --gens, --budget or both")
     _require(
         _is_int(cfg.seed) and 0 <= cfg.seed < 2**32, f"--seed must be an integer from 0 to 2^32-1; got {cfg.seed!r}"
     )

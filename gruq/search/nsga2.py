@@ -20,8 +20,10 @@ from collections.abc import Callable, Sequence
 
 from deap import base, creator, tools
 from deap.tools.emo import assignCrowdingDist  # not re-exported by deap.tools
+from threadpoolctl import threadpool_limits
 
 from gruq.genome import MAX_BITS, MIN_BITS, Genome, bops, homogeneous, size_bytes
+from gruq.search import guided
 from gruq.search.constraints import Constraints
 from gruq.search.scoring import chunks, score_chunk
 from gruq.store import Scored
@@ -42,6 +44,8 @@ def make_toolbox(cons: Constraints, map_fn: Callable = map) -> base.Toolbox:
     tb.register("mate", tools.cxUniform, indpb=0.5)
     tb.register("mutate", mut_step, low=cons.low, up=cons.high, indpb=1.0 / max(1, cons.free_genes))
     tb.register("select", tools.selNSGA2)
+    tb.register("probes", guided.probes, cons)
+    tb.register("settle", guided.settle, cons=cons)
     tb.register("score", score_chunk)
     tb.register("map", map_fn)
     return tb
@@ -67,8 +71,9 @@ def mut_step(individual: list[int], low: Sequence[int], up: Sequence[int], indpb
     return (individual,)
 
 
-def initial_population(toolbox: base.Toolbox, cons: Constraints, n: int) -> list:
-    """The homogeneous genomes 2..8 (clipped into the bounds, within the size limit), then random ones.
+def initial_population(toolbox: base.Toolbox, cons: Constraints, n: int, probes: Sequence[Genome] = ()) -> list:
+    """The homogeneous genomes 2..8 (clipped into the bounds, within the size limit), then
+    `probes` (see `first_population`), then random ones up to `n` genomes in all.
 
     With fewer slots than baselines, keep an evenly spread subset (both ends
     included). Random genomes are drawn new and within the size limit when a
@@ -81,6 +86,7 @@ def initial_population(toolbox: base.Toolbox, cons: Constraints, n: int) -> list
             seeds.append(g)
     if len(seeds) > n:
         seeds = [seeds[round(i * (len(seeds) - 1) / (n - 1))] for i in range(n)]
+    seeds += [g for g in dict.fromkeys(probes) if g not in seeds][: max(0, n - len(seeds))]
     population = [Individual(g) for g in seeds]
     seen = set(seeds)
     while len(population) < n:
@@ -88,6 +94,73 @@ def initial_population(toolbox: base.Toolbox, cons: Constraints, n: int) -> list
         seen.add(tuple(ind))
         population.append(ind)
     return population
+
+
+def first_population(toolbox: base.Toolbox, cons: Constraints, n: int) -> list:
+    """The first generation of a run: the baselines, the first sensitivity probes, then random
+    genomes if that makes fewer than `n`; the next generations score the probes left first."""
+    return initial_population(toolbox, cons, n, toolbox.probes())
+
+
+def propose(
+    toolbox: base.Toolbox,
+    cons: Constraints,
+    population: list,
+    front: Sequence,
+    cache: dict[Genome, float],
+    k: int,
+    cxpb: float,
+) -> list:
+    """The next generation's offspring: `k` new genomes, the most promising first.
+
+    Three sources (see `gruq.search.guided`): the surrogate's predicted
+    front, one-bit moves of the front's members, and DEAP offspring of the
+    population (DCD tournament, crossover, mutation), all with the genes that
+    cost nothing settled at their highest width. The candidates of largest
+    predicted hypervolume gain take all but one slot in EXPLORE_SHARE; the
+    remaining slots go to offspring in DEAP's order, so the search keeps
+    exploring where the surrogate is wrong. Fewer than `k` when the space
+    has no more new genomes.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):  # tiny matrices; threads only contend (measured)
+        return _propose(toolbox, cons, population, front, cache, k, cxpb)
+
+
+def _propose(
+    toolbox: base.Toolbox,
+    cons: Constraints,
+    population: list,
+    front: Sequence,
+    cache: dict[Genome, float],
+    k: int,
+    cxpb: float,
+) -> list:
+    first = [g for g in dict.fromkeys(toolbox.probes()) if g not in cache][:k]
+    k -= len(first)
+    model = guided.Surrogate(cons, cache)
+    taken: dict[Genome, float] = dict.fromkeys(first, 1.0)
+
+    def offer(genomes: Sequence[Genome], predicted: Sequence[float]) -> None:
+        for g, p in zip(genomes, predicted):
+            if g not in cache and g not in taken and cons.size_ok(g):
+                taken[g] = float(p)
+
+    members = [tuple(ind) for ind in front]
+    moves = guided.neighbours(members, cons)
+    if moves:
+        new, old = zip(*moves)
+        shift = model.predict(list(new)) - model.predict(list(old))
+        offer(new, [cache[m] + d for m, d in zip(old, shift)])
+    plan = model.plan()
+    offer(plan, model.predict(plan))
+    children = list(dict.fromkeys(model.settle(ind) for ind in vary(toolbox, population, cxpb)))
+    offer(children, model.predict(children))
+    explore = [g for g in children if g in taken and g not in first]
+    n_explore = min(len(explore), k // guided.EXPLORE_SHARE)
+    pool = [g for g in taken if g not in first]
+    exploit = guided.pick(pool, [taken[g] for g in pool], [ind.fitness.values for ind in front], cons, k - n_explore)
+    chosen = first + exploit + [g for g in explore if g not in exploit][:n_explore]
+    return [Individual(g) for g in chosen]
 
 
 def _fresh_individual(toolbox: base.Toolbox, cons: Constraints, seen: set[Genome]):

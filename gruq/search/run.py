@@ -43,6 +43,7 @@ from gruq.store import RunStore, pids, result
 
 BackendFactory = Callable[[SearchConfig], Backend]
 RESUMABLE = ("queued", "running", "failed", "cancelled")
+STALL = 5  # a budget run without a generation limit stops after this many generations with nothing new to score
 
 
 class RunCancelled(Exception):
@@ -81,7 +82,7 @@ def start(
 
 def _record(db: str | Path, cfg: SearchConfig) -> int:
     with RunStore(db) as store:
-        return store.create_run(cfg.task, cfg.to_dict(), cfg.seed, cfg.gens)
+        return store.create_run(cfg.task, cfg.to_dict(), cfg.seed, cfg.planned_generations)
 
 
 def execute(
@@ -124,7 +125,7 @@ def execute(
             done = store.generations_done(run_id)
             raise RunCancelled(
                 run_id,
-                f"run {run_id} cancelled after {done} of {cfg.gens} generations; "
+                f"run {run_id} cancelled after {done} of {cfg.planned_generations} generations; "
                 f"continue it with: python -m gruq search --resume {run_id} --db {db}",
                 stop.signum,
             ) from None
@@ -183,20 +184,54 @@ class Search:
                     self._postfix(bar, logbook)
                 else:
                     population, front, logbook = self._restore(state)
-                for gen in range(max(done, 1), self.cfg.gens):
+                gen = max(done, 1)
+                while self._more(gen, logbook):
                     population = self._generation(gen, population, front, logbook)
+                    gen += 1
                     bar.update(1)
                     self._postfix(bar, logbook)
         self._finetune_front([tuple(ind) for ind in front])
+
+    def _more(self, gen: int, logbook: tools.Logbook) -> bool:
+        """Whether generation `gen` runs: within --gens, within --budget, and (budget only) not stalled.
+
+        Read from the config, the scored genomes and the logbook only, so a
+        resumed run stops where the uninterrupted one did."""
+        cfg = self.cfg
+        if cfg.gens is not None and gen >= cfg.gens:
+            return False
+        if cfg.budget is not None and len(self.cache) >= cfg.budget:
+            return False
+        recent = [record["nevals"] for record in logbook[-STALL:]]
+        return not (cfg.gens is None and len(recent) == STALL and not any(recent))
+
+    def _within_budget(self, individuals: list) -> list:
+        """`individuals` in order, without those whose new genome would exceed the budget.
+
+        Genomes already scored, and genomes over the size limit (never
+        scored), cost nothing and stay."""
+        if self.cfg.budget is None:
+            return individuals
+        room = self.cfg.budget - len(self.cache)
+        kept, new = [], set()
+        for ind in individuals:
+            g = tuple(ind)
+            if g in self.cache or g in new or not self.cons.size_ok(g):
+                kept.append(ind)
+            elif len(new) < room:
+                new.add(g)
+                kept.append(ind)
+        return kept
 
     def _first_generation(self) -> tuple[list, tools.ParetoFront, tools.Logbook]:
         random.seed(self.cfg.seed)
         np.random.seed(self.cfg.seed)
         started = time.perf_counter()
-        population = nsga2.initial_population(self.toolbox, self.cons, self.cfg.pop)
+        population = self._within_budget(nsga2.first_population(self.toolbox, self.cons, self.cfg.pop))
         scored = self._evaluate(population, 0)
         front = tools.ParetoFront()
         front.update(nsga2.feasible(population, self.cons))
+        population = self.toolbox.select(population, min(self.cfg.pop, len(population)))
         logbook = checkpoint.new_logbook()
         self._commit(0, population, front, logbook, scored, started)
         return population, front, logbook
@@ -212,7 +247,8 @@ class Search:
         if self.stop.requested:
             raise nsga2.StopRequested
         started = time.perf_counter()
-        offspring = nsga2.vary(self.toolbox, population, self.cfg.cxpb)
+        offspring = nsga2.propose(self.toolbox, self.cons, population, front, self.cache, self.cfg.pop, self.cfg.cxpb)
+        offspring = self._within_budget(offspring)
         scored = self._evaluate(offspring, gen)
         population = nsga2.survivors(self.toolbox, population, offspring, self.cfg.pop)
         front.update(nsga2.feasible(offspring, self.cons))
@@ -260,7 +296,7 @@ class Search:
     @contextmanager
     def _bar(self, done: int) -> Iterator[tqdm]:
         bar = tqdm(
-            total=self.cfg.gens,
+            total=self.cfg.planned_generations,
             initial=done,
             desc=f"run {self.run_id}",
             unit="gen",

@@ -1,0 +1,273 @@
+"""Where NSGA-II's scorings go: sensitivity probes, a surrogate, local refinement.
+
+Plain NSGA-II spends most of a small budget on genomes far from the front.
+Three things about this problem let a search do better, and this module
+holds them (the generational loop and the DEAP operators stay in
+`gruq.search.nsga2`):
+
+- The cost structure. Under the size objective only the six weight genes
+  cost anything; the other eleven cost nothing, so on the front they sit
+  where accuracy is best: their highest allowed width. The search "settles"
+  them there and spends its budget on the genes that trade accuracy for cost
+  (which genes cost is computed from the objective, so BOPs and stacked
+  layers work the same way).
+- Per-operator sensitivities. The first generation scores, beside the
+  homogeneous genomes, one-operator-lowered probes: the all-high genome with
+  one cost gene at each lower width. They cost one scoring each and count in
+  the budget.
+- An additive surrogate. Accuracy is fitted, by least squares over every
+  genome scored so far, as an intercept plus one term per (gene, width). A
+  dynamic programme over the genes gives the surrogate's predicted front;
+  one-bit moves of the true front's members, predicted from the member's
+  own measured accuracy plus the surrogate's difference, refine it; DEAP
+  crossover and mutation offspring keep exploring. Each generation scores
+  the candidates with the largest predicted hypervolume gain, chosen one at
+  a time as if each pick's prediction were true (so picks spread along the
+  front instead of piling into one gap).
+
+Everything here is a function of the constraints, the scored genomes (read
+in sorted order) and the `random` module's state, so a run stays
+deterministic for its seed, independent of the number of workers, and a
+resumed run chooses exactly what the uninterrupted one chose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from gruq.genome import Genome
+from gruq.search.constraints import Constraints
+
+RIDGE = 1e-6  # keeps the least squares well posed before every (gene, width) has been seen
+EXPLORE_SHARE = 4  # one pick in EXPLORE_SHARE goes to NSGA-II offspring, predicted best first
+
+
+def top(cons: Constraints) -> Genome:
+    """Every gene at its highest allowed width: the most accurate genome, the probes' origin."""
+    return tuple(cons.high)
+
+
+@lru_cache(maxsize=64)
+def cost_genes(cons: Constraints) -> tuple[int, ...]:
+    """Free genes whose width changes the cost (under size: the weight genes)."""
+    t = top(cons)
+    base = cons.cost(t)
+    return tuple(
+        i for i, (lo, hi) in enumerate(zip(cons.low, cons.high)) if lo < hi and cons.cost(_with(t, i, lo)) != base
+    )
+
+
+def settle(genome: Sequence[int], cons: Constraints) -> Genome:
+    """`genome` with every gene that costs nothing at its highest allowed width."""
+    costly = set(cost_genes(cons))
+    return tuple(b if i in costly else hi for i, (b, hi) in enumerate(zip(genome, cons.high)))
+
+
+def probes(cons: Constraints) -> list[Genome]:
+    """Each cost gene lowered alone, from the all-high genome, to each lower width (size limit kept).
+
+    Widths in spreading order (lowest, then the one farthest from those taken
+    and from the highest, ...), level by level across the genes: a run that
+    scores only the first probes still sees every gene over its range, and
+    the surrogate interpolates the widths not probed yet.
+    """
+    t = top(cons)
+    genes = cost_genes(cons)
+    orders = {i: _spread(cons.low[i], cons.high[i]) for i in genes}
+    out = []
+    for rank in range(max((len(o) for o in orders.values()), default=0)):
+        for i in genes:
+            if rank < len(orders[i]):
+                g = _with(t, i, orders[i][rank])
+                if cons.size_ok(g):
+                    out.append(g)
+    return out
+
+
+def _spread(low: int, high: int) -> list[int]:
+    """Widths low..high-1, lowest first, then each time the one farthest from those already taken
+    (the highest width counts as taken); ties to the lower width."""
+    if low >= high:
+        return []
+    out, todo = [low], list(range(low + 1, high))
+    while todo:
+        b = max(todo, key=lambda w: (min(abs(w - t) for t in [high, *out]), -w))
+        out.append(b)
+        todo.remove(b)
+    return out
+
+
+class Surrogate:
+    """Accuracy ~ intercept + one term per (free gene, width), the highest width's term being 0.
+
+    Fitted by (barely) ridge least squares on every genome scored so far, read
+    in sorted order so the fit never depends on the order of scoring. Widths
+    no scored genome has are interpolated from their gene's nearest ones.
+    """
+
+    def __init__(self, cons: Constraints, cache: dict[Genome, float]) -> None:
+        self.cons = cons
+        self.genes = tuple(i for i, (lo, hi) in enumerate(zip(cons.low, cons.high)) if lo < hi)
+        self.costly = cost_genes(cons)
+        self.columns = [(i, b) for i in self.genes for b in range(cons.low[i], cons.high[i])]
+        self.index = {c: k + 1 for k, c in enumerate(self.columns)}
+        rows = sorted(cache)
+        self.weights = np.zeros(len(self.columns) + 1)
+        if rows:
+            X = self._design(rows)
+            y = np.array([cache[g] for g in rows])
+            A = X.T @ X + RIDGE * np.eye(X.shape[1])
+            self.weights = np.linalg.solve(A, X.T @ y)
+            self._interpolate(X[:, 1:].any(axis=0))
+
+    def _interpolate(self, seen: np.ndarray) -> None:
+        """Linear between the two nearest seen widths (the highest width's term is 0);
+        below the lowest seen width, that width's term."""
+        for i in self.genes:
+            widths = range(self.cons.low[i], self.cons.high[i])
+            known = {self.cons.high[i]: 0.0}
+            known.update({b: self.weights[self.index[(i, b)]] for b in widths if seen[self.index[(i, b)] - 1]})
+            xs = sorted(known)
+            for b in widths:
+                if b not in known:
+                    self.weights[self.index[(i, b)]] = float(np.interp(b, xs, [known[x] for x in xs]))
+
+    def _design(self, genomes: Sequence[Genome]) -> np.ndarray:
+        G = np.asarray(genomes, dtype=np.int64)
+        genes = np.array([i for i, _ in self.columns], dtype=np.int64)
+        widths = np.array([b for _, b in self.columns], dtype=np.int64)
+        X = np.ones((len(genomes), len(self.columns) + 1))
+        X[:, 1:] = G[:, genes] == widths[None, :]
+        return X
+
+    def predict(self, genomes: Sequence[Genome]) -> np.ndarray:
+        if not genomes:
+            return np.zeros(0)
+        return self._design(genomes) @ self.weights
+
+    def term(self, i: int, b: int) -> float:
+        """The fitted change of accuracy when gene i is at width b instead of its highest."""
+        k = self.index.get((i, b))
+        return 0.0 if k is None else float(self.weights[k])
+
+    def settle(self, genome: Sequence[int]) -> Genome:
+        """`genome` with each gene that costs nothing at the width the surrogate finds most accurate."""
+        g = list(genome)
+        for i in self.genes:
+            if i not in self.costly:
+                g[i] = max(range(self.cons.high[i], self.cons.low[i] - 1, -1), key=lambda b: self.term(i, b))
+        return tuple(g)
+
+    def plan(self) -> list[Genome]:
+        """The surrogate's predicted front: settled genomes no other predicted genome beats on both objectives.
+
+        A dynamic programme over the cost genes keeps, after each gene, the
+        partial assignments not dominated in (additive cost, predicted
+        accuracy). Size is additive in the genes; BOPs are approximated by
+        each gene's own cost change from the all-high genome.
+        """
+        t = self.settle(top(self.cons))
+        base = self.cons.cost(t)
+        states: list[tuple[float, float, Genome]] = [(base, float(self.predict([t])[0]), t)]
+        for i in self.costly:
+            steps = [
+                (b, self.cons.cost(_with(t, i, b)) - base, self.term(i, b) - self.term(i, t[i]))
+                for b in range(t[i], self.cons.low[i] - 1, -1)
+            ]
+            grown = [(cost + dc, acc + da, _with(g, i, b)) for cost, acc, g in states for b, dc, da in steps]
+            states = _nondominated(grown)
+        return [g for _, _, g in states if self.cons.size_ok(g)]
+
+
+def neighbours(front: Iterable[Genome], cons: Constraints) -> list[tuple[Genome, Genome]]:
+    """(neighbour, member): every one-bit move of a free gene of a front member, within bounds.
+
+    Moves of cost genes trade accuracy for cost; moves of the others look for
+    the widths at which a member is most accurate."""
+    genes = [i for i, (lo, hi) in enumerate(zip(cons.low, cons.high)) if lo < hi]
+    out = []
+    for m in front:
+        for i in genes:
+            for step in (-1, 1):
+                b = m[i] + step
+                if cons.low[i] <= b <= cons.high[i]:
+                    out.append((_with(m, i, b), m))
+    return out
+
+
+def pick(
+    candidates: Sequence[Genome],
+    predicted: Sequence[float],
+    front: Sequence[tuple[float, float]],
+    cons: Constraints,
+    k: int,
+) -> list[Genome]:
+    """The `k` candidates of largest predicted hypervolume gain, chosen one at a time.
+
+    `front` holds the (accuracy, cost) points of the feasible front. After each
+    pick its prediction joins the front, so the next pick is what adds most
+    given the first. Candidates predicted dominated rank by how little they
+    fall short of the front at their cost. Ties keep the candidates' order.
+    """
+    if k <= 0 or not candidates:
+        return []
+    ref = cons.ref_cost
+    x = np.array([_cost(cons, g) / ref for g in candidates])
+    a = np.clip(np.asarray(predicted, dtype=float), 0.0, 1.0)
+    if cons.min_accuracy is not None:
+        a = np.where(a >= cons.min_accuracy, a, a - 1.0)  # predicted infeasible: last
+    points = [(acc, cost / ref) for acc, cost in front]
+
+    chosen: list[int] = []
+    free = np.ones(len(candidates), dtype=bool)
+    for _ in range(min(k, len(candidates))):
+        score = _gain_or_shortfall(x, a, points)
+        score[~free] = -np.inf
+        j = int(np.argmax(score))
+        chosen.append(j)
+        free[j] = False
+        points.append((float(a[j]), float(x[j])))
+    return [candidates[j] for j in chosen]
+
+
+def _gain_or_shortfall(x: np.ndarray, a: np.ndarray, points: list[tuple[float, float]]) -> np.ndarray:
+    """Hypervolume a point (x, a) would add to the staircase of `points` (normalised cost, accuracy);
+    where it adds nothing, minus its shortfall below the staircase at its cost."""
+    pts = sorted((c, acc) for acc, c in points if c <= 1.0)
+    starts, levels, best = [0.0], [0.0], 0.0
+    for c, acc in pts:
+        if acc > best:
+            best = acc
+            starts.append(c)
+            levels.append(acc)
+    lo = np.array(starts)
+    hi = np.append(lo[1:], 1.0)
+    lv = np.array(levels)
+    overlap = np.clip(np.minimum(hi[None, :], 1.0) - np.maximum(lo[None, :], x[:, None]), 0.0, None)
+    gain = (np.clip(a[:, None] - lv[None, :], 0.0, None) * overlap).sum(axis=1)
+    at = lv[np.searchsorted(lo, x, side="right") - 1]
+    return np.where(gain > 0, gain, a - at)
+
+
+@lru_cache(maxsize=1 << 16)
+def _cost(cons: Constraints, genome: Genome) -> float:
+    return cons.cost(genome)
+
+
+def _nondominated(states: list[tuple[float, float, Genome]]) -> list[tuple[float, float, Genome]]:
+    """States sorted by cost, keeping each only if it is more accurate than every cheaper one."""
+    out, best = [], -np.inf
+    for s in sorted(states, key=lambda s: (s[0], -s[1], s[2])):
+        if s[1] > best + 1e-12:
+            out.append(s)
+            best = s[1]
+    return out
+
+
+def _with(genome: Sequence[int], i: int, b: int) -> Genome:
+    g = list(genome)
+    g[i] = b
+    return tuple(g)

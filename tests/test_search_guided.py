@@ -1,0 +1,233 @@
+"""The guided search (sensitivity probes, surrogate, front refinement) and `--budget`.
+
+Specification: the probes lower one cost gene at a time and respect every
+constraint; the surrogate fits an additive accuracy exactly and its planned
+front is non-dominated under its own predictions; picks go to the largest
+predicted hypervolume gain and spread along the front; offspring are new,
+in bounds and within the size limit; a budget run scores exactly N distinct
+genomes, is a prefix of a longer budget run, stops at whichever of --gens and
+--budget comes first, and resumes after a crash (or kill -9) to the
+uninterrupted run's front.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_search import resume, search
+from test_search_cli import ROOT, TESTS, in_process, one_error_line, wait_for
+from test_search_fake import SHAPE, FakeEvaluator
+
+from gruq.genome import bops, homogeneous, size_bytes
+from gruq.ops import INDEX, LINEAR
+from gruq.search import guided, nsga2
+from gruq.search.backend import ENV_HOOK
+from gruq.search.config import SearchConfig
+from gruq.search.constraints import resolve
+from gruq.store import list_runs, run_detail
+
+SIZE8 = size_bytes(homogeneous(8), SHAPE)
+
+
+def constraints(**settings: Any):
+    return resolve(SearchConfig(task="fake", **settings), SHAPE)
+
+
+# -- probes and the cost structure ---------------------------------------------------------
+
+
+def test_under_size_only_the_weight_genes_cost_and_under_bops_more_do() -> None:
+    assert guided.cost_genes(constraints()) == tuple(sorted(LINEAR))
+    by_bops = guided.cost_genes(constraints(objective="bops"))
+    assert set(LINEAR) < set(by_bops) and INDEX["add_h"] in by_bops and INDEX["add_r"] not in by_bops
+
+
+def test_probes_lower_one_cost_gene_at_a_time_to_every_lower_width() -> None:
+    cons = constraints()
+    probes = guided.probes(cons)
+    assert len(probes) == len(set(probes)) == 6 * 6
+    for g in probes:
+        lowered = [i for i, b in enumerate(g) if b != 8]
+        assert len(lowered) == 1 and lowered[0] in LINEAR
+    assert {g[INDEX["lin_hn"]] for g in probes if g[INDEX["lin_hn"]] != 8} == set(range(2, 8))
+    assert [g[INDEX["lin_xr"]] for g in probes[:6]] == [2, 8, 8, 8, 8, 8]  # lowest widths first, gene by gene
+
+
+def test_probes_respect_pins_ranges_and_the_size_limit() -> None:
+    cons = constraints(pins={"lin_hn": 6}, bits_ranges={"lin_hz": (5, 7), "add_h": (3, 6)}, max_size_pct=95)
+    probes = guided.probes(cons)
+    assert probes and all(cons.in_bounds(g) and cons.size_ok(g) for g in probes)
+    assert all(g[INDEX["lin_hn"]] == 6 and g[INDEX["add_h"]] == 6 for g in probes)
+    assert {g[INDEX["lin_hz"]] for g in probes} == {5, 6, 7}
+
+
+# -- the surrogate --------------------------------------------------------------------------
+
+
+def additive(g) -> float:
+    return 0.9 - sum(0.01 * (8 - b) * (1 + i % 3) for i, b in enumerate(g))
+
+
+def test_the_surrogate_fits_an_additive_accuracy_and_plans_a_non_dominated_front() -> None:
+    cons = constraints()
+    cache = {g: additive(g) for g in [homogeneous(b) for b in range(2, 9)] + guided.probes(cons)}
+    model = guided.Surrogate(cons, cache)
+    tests = [(8, 2, 8, 8, 3, 5, 8, 8, 4, 6, 8, 8, 8, 8, 8, 8, 8), homogeneous(5)]
+    assert model.predict(tests) == pytest.approx([additive(g) for g in tests], abs=1e-3)
+    plan = model.plan()
+    assert len(plan) > 10 and all(model.settle(g) == g for g in plan)
+    points = sorted((cons.cost(g), -p) for g, p in zip(plan, model.predict(plan)))
+    assert all(b[1] < a[1] for a, b in zip(points, points[1:]))  # cheaper is always less accurate
+
+
+def test_settling_puts_free_genes_at_the_width_the_surrogate_finds_most_accurate() -> None:
+    cons = constraints()
+    peak = homogeneous(8)[:2] + (5,) + homogeneous(8)[3:]  # add_r at 5 bits is best here
+    cache = {g: 0.9 + (0.01 if g[2] == 5 else 0.0) for g in [homogeneous(8), peak, homogeneous(2)]}
+    settled = guided.Surrogate(cons, cache).settle(homogeneous(3))
+    assert settled[2] == 5 and all(settled[i] == 3 for i in LINEAR)
+
+
+def test_the_first_pick_is_the_largest_gain_and_the_next_fills_another_gap() -> None:
+    cons = constraints()
+    front = [(0.9, SIZE8), (0.5, 0.5 * SIZE8)]
+    cheap_good = homogeneous(5)  # about 0.72 of the size
+    candidates = [homogeneous(7), cheap_good, homogeneous(6)]
+    predicted = [0.95, 0.89, 0.89]
+    picks = guided.pick(candidates, predicted, front, cons, 2)
+    assert picks[0] == cheap_good and picks[1] == homogeneous(7)  # homogeneous(6) lies in the gap already taken
+
+
+# -- offspring --------------------------------------------------------------------------------
+
+
+def test_offspring_are_new_in_bounds_and_under_the_size_limit() -> None:
+    import random
+
+    random.seed(0)
+    cons = constraints(bits_ranges={"lin_hn": (4, 8)}, pins={"add_h": 7}, max_size_pct=80)
+    tb = nsga2.make_toolbox(cons)
+    ev = FakeEvaluator()
+    population = nsga2.first_population(tb, cons, 12)
+    cache = {tuple(i): a for i, a in zip(population, ev.accuracy([tuple(i) for i in population]))}
+    for ind in population:
+        ind.fitness.values = nsga2.fitness_values(tuple(ind), cache.get(tuple(ind)), cons)
+    front = nsga2.feasible(population, cons)
+    children = nsga2.propose(tb, cons, population, front, cache, 12, 0.9)
+    genomes = [tuple(c) for c in children]
+    assert len(genomes) == 12 == len(set(genomes))
+    assert all(g not in cache and cons.in_bounds(g) and cons.size_ok(g) for g in genomes)
+
+
+# -- --budget ----------------------------------------------------------------------------------
+
+
+def test_a_budget_run_scores_exactly_the_budget_homogeneous_included(tmp_path: Path) -> None:
+    ev = FakeEvaluator()
+    res = search(tmp_path / "s.db", ev, pop=12, gens=None, budget=50, chunk_size=5)
+    assert len(ev.scored) == len(set(ev.scored)) == res["evaluations"] == 50
+    assert {homogeneous(b) for b in range(2, 9)} <= set(ev.scored)
+
+
+def test_a_shorter_budget_is_the_start_of_a_longer_one(tmp_path: Path) -> None:
+    short, long = FakeEvaluator(), FakeEvaluator()
+    search(tmp_path / "a.db", short, pop=12, gens=None, budget=41)
+    search(tmp_path / "b.db", long, pop=12, gens=None, budget=90)
+    assert short.scored == long.scored[:41]
+
+
+def test_budget_and_gens_stop_at_whichever_comes_first(tmp_path: Path) -> None:
+    by_gens = search(tmp_path / "a.db", pop=12, gens=3, budget=1000)
+    assert len(by_gens["hypervolume"]) == 3 and by_gens["evaluations"] == 36
+    by_budget = search(tmp_path / "b.db", pop=12, gens=50, budget=30)
+    assert by_budget["evaluations"] == 30 and len(by_budget["hypervolume"]) == 3
+
+
+def test_a_budget_run_is_deterministic_and_does_not_depend_on_workers(tmp_path: Path) -> None:
+    one = search(tmp_path / "one.db", pop=8, gens=None, budget=40, seed=4, chunk_size=4)
+    two = search(tmp_path / "two.db", pop=8, gens=None, budget=40, seed=4, chunk_size=4, workers=2)
+    assert one == two
+
+
+def test_a_crashed_budget_run_resumes_to_the_uninterrupted_front(tmp_path: Path) -> None:
+    whole = search(tmp_path / "whole.db", pop=12, gens=None, budget=70, chunk_size=4)
+    with pytest.raises(RuntimeError, match="synthetic crash"):
+        search(tmp_path / "s.db", FakeEvaluator(fail_at_call=8), pop=12, gens=None, budget=70, chunk_size=4)
+    assert 0 < run_detail(tmp_path / "s.db", 1)["generations_done"]
+    assert resume(tmp_path / "s.db", 1, FakeEvaluator()) == whole
+
+
+def test_the_budget_is_stored_with_the_run(tmp_path: Path) -> None:
+    search(tmp_path / "s.db", pop=12, gens=None, budget=30)
+    config = run_detail(tmp_path / "s.db", 1)["config"]
+    assert config["budget"] == 30 and config["gens"] is None
+
+
+def test_search_budget_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    env = {
+        **os.environ,
+        ENV_HOOK: "test_search_fake:make",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
+        "GRUQ_FAKE_DELAY": "0.1",
+    }
+    args = ["search", "--task", "fake", "--pop", "12", "--budget", "60", "--seed", "2", "--chunk-size", "4"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gruq", *args, "--db", str(db), "--json"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: db.exists() and bool(list_runs(db)) and list_runs(db)[0]["generations_done"] >= 2)
+    proc.kill()
+    proc.wait()
+    assert run_detail(db, 1)["evaluations"] < 60
+    env.pop("GRUQ_FAKE_DELAY")
+    resumed = subprocess.run(
+        [sys.executable, "-m", "gruq", "search", "--resume", "1", "--db", str(db), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    expected = in_process(tmp_path / "ref.db", pop=12, gens=None, budget=60, seed=2, chunk_size=4)
+    assert json.loads(resumed.stdout) == {**expected, "run_id": 1}
+    assert expected["evaluations"] == 60
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--budget", "0"], "--budget must be an integer of at least 1"), (["--budget", "x"], "invalid int value")],
+)
+def test_a_bad_budget_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, args, message) -> None:
+    line = one_error_line(capsys, ["search", "--task", "fake", "--db", str(tmp_path / "s.db"), "--json", *args])
+    assert message in line
+
+
+def test_bops_objective_and_constraints_hold_in_a_budget_run(tmp_path: Path) -> None:
+    res = search(tmp_path / "s.db", pop=8, gens=None, budget=40, objective="bops", pins={"add_h": 6}, min_accuracy=0.3)
+    assert res["evaluations"] == 40 and res["front"]
+    for m in res["front"]:
+        assert m["bits"][INDEX["add_h"]] == 6 and m["accuracy"] >= 0.3
+        assert m["bops"] == bops(m["bits"], SHAPE)
+
+
+def test_a_budget_below_the_baselines_scores_only_the_budget(tmp_path: Path) -> None:
+    ev = FakeEvaluator()
+    res = search(tmp_path / "s.db", ev, pop=12, gens=None, budget=3)
+    assert res["evaluations"] == len(ev.scored) == 3 and len(res["hypervolume"]) == 1
+
+
+def test_a_budget_run_with_nothing_left_to_score_stops(tmp_path: Path) -> None:
+    from gruq.ops import OPS
+    from gruq.search.run import STALL
+
+    res = search(tmp_path / "s.db", pop=4, gens=None, budget=50, pins={op: 4 for op in OPS[:-1]})
+    assert res["evaluations"] <= 7 and len(res["hypervolume"]) <= 2 + STALL + 1
