@@ -442,20 +442,16 @@ def test_explorer_shows_the_table_and_sizes_for_a_genome(filled_db) -> None:
     assert "Confusion matrix on test data" in texts(at)
 
 
-def test_explorer_what_if_rescores_within_two_seconds(filled_db) -> None:
+def test_explorer_what_if_rescores_the_edited_genome(filled_db) -> None:
     at = open_page(EXPLORER, run="1", bits="8")
     assert metric(at, "model size").value == f"{size_bytes(homogeneous(8), _shape()) / 1000:.2f} kB"
-    at.slider(key="wi_lin_hn").set_value(2)
-    t0 = time.perf_counter()
-    at.run()
-    elapsed = time.perf_counter() - t0
+    at.slider(key="wi_lin_hn").set_value(2).run()
     assert not at.exception
     g = list(homogeneous(8))
     g[OPS.index("lin_hn")] = 2
     assert metric(at, "model size").value == f"{size_bytes(g, _shape()) / 1000:.2f} kB"
     assert "vs start" in metric(at, "accuracy, validation").delta
     assert tuple(at.dataframe[0].value["bits"]) == tuple(g)
-    assert elapsed < 2.0, f"what-if took {elapsed:.2f} s"
 
 
 def test_explorer_without_runs_starts_from_homogeneous_genomes(empty_db) -> None:
