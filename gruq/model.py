@@ -7,6 +7,10 @@ calibration sees exactly the values the quantized cell will round.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +21,7 @@ from torch import nn
 from gruq.errors import GruqError
 from gruq.fixedpoint import ceil_log2
 from gruq.ops import CALIBRATED, GATE_OF_LINEAR, INPUT_LINEAR, LINEAR, OPS
+from gruq.paths import input_file, output_file, shown
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -120,46 +125,101 @@ class Checkpoint:
     meta: dict  # task, epochs, seconds, float accuracies, seed
 
     def save(self, path: Path) -> None:
+        """Write the checkpoint atomically: into a temporary file beside `path`, then
+        renamed over it, so a failure (disk full, read-only) never leaves a
+        half-written checkpoint or destroys the one that was there."""
         m = self.model
+        path = writable(path)
         try:
-            torch.save(
-                {
-                    "state": m.state_dict(),
-                    "shape": [m.gru.input_size, m.hidden, m.head.out_features],
-                    "calibration": self.calibration.to_dict(),
-                    "meta": self.meta,
-                },
-                writable(path),
-            )
-        except OSError as exc:
-            raise GruqError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name[:40]}.", delete=False) as f:
+                tmp = Path(f.name)
+                torch.save(
+                    {
+                        "state": m.state_dict(),
+                        "shape": [m.gru.input_size, m.hidden, m.head.out_features],
+                        "calibration": self.calibration.to_dict(),
+                        "meta": self.meta,
+                    },
+                    f,
+                )
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:  # torch reports a failed write as RuntimeError
+            if "tmp" in locals():
+                tmp.unlink(missing_ok=True)
+            raise GruqError(f"cannot write checkpoint {shown(path)}: {_reason(exc)}") from None
+
+    def save_or_keep(self, path: Path) -> None:
+        """`save`, and if that fails, save into the system's temporary folder instead and
+        say where in the error: long training is never lost to a full or read-only disk."""
+        try:
+            self.save(path)
+        except GruqError as exc:
+            fd, spare = tempfile.mkstemp(prefix=f"gruq-{Path(path).stem[:40]}-", suffix=".pt")
+            os.close(fd)
+            try:
+                self.save(Path(spare))
+            except GruqError:
+                Path(spare).unlink(missing_ok=True)
+                raise exc from None
+            raise GruqError(f"{exc}; the trained model was saved to {spare} instead") from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
 
 
 def writable(path: Path) -> Path:
-    """`path`, once its folder exists; a GruqError if it cannot be a file (checked
+    """`path`, once its folder exists; a GruqError if it cannot be written (checked
     before long work such as training, so that nothing is lost at the end)."""
-    path = Path(path)
-    if path.is_dir():
-        raise GruqError(f"{path} is a folder; give a file path for the checkpoint")
+    path = output_file(path, "")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise GruqError(f"cannot write {path}: its folder cannot be made ({exc.strerror or exc})") from None
+        raise GruqError(f"cannot write {shown(path)}: its folder cannot be made ({exc.strerror or exc})") from None
     return path
 
 
+def assets_dir() -> Path:
+    """Where checkpoints live: $GRUQ_ASSETS, else assets/ beside the gruq package (a
+    checkout or an editable install), else ~/.local/share/gruq/assets (an installed wheel)."""
+    if os.environ.get("GRUQ_ASSETS"):
+        return Path(os.environ["GRUQ_ASSETS"]).expanduser()
+    if ASSETS.is_dir():
+        return ASSETS
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "gruq" / "assets"
+
+
 def checkpoint_path(task: str) -> Path:
-    """Where `gruq train` puts a task's checkpoint: assets/<name>.pt."""
-    return ASSETS / f"{Path(task).stem if task.endswith('.npz') else task}.pt"
+    """Where `gruq train` puts a task's checkpoint: assets/<name>.pt for a built-in task.
+
+    A user's .npz gets assets/<stem>-<hash>.pt, the hash of its absolute path, so
+    that it can never replace a shipped checkpoint (a user file named vowels.npz)
+    nor another user's file of the same name in another folder."""
+    from gruq.tasks import NAMES
+
+    name = str(task).strip()
+    if name.lower() in NAMES:
+        return assets_dir() / f"{name.lower()}.pt"
+    resolved = os.path.abspath(os.path.expanduser(name))
+    digest = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:12]
+    return assets_dir() / f"{Path(resolved).stem[:80]}-{digest}.pt"
 
 
 def load_checkpoint(task: str, path: Path | None = None) -> Checkpoint:
     """Load a task's checkpoint (weights only: no code is unpickled)."""
-    path = Path(path) if path else checkpoint_path(task)
-    if not path.is_file():
-        raise GruqError(f"no checkpoint for task {task!r} at {path}; run: python -m gruq train --task {task}")
+    if path:
+        path = input_file(path, "checkpoint")
+    else:
+        path = checkpoint_path(task)
+        if not path.is_file():
+            raise GruqError(f"no checkpoint for task {task!r} at {path}; run: gruq train --task {task}")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about what weights_only refuses; the refusal says it all
+            warnings.simplefilter("ignore")
+            raw = torch.load(path, map_location="cpu", weights_only=True)
         model = GRUClassifier(*raw["shape"])
         model.load_state_dict(raw["state"])
         calibration = Calibration.from_dict(raw["calibration"])

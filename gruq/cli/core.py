@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from tqdm import tqdm
 
 from gruq.cli import emit
-from gruq.cli.args import add_json, add_task, bits, natural, positive
+from gruq.cli.args import add_json, add_task, bits, bounded, path, positive, seed
+from gruq.limits import MAX_EPOCHS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,9 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train", help="train the float model into assets/")
     p.add_argument("--task", required=True)
-    p.add_argument("--epochs", type=positive)
-    p.add_argument("--seed", type=natural, default=0)
-    p.add_argument("--out", help="checkpoint path (default: assets/<task>.pt)")
+    p.add_argument("--epochs", type=bounded("--epochs", 1, MAX_EPOCHS))
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument(
+        "--out",
+        type=path("output_file"),
+        help="checkpoint path (default: assets/<task>.pt; a .npz task gets assets/<stem>-<hash of its path>.pt)",
+    )
     add_json(p)
     p.set_defaults(func=cmd_train)
 
@@ -34,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--bits", type=bits, required=True, help="one width for all, or 17 comma-separated")
         p.add_argument("--split", choices=("train", "val", "test"), default="test")
         if name == "evaluate":
-            p.add_argument("--finetune-epochs", type=natural, default=0)
-            p.add_argument("--seed", type=natural, default=0)
+            p.add_argument("--finetune-epochs", type=bounded("--finetune-epochs", 0, MAX_EPOCHS), default=0)
+            p.add_argument("--seed", type=seed, default=0)
             p.add_argument(
                 "--finetune-samples",
                 type=positive,
@@ -77,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gruq.train import train_float
 
     data = tasks.load(args.task)
-    path = writable(Path(args.out) if args.out else checkpoint_path(args.task))
+    path = writable(args.out or checkpoint_path(args.task))  # checked before training: nothing is lost
     epochs = args.epochs or data.epochs
     with _bar(f"train {data.name}", epochs) as bar:
 
@@ -86,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.set_postfix(val=f"{metrics['val']:.3f}")
 
         ckpt = train_float(data, epochs, args.seed, progress=progress)
-    ckpt.save(path)
+    ckpt.save_or_keep(path)
     record = {**ckpt.meta, "checkpoint": str(path)}
     if args.json:
         emit(record)

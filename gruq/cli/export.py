@@ -12,11 +12,13 @@ ascending (0 = the smallest). `--check` also compiles and runs the check.
 from __future__ import annotations
 
 import argparse
+import shlex
 from typing import Any
 
 from gruq.cli import emit
-from gruq.cli.args import add_json, bits, natural
+from gruq.cli.args import add_json, bits, bounded, natural, path, seed
 from gruq.errors import GruqError
+from gruq.limits import MAX_EPOCHS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,13 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--task", help="smnist, vowels, har, ecg, or a path to a .npz (with --bits)")
     p.add_argument("--bits", type=bits, help="one width for all, or 17 comma-separated")
-    p.add_argument("--checkpoint", help="float checkpoint (default: assets/<task>.pt)")
-    p.add_argument("--db", metavar="PATH", help="a run store: export a member of a run's front")
+    p.add_argument("--checkpoint", type=path("input_file"), help="float checkpoint (default: the task's, in assets/)")
+    p.add_argument(
+        "--db", type=path("input_file"), metavar="PATH", help="a run store: export a member of a run's front"
+    )
     p.add_argument("--run", type=natural, metavar="ID", help="the run (with --db)")
     p.add_argument(
         "--pick", type=natural, metavar="K", help="front member K, the front sorted by size_bytes ascending (with --db)"
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="directory for the exported files")
+    p.add_argument(
+        "--out", type=path("output_dir"), required=True, metavar="DIR", help="directory for the exported files"
+    )
     p.add_argument(
         "--split",
         choices=("train", "val", "test"),
@@ -45,11 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--finetune-epochs",
-        type=natural,
+        type=bounded("--finetune-epochs", 0, MAX_EPOCHS),
         default=0,
         help="fine-tune the weights for the genome first (as evaluate does; with --task)",
     )
-    p.add_argument("--seed", type=natural, default=0, help="fine-tuning seed (with --task)")
+    p.add_argument("--seed", type=seed, default=0, help="fine-tuning seed (with --task)")
     p.add_argument(
         "--target",
         choices=("host", "cortex-m4"),
@@ -158,4 +164,4 @@ def _print(r: dict[str, Any]) -> None:
     if "check_cortex_m4" in r:
         c = r["check_cortex_m4"]
         print(f"  check on cortex-m4 (QEMU): {c['last_line'] or 'did not compile'}")
-    print(f"  build: cd {r['out']} && {r['build']}")
+    print(f"  build: cd {shlex.quote(r['out'])} && {r['build']}")

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from gruq.cli import emit
+from gruq.cli.args import path
 from gruq.errors import GruqError
 
 DEFAULT_DB = "runs/gruq.db"
@@ -90,7 +91,13 @@ def _register_search(sub: Any) -> None:
         "results do not depend on it",
     )
     p.add_argument("--chunk-size", type=int, metavar="N", help="genomes scored per batch (default 16)")
-    p.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"the run store (default {DEFAULT_DB})")
+    p.add_argument(
+        "--db",
+        type=path("file_or_absent"),
+        default=DEFAULT_DB,
+        metavar="PATH",
+        help=f"the run store (default {DEFAULT_DB})",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--resume", type=int, metavar="ID", help="continue stored run ID (after a crash or cancel)")
     which.add_argument("--run-id", type=int, metavar="ID", help="start queued run ID (used by the app's launcher)")
@@ -100,7 +107,13 @@ def _register_search(sub: Any) -> None:
 
 def _register_runs(sub: Any) -> None:
     p = sub.add_parser("runs", help="list the runs in a store")
-    p.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"the run store (default {DEFAULT_DB})")
+    p.add_argument(
+        "--db",
+        type=path("file_or_absent"),
+        default=DEFAULT_DB,
+        metavar="PATH",
+        help=f"the run store (default {DEFAULT_DB})",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=runs_command)
 

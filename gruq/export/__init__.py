@@ -13,6 +13,7 @@
 Files written into out_dir (docs/export-format.md describes each):
     gruq_model.json   the self-contained integer model
     memory.json       the memory report (also returned)
+    test_vectors.npz  the test vectors as plain arrays (x codes, engine logits, labels)
     gruq_model.h, gruq_kernel.h, gruq_kernel.c, test_vectors.h, test_vectors.c, check.c
 and `cc -std=c99 -Wall -Wextra -Werror -O2 out_dir/*.c -o check && ./check`
 prints "N/N identical". With target="cortex-m4" also Makefile, mps2_an386.ld,
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import shutil
 import subprocess
 import zipfile
@@ -40,9 +42,10 @@ from gruq.export.plan import check_ranges
 from gruq.export.targets import HOST, cortex_m4
 from gruq.export.targets import module as target_module
 from gruq.genome import ModelShape, validate
+from gruq.paths import output_dir, staged_dir
 
-MODEL_JSON, MEMORY_JSON = "gruq_model.json", "memory.json"
-FILES = (MODEL_JSON, MEMORY_JSON) + c_source.FILES
+MODEL_JSON, MEMORY_JSON, VECTORS_NPZ = "gruq_model.json", "memory.json", "test_vectors.npz"
+FILES = (MODEL_JSON, MEMORY_JSON, VECTORS_NPZ) + c_source.FILES
 TARGET_FILES = cortex_m4.FILES  # written only with target="cortex-m4"
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2")
 BUILD = "cc " + " ".join(CFLAGS) + " *.c -o check && ./check"
@@ -61,22 +64,17 @@ __all__ = [
 ]
 
 
-def prepare_dir(out_dir: str | Path) -> Path:
-    """Create out_dir, or accept an existing directory that holds no foreign C file
-    (every *.c in it is compiled by the build command)."""
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise GruqError(f"--out {out} exists and is not a directory")
+def check_dir(out_dir: str | Path) -> Path:
+    """out_dir, if it can receive an export: absent, or a directory that holds no foreign
+    C file (every *.c in it is compiled by the build command), on a writable file system.
+    Creates nothing."""
+    out = output_dir(out_dir, "--out")
     if out.is_dir():
         foreign = sorted(p.name for p in out.glob("*.c") if p.name not in c_source.FILES)
         if foreign:
             raise GruqError(
                 f"{out} already holds other C files ({', '.join(foreign)}); export into an empty or new directory"
             )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GruqError(f"cannot create {out}: {exc.strerror}") from None
     return out
 
 
@@ -91,6 +89,7 @@ def write_export(
     split: str = "",
     input_note: dict | None = None,
     target: str = HOST,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write every export file for the integer model `im` and the input codes
     (N, T, F) of the test vectors; returns the memory report with the paths.
@@ -107,11 +106,8 @@ def write_export(
     tgt = target_module(target)
     if tgt is not None:
         tgt.require()
-    out = prepare_dir(out_dir)
+    out = check_dir(out_dir)
     logits = engine.run(im, x_codes)
-    for name, text in c_source.sources(im, shape, x_codes, logits, labels, task, split).items():
-        (out / name).write_text(text)
-    write_model(out / MODEL_JSON, im, shape, task, input_note)
     record = {
         "task": task,
         "split": split,
@@ -120,16 +116,39 @@ def write_export(
         "out": str(out),
         "files": {name: str(out / name) for name in FILES},
         "build": BUILD,
+        **(extra or {}),
     }
+    record["size_bytes"] = _whole(record["size_bytes"])
     if labels is not None:
         record["engine_accuracy"] = float((logits.argmax(axis=1) == np.asarray(labels)).mean())
-    if tgt is not None:
-        record["target"] = target
-        record["files"].update({name: str(out / name) for name in tgt.write(out)})
-        record[tgt.KEY] = tgt.measure(out, shape, im.genome)
-        record["build_" + tgt.KEY] = tgt.BUILD.replace("DIR", str(out))
-    (out / MEMORY_JSON).write_text(json.dumps(portable(record), indent=1) + "\n")
+    with staged_dir(out) as tmp:  # all files or none: never a half-written export
+        for name, text in c_source.sources(im, shape, x_codes, logits, labels, task, split).items():
+            (tmp / name).write_text(text)
+        write_model(tmp / MODEL_JSON, im, shape, task, input_note)
+        write_vectors(tmp / VECTORS_NPZ, x_codes, logits, labels)
+        if tgt is not None:  # written and measured in the staging folder, moved with the rest
+            record["target"] = target
+            record["files"].update({name: str(out / name) for name in tgt.write(tmp)})
+            record[tgt.KEY] = tgt.measure(tmp, shape, im.genome)
+            record["build_" + tgt.KEY] = tgt.BUILD.replace("DIR", shlex.quote(str(out)))
+        (tmp / MEMORY_JSON).write_text(json.dumps(portable(record), indent=1) + "\n")
     return record
+
+
+def write_vectors(path: Path, x_codes: np.ndarray, logits: np.ndarray, labels: np.ndarray | None) -> None:
+    """test_vectors.npz: the test vectors as plain arrays, for a reimplementation in any
+    language (docs/export-format.md): x (N, T, F) int8 input codes, logits (N, C) int32
+    engine logits, and labels (N,) int64 when known."""
+    arrays = {"x": np.asarray(x_codes, dtype=np.int8), "logits": np.asarray(logits, dtype=np.int32)}
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels, dtype=np.int64)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _whole(value: float) -> int | float:
+    """A byte count as an int when it is whole (it is whenever each matrix fills whole bytes)."""
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def portable(record: dict[str, Any]) -> dict[str, Any]:
@@ -163,9 +182,7 @@ def export(
     tgt = target_module(target)
     if tgt is not None:
         tgt.require()
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():  # fail before the slow part
-        raise GruqError(f"--out {out} exists and is not a directory")
+    out = check_dir(out_dir)  # fail before the slow part
     data, ckpt = load(task, str(checkpoint) if checkpoint else None)
     part = data.split(split)
     if finetune_epochs > 0:
@@ -179,7 +196,8 @@ def export(
         )
     note = {k: v for k, v in data.extra.items() if k != "index"}
     note["source"] = data.source
-    record = write_export(
+    extra = {"finetune": {"epochs": finetune_epochs, "seed": seed}} if finetune_epochs > 0 else None
+    return write_export(
         im,
         shape,
         im.quantize_input(part.X),
@@ -189,11 +207,8 @@ def export(
         split=split,
         input_note=note,
         target=target,
+        extra=extra,
     )
-    if finetune_epochs > 0:
-        record["finetune"] = {"epochs": finetune_epochs, "seed": seed}
-        (Path(record["out"]) / MEMORY_JSON).write_text(json.dumps(portable(record), indent=1) + "\n")
-    return record
 
 
 def model_shape(model, steps: int) -> ModelShape:

@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from gruq import limits
 from gruq.errors import GruqError
 from gruq.genome import MAX_BITS, MIN_BITS
 from gruq.ops import op_index
@@ -105,10 +106,7 @@ def check(cfg: SearchConfig) -> None:
         f"--budget must be an integer of at least 1; got {cfg.budget!r}",
     )
     _require(cfg.gens is not None or cfg.budget is not None, "a search needs --gens, --budget or both")
-    _require(
-        _is_int(cfg.seed) and 0 <= cfg.seed < 2**32, f"--seed must be an integer from 0 to 2^32-1; got {cfg.seed!r}"
-    )
-    _require(cfg.objective in OBJECTIVES, f"--objective must be one of {', '.join(OBJECTIVES)}; got {cfg.objective!r}")
+    _require(_is_int(cfg.seed), f"--seed must be an integer from 0 to 2^32-1; got {cfg.seed!r}")
     _require(_is_int(cfg.workers) and cfg.workers >= 1, f"--workers must be at least 1; got {cfg.workers!r}")
     if cfg.scheduler is not None:
         from gruq.search.dask_map import parse
@@ -126,6 +124,8 @@ def check(cfg: SearchConfig) -> None:
         cfg.finetune_samples is None or (_is_int(cfg.finetune_samples) and cfg.finetune_samples >= 1),
         f"--finetune-samples must be at least 1; got {cfg.finetune_samples!r}",
     )
+    _check_limits(cfg)
+    _require(cfg.objective in OBJECTIVES, f"--objective must be one of {', '.join(OBJECTIVES)}; got {cfg.objective!r}")
     _require(_is_number(cfg.cxpb) and 0 <= cfg.cxpb <= 1, f"cxpb must be from 0 to 1; got {cfg.cxpb!r}")
     _check_sizes(cfg)
     if cfg.min_accuracy is not None:
@@ -163,6 +163,21 @@ def collect(pairs: list[tuple[str, Any]], flag: str) -> dict[str, Any]:
             raise GruqError(f"{flag} gives {op} twice ({_show(out[op])} and {_show(value)})")
         out[op] = value
     return out
+
+
+def _check_limits(cfg: SearchConfig) -> None:
+    """The generous bounds of gruq.limits, shared with every command and the app."""
+    limits.check_seed(cfg.seed, "--seed")
+    for name, value, low, high in (
+        ("--pop", cfg.pop, 4, limits.MAX_POP),
+        ("--gens", 1 if cfg.gens is None else cfg.gens, 1, limits.MAX_GENS),
+        ("--budget", 1 if cfg.budget is None else cfg.budget, 1, limits.MAX_BUDGET),
+        ("--workers", cfg.workers, 1, limits.MAX_WORKERS),
+        ("--chunk-size", cfg.chunk_size, 1, limits.MAX_CHUNK),
+        ("--finetune-epochs", cfg.finetune_epochs, 0, limits.MAX_EPOCHS),
+        ("--front-finetune-epochs", cfg.front_finetune_epochs, 0, limits.MAX_EPOCHS),
+    ):
+        limits.check_int(value, name, low, high)
 
 
 def _check_sizes(cfg: SearchConfig) -> None:

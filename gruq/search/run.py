@@ -40,6 +40,7 @@ from gruq.search.dask_map import check_reachable
 from gruq.search.hypervolume import hypervolume
 from gruq.search.scoring import mapper
 from gruq.store import RunStore, pids, result
+from gruq.store.reserve import Reserve
 
 BackendFactory = Callable[[SearchConfig], Backend]
 RESUMABLE = ("queued", "running", "failed", "cancelled")
@@ -104,8 +105,10 @@ def execute(
     refused. `workers` and `scheduler` override where it computes (results do
     not depend on it); the store records the change.
     """
+    if not Path(db).is_file():  # a refused command creates nothing: no empty store
+        raise GruqError(f"no run {run_id}: there is no gruq store at {db}")
     stop = StopFlag()
-    with stop.installed(), RunStore(db) as store:
+    with stop.installed(), RunStore(db) as store, Reserve(db) as reserve:
         row = store.run(run_id)
         if row.status == "finished" and not launched:
             return result(db, run_id)
@@ -130,10 +133,22 @@ def execute(
                 stop.signum,
             ) from None
         except BaseException as exc:
-            store.set_status(run_id, "failed", error=_one_line(exc))
+            _record_failure(store, run_id, exc, reserve)
             raise
         store.set_status(run_id, "finished")
     return result(db, run_id)
+
+
+def _record_failure(store: RunStore, run_id: int, exc: BaseException, reserve: Reserve) -> None:
+    """Mark the run 'failed' with its reason, even on a full disk: if that write fails,
+    free the reserve (gruq.store.reserve) and try once more. The caller re-raises `exc`."""
+    for attempt in range(2):
+        try:
+            store.set_status(run_id, "failed", error=_one_line(exc))
+            return
+        except GruqError:
+            if attempt or not reserve.release():
+                return
 
 
 def _claim(store: RunStore, run_id: int, launched: bool) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from gruq.errors import GruqError
+from gruq.paths import file_or_absent
 from gruq.store import schema
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -48,6 +49,10 @@ def translated(path: str | Path) -> Iterator[None]:
         text = str(exc)
         if "locked" in text or "busy" in text:
             raise GruqError(f"{path} is locked by another process; try again later (nothing was changed)") from None
+        if "disk is full" in text:
+            raise GruqError(
+                f"the disk holding {path} is full; free some space (the store keeps its last commit)"
+            ) from None
         raise GruqError(f"cannot use {path} as a gruq store: {text}") from None
     except sqlite3.DatabaseError as exc:
         text = str(exc)
@@ -96,8 +101,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 def _probe_file(path: Path, *, must_exist: bool) -> bool:
     """True for a new (absent or empty) file; refuse anything that is not SQLite."""
-    if path.is_dir():
-        raise GruqError(f"{path} is a directory, not a gruq store")
+    file_or_absent(path, "store")  # a folder, a FIFO or a device is refused unopened (reading a FIFO blocks)
     if not path.exists():
         if must_exist:
             raise GruqError(f"no gruq store at {path}")

@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from gruq.errors import GruqError
+from gruq.paths import input_file
 from gruq.tasks.base import Split, Task
 from gruq.tasks.split import check_seed
 
@@ -39,7 +40,12 @@ def _load_file(path: str, mtime_ns: int, size: int, seed: int) -> Task:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.endswith(".npz") or "/" in name or "\\" in name or Path(name).expanduser().exists()
+    if name.endswith(".npz") or "/" in name or "\\" in name:
+        return True
+    try:
+        return Path(name).expanduser().exists()
+    except (OSError, ValueError):  # a name too long to be a file, a NUL byte
+        return False
 
 
 def load(name_or_path: str, seed: int = 0) -> Task:
@@ -51,13 +57,8 @@ def load(name_or_path: str, seed: int = 0) -> Task:
     if name.lower() in NAMES:
         return _load_named(name.lower(), seed)
     if _looks_like_path(name):
-        path = Path(name).expanduser().resolve()
-        try:
-            stat = path.stat()
-        except OSError:
-            from gruq.tasks.npz import load_npz
-
-            return load_npz(path, seed)  # raises the right GruqError (no such file, ...)
+        path = input_file(name, "task file").resolve()  # never a folder, pipe or device
+        stat = path.stat()
         return _load_file(str(path), stat.st_mtime_ns, stat.st_size, seed)
     raise GruqError(f"unknown task {name!r}; tasks are: {', '.join(NAMES)} (or a path to a .npz file with X and y)")
 

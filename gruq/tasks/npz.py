@@ -6,7 +6,8 @@ The file must hold two plain arrays (any other arrays are ignored):
 
 It is opened with np.load(path, allow_pickle=False); the .npy headers of X and
 y are checked before anything is read, so object (pickled) arrays and
-absurdly large arrays are refused without being loaded. Every problem is a
+arrays beyond gruq.limits (too large to train in reasonable time and
+memory) are refused without being loaded. Every problem is a
 GruqError with one line saying what is wrong.
 
 Labels are remapped to 0..C-1 in increasing order of the original values,
@@ -25,16 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from gruq.errors import GruqError
+from gruq.limits import check_task_shape
+from gruq.paths import input_file, shown
 from gruq.tasks.base import Split, Task
 from gruq.tasks.split import Normaliser, check_seed, index_extra, rng, stratified_split
 
 FRACTIONS = (0.6, 0.2, 0.2)
 MIN_SPLIT = 30  # fewest sequences in val and in test
 MIN_PER_CLASS = 3
-MAX_VALUES = 50_000_000  # N * T * F
-MAX_SEQUENCES = 1_000_000
-MAX_STEPS = 100_000
-MAX_FEATURES = 4096
 
 
 def _header(archive: zipfile.ZipFile, key: str, where: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -84,11 +83,7 @@ def _check_headers(path: Path, where: str) -> None:
         raise GruqError(f"{where}: X has {n} sequences but y has {y_shape[0]} labels")
     if steps < 1 or features < 1:
         raise GruqError(f"{where}: X has shape {x_shape}; sequences need at least 1 step and 1 feature")
-    if n > MAX_SEQUENCES or steps > MAX_STEPS or features > MAX_FEATURES or n * steps * features > MAX_VALUES:
-        raise GruqError(
-            f"{where}: X of shape {x_shape} is too large for gruq (limits: N <= {MAX_SEQUENCES:,}, "
-            f"T <= {MAX_STEPS:,}, F <= {MAX_FEATURES:,}, N*T*F <= {MAX_VALUES:,})"
-        )
+    check_task_shape(n, steps, features, where)  # gruq.limits: what trains in reasonable time and memory
 
 
 def _kind(dtype: np.dtype) -> str:
@@ -129,10 +124,10 @@ def load_npz(path: str | Path, seed: int = 0, name: str | None = None) -> Task:
     seed = check_seed(seed)
     path = Path(path).expanduser()
     where = name or str(path)
-    if not path.exists():
-        raise GruqError(f"{where}: no such file")
-    if not path.is_file():
-        raise GruqError(f"{where}: not a file")
+    try:
+        input_file(path)  # never a folder, pipe or device; no name too long
+    except GruqError as exc:  # said with `where`, the name the user knows
+        raise GruqError(str(exc).replace(shown(path), where, 1)) from None
     if not zipfile.is_zipfile(path):
         raise GruqError(f"{where}: not a .npz file (not a zip archive); save one with np.savez(path, X=X, y=y)")
     _check_headers(path, where)

@@ -13,26 +13,17 @@ then applied unchanged to validation and test data.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from gruq.errors import GruqError
+from gruq import limits
 
 
 def check_seed(seed: object) -> int:
-    """The seed as a plain int, or a GruqError for anything but an integer >= 0."""
-    if isinstance(seed, bool):
-        raise GruqError(f"seed must be a non-negative integer, got {seed!r}")
-    try:
-        value = operator.index(seed)
-    except TypeError:
-        raise GruqError(f"seed must be a non-negative integer, got {seed!r}") from None
-    if value < 0:
-        raise GruqError(f"seed must be a non-negative integer, got {value}")
-    return int(value)
+    """The seed as a plain int from 0 to 2^32-1 (gruq.limits.SEED_MAX), or a GruqError."""
+    return limits.check_seed(seed)
 
 
 def rng(seed: int) -> np.random.Generator:
