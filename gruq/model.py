@@ -21,7 +21,7 @@ from torch import nn
 from gruq.errors import GruqError
 from gruq.fixedpoint import ceil_log2
 from gruq.ops import CALIBRATED, GATE_OF_LINEAR, INPUT_LINEAR, LINEAR, OPS
-from gruq.paths import input_file, output_file, shown
+from gruq.paths import checked, input_file, output_file, shown
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -210,12 +210,10 @@ def checkpoint_path(task: str) -> Path:
 
 def load_checkpoint(task: str, path: Path | None = None) -> Checkpoint:
     """Load a task's checkpoint (weights only: no code is unpickled)."""
-    if path:
-        path = input_file(path, "checkpoint")
-    else:
-        path = checkpoint_path(task)
-        if not path.is_file():
-            raise GruqError(f"no checkpoint for task {task!r} at {path}; run: gruq train --task {task}")
+    path = checked(path, "checkpoint") if path else checkpoint_path(task)
+    if not path.exists():
+        raise GruqError(f"no checkpoint for task {task!r} at {path}; run: gruq train --task {task}")
+    input_file(path, "checkpoint")  # never open a folder, a pipe or a device
     try:
         with warnings.catch_warnings():  # torch warns about what weights_only refuses; the refusal says it all
             warnings.simplefilter("ignore")

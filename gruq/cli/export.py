@@ -16,7 +16,7 @@ import shlex
 from typing import Any
 
 from gruq.cli import emit
-from gruq.cli.args import add_json, bits, bounded, natural, path, seed
+from gruq.cli.args import add_json, bits, bounded, natural, seed
 from gruq.errors import GruqError
 from gruq.limits import MAX_EPOCHS
 
@@ -32,17 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--task", help="smnist, vowels, har, ecg, or a path to a .npz (with --bits)")
     p.add_argument("--bits", type=bits, help="one width for all, or 17 comma-separated")
-    p.add_argument("--checkpoint", type=path("input_file"), help="float checkpoint (default: the task's, in assets/)")
-    p.add_argument(
-        "--db", type=path("input_file"), metavar="PATH", help="a run store: export a member of a run's front"
-    )
+    p.add_argument("--checkpoint", help="float checkpoint (default: the task's, in assets/)")
+    p.add_argument("--db", metavar="PATH", help="a run store: export a member of a run's front")
     p.add_argument("--run", type=natural, metavar="ID", help="the run (with --db)")
     p.add_argument(
         "--pick", type=natural, metavar="K", help="front member K, the front sorted by size_bytes ascending (with --db)"
     )
-    p.add_argument(
-        "--out", type=path("output_dir"), required=True, metavar="DIR", help="directory for the exported files"
-    )
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the exported files")
     p.add_argument(
         "--split",
         choices=("train", "val", "test"),
