@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -30,11 +31,16 @@ def emit(obj: dict[str, Any]) -> None:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="python -m gruq", description="Mixed-precision quantization search for GRUs.")
+    parser = Parser(prog=_prog(), description="Mixed-precision quantization search for GRUs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in commands():
         module.register(sub)
     return parser
+
+
+def _prog() -> str:
+    """`gruq` when run as the console script, else `python -m gruq`."""
+    return "gruq" if os.path.basename(sys.argv[0] or "") == "gruq" else "python -m gruq"
 
 
 def commands() -> list[Any]:

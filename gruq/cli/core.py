@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from gruq.cli import emit
 from gruq.cli.args import add_json, add_task, bits, bounded, path, positive, seed
 from gruq.limits import MAX_EPOCHS
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _bar(desc: str, total: int) -> tqdm:
+    from tqdm import tqdm  # imported here so that `gruq --help` needs no third-party package
+
     return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
