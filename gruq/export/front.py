@@ -18,8 +18,9 @@ def front_member(db: str | Path, run_id: int, pick: int) -> dict[str, Any]:
     the member has a fine-tuned accuracy, else the per-candidate fine-tuning.
     """
     from gruq import store
+    from gruq.paths import file_or_absent
 
-    if not Path(db).expanduser().is_file():
+    if not file_or_absent(db, "--db").is_file():  # a pipe or a device is refused unopened
         raise GruqError(f"no gruq store at {db}")
     run = store.run_detail(db, run_id)
     front = sorted(store.result(db, run_id)["front"], key=lambda m: (m["size_bytes"], -m["accuracy"], list(m["bits"])))
