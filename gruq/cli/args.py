@@ -61,7 +61,7 @@ def bounded(name: str, low: int, high: int) -> Callable[[str], int]:
     from gruq import limits
 
     def parse(text: str) -> int:
-        return _typed(lambda: limits.check_int(_whole(text), name, low, high))
+        return _typed(lambda: limits.check_int(_whole(text), "the value", low, high))  # argparse names the flag
 
     parse.__name__ = name
     return parse

@@ -13,7 +13,8 @@ import sys
 from typing import Any
 
 from gruq.cli import emit
-from gruq.cli.args import natural, positive
+from gruq.cli.args import bounded, natural, path, positive
+from gruq.limits import MAX_GENS, MAX_POP
 
 
 def _tasks(text: str) -> list[str]:
@@ -30,10 +31,14 @@ def register(sub: Any) -> None:
         description="Run the reproduction: per task an NSGA-II search, the same fine-tuning for the "
         "front and the homogeneous genomes, test scores, figures and README.md in --out.",
     )
-    p.add_argument("--out", default="reports/", metavar="DIR", help="report directory (default reports/)")
+    p.add_argument(
+        "--out", type=path("output_dir"), default="reports/", metavar="DIR", help="report directory (default reports/)"
+    )
     p.add_argument("--tasks", type=_tasks, metavar="T,T", help="comma-separated tasks (default: all four)")
-    p.add_argument("--pop", type=positive, default=d.pop, help=f"population (default {d.pop})")
-    p.add_argument("--gens", type=positive, default=d.gens, help=f"generations (default {d.gens})")
+    p.add_argument("--pop", type=bounded("--pop", 4, MAX_POP), default=d.pop, help=f"population (default {d.pop})")
+    p.add_argument(
+        "--gens", type=bounded("--gens", 1, MAX_GENS), default=d.gens, help=f"generations (default {d.gens})"
+    )
     p.add_argument(
         "--finetune-epochs",
         type=natural,
@@ -117,5 +122,5 @@ def reproduce_command(args: argparse.Namespace) -> int:
         emit(summary)
     else:
         print(summary_table(summary))
-        print(f"\n{summary['wall_seconds'] / 60:.1f} min; report: {args.out.rstrip('/')}/README.md")
+        print(f"\n{summary['wall_seconds'] / 60:.1f} min; report: {str(args.out).rstrip('/')}/README.md")
     return 0
