@@ -11,6 +11,7 @@ stderr, and create nothing. Checkpoints that training writes go to a copy of ass
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -351,3 +352,33 @@ def test_a_run_whose_disk_fills_up_is_marked_failed_and_resumes_to_the_same_fron
     uninterrupted = result(tmp_path / "whole.db", 1)
     assert interrupted["front"] == uninterrupted["front"]
     assert interrupted["hypervolume"] == uninterrupted["hypervolume"]
+
+
+# -- the export's documentation, checked on a real export -------------------------------------
+
+
+def test_an_export_into_a_folder_with_spaces_builds_with_the_printed_command(tmp_path):
+    """The printed build command is quoted; test_vectors.npz holds the test vectors as
+    docs/export-format.md says (left-padded codes, logits over every step); size_bytes is an int."""
+    from gruq import engine
+    from gruq.export import read_model
+
+    out = tmp_path / "my export"
+    r = gruq("export", "--task", "vowels", "--bits", "4", "--out", out)
+    assert r.returncode == 0, r.stderr
+    build = next(line for line in r.stdout.splitlines() if "build:" in line).split("build:", 1)[1]
+    done = subprocess.run(["bash", "-c", build], capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "300/300 identical", done.stderr
+
+    memory = json.loads((out / "memory.json").read_text())
+    assert isinstance(memory["size_bytes"], int) and memory["size_bytes"] == memory["packed_parameter_bytes"]
+    im, shape = read_model(out / "gruq_model.json")
+    with np.load(out / "test_vectors.npz") as vectors:
+        x, logits, labels = vectors["x"], vectors["logits"], vectors["labels"]
+    assert x.dtype == np.int8 and x.shape == (300, shape.steps, shape.features)
+    assert logits.dtype == np.int32 and np.array_equal(engine.run(im, x), logits)
+    padded = (x == 0).all(axis=2)  # (N, T): steps that are all-zero codes
+    assert padded[:, 0].any() and not padded[:, -1].any()  # short sequences are padded at the front
+    assert float((logits.argmax(axis=1) == labels).mean()) == memory["engine_accuracy"]
+    note = json.loads((out / "gruq_model.json").read_text())["input"]["note"]
+    assert {"mean", "std", "source", "padding"} <= set(note)
