@@ -126,8 +126,9 @@ def load_npz(path: str | Path, seed: int = 0, name: str | None = None) -> Task:
     where = name or str(path)
     try:
         input_file(path)  # never a folder, pipe or device; no name too long
-    except GruqError as exc:  # said with `where`, the name the user knows
-        raise GruqError(str(exc).replace(shown(path), where, 1)) from None
+    except GruqError as exc:  # said with `where`, the name the user knows: "mine.npz: a folder, not a file"
+        reason = str(exc).replace(shown(path), "", 1).lstrip(": ").removeprefix("is ")
+        raise GruqError(f"{where}: {reason}") from None
     if not zipfile.is_zipfile(path):
         raise GruqError(f"{where}: not a .npz file (not a zip archive); save one with np.savez(path, X=X, y=y)")
     _check_headers(path, where)
