@@ -10,22 +10,23 @@ from __future__ import annotations
 import numpy as np
 
 from gruq.fixedpoint import Format, align_add, requantize, saturate
-from gruq.scheme import IntegerModel
+from gruq.ops import layer_prefix
+from gruq.scheme import CellModel, IntegerModel
 
 INT32 = Format(32, 0)
 
 
-def _linear(im: IntegerModel, name: str, v: np.ndarray) -> np.ndarray:
+def _linear(im: CellModel, name: str, v: np.ndarray) -> np.ndarray:
     """W v + b in the int32 accumulator."""
     return saturate(v @ im.weights[name].T + im.biases[name], INT32)
 
 
-def _lut(im: IntegerModel, name: str, codes: np.ndarray, fmt_in: Format) -> np.ndarray:
+def _lut(im: CellModel, name: str, codes: np.ndarray, fmt_in: Format) -> np.ndarray:
     return im.lut[name][codes - fmt_in.lo]
 
 
-def step(im: IntegerModel, xt: np.ndarray, h: np.ndarray) -> dict[str, np.ndarray]:
-    """One time step: the integer codes of all 17 operators (new h is add_h)."""
+def step(im: CellModel, xt: np.ndarray, h: np.ndarray) -> dict[str, np.ndarray]:
+    """One time step of one cell: the integer codes of all 17 operators (new h is add_h)."""
     f, o, a = im.fmt, im.fmt.out, im.fmt.acc_frac
     c: dict[str, np.ndarray] = {}
     for name in ("lin_xr", "lin_xz", "lin_xn"):
@@ -50,19 +51,24 @@ def step(im: IntegerModel, xt: np.ndarray, h: np.ndarray) -> dict[str, np.ndarra
 def run(im: IntegerModel, x_codes: np.ndarray, trace: bool = False):
     """Integer logits (N, C) for input codes (N, T, F).
 
-    With `trace`, also returns {operator: codes (N, T, H)} for every step.
+    Each time step runs the one cell once per layer; layer k + 1's input is
+    layer k's new h, as codes in add_h's format. With `trace`, also returns
+    {operator: codes (N, T, H)} for every step (names `l{k}.op` for stacked layers).
     """
     x_codes = np.asarray(x_codes, dtype=np.int64)
     N, T, _ = x_codes.shape
-    h = np.zeros((N, im.hidden), dtype=np.int64)
+    hs = [np.zeros((N, im.hidden), dtype=np.int64) for _ in im.cells]
+    prefix = [layer_prefix(k, im.layers) for k in range(im.layers)]
     codes: dict[str, list[np.ndarray]] = {}
     for t in range(T):
-        c = step(im, x_codes[:, t], h)
-        h = c["add_h"]
-        if trace:
-            for name, v in c.items():
-                codes.setdefault(name, []).append(v)
-    logits = saturate(h @ im.head_weight.T + im.head_bias, INT32)
+        inp = x_codes[:, t]
+        for k, cell in enumerate(im.cells):
+            c = step(cell, inp, hs[k])
+            hs[k] = inp = c["add_h"]
+            if trace:
+                for name, v in c.items():
+                    codes.setdefault(prefix[k] + name, []).append(v)
+    logits = saturate(hs[-1] @ im.head_weight.T + im.head_bias, INT32)
     if trace:
         return logits, {name: np.stack(v, axis=1) for name, v in codes.items()}
     return logits

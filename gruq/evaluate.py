@@ -18,7 +18,7 @@ import torch
 from gruq import engine, tasks
 from gruq.errors import GruqError
 from gruq.fakequant import Simulation
-from gruq.genome import Genome, ModelShape, bops, size_bytes, validate
+from gruq.genome import Genome, ModelShape, bops, expand, size_bytes
 from gruq.model import Checkpoint, checkpoint_path, load_checkpoint
 from gruq.scheme import build
 from gruq.tasks.base import Split, Task
@@ -30,7 +30,7 @@ CHUNK = 64  # genomes per Simulation; its fast path then works in cache-sized bl
 @lru_cache(maxsize=8)
 def load(task: str, checkpoint: str | None = None) -> tuple[Task, Checkpoint]:
     """A task's data and float checkpoint, cached per process; refuses a checkpoint
-    made for another input width or class count. The hidden size is the model's."""
+    made for another input width or class count. The hidden size and layer count are the model's."""
     data = tasks.load(task)
     path = Path(checkpoint) if checkpoint else checkpoint_path(task)
     ckpt = load_checkpoint(task, path)
@@ -40,7 +40,7 @@ def load(task: str, checkpoint: str | None = None) -> tuple[Task, Checkpoint]:
             f"checkpoint {path} takes {m.gru.input_size} features and {m.head.out_features} classes; "
             f"task {data.name} has {data.features} and {data.classes}"
         )
-    return replace(data, hidden=m.hidden), ckpt
+    return replace(data, hidden=m.hidden, layers=m.layers), ckpt
 
 
 @torch.no_grad()
@@ -155,9 +155,9 @@ def evaluate(
     finetune_samples: int | None = None,
     finetune_select: str | None = None,
 ) -> dict:
-    """The `gruq evaluate` record for one genome."""
-    genome = validate(genome)
+    """The `gruq evaluate` record for one genome (17 genes are used for every layer)."""
     data, _ = load(task, checkpoint)
+    genome = expand(genome, data.layers)
     ev = Evaluator(task, split, finetune_epochs, seed, checkpoint, finetune_samples, finetune_select)
     return {
         "task": data.name,
@@ -174,10 +174,10 @@ def verify(
 ) -> dict:
     """Run the integer engine and the simulation on a whole split; compare every code.
 
-    Codes are compared for all 17 operators at every step of every sequence.
+    Codes are compared for all 17 operators of every layer at every step of every sequence.
     """
-    genome = validate(genome)
     data, ckpt = load(task, checkpoint)
+    genome = expand(genome, data.layers)
     X = data.split(split).X
     im = build(genome, ckpt.model, ckpt.calibration)
     sim = Simulation(ckpt.model, ckpt.calibration, [genome])

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from gruq.fixedpoint import INT32_MAX, INT32_MIN, Format, activation_lut, round_shift, sigmoid
-from gruq.genome import Genome
-from gruq.model import Calibration, GRUClassifier
-from gruq.ops import HIDDEN_LINEAR, INPUT_LINEAR, OPS
-from gruq.scheme import formats, weight_exponents
+from gruq.genome import Genome, validate
+from gruq.model import Calibration, Cell, GRUClassifier
+from gruq.ops import HIDDEN_LINEAR, INPUT_LINEAR, OPS, layer_prefix
+from gruq.scheme import Formats, layer_formats, weight_exponents
 
 LUT_SIZE = 256  # 2^8: the widest input code any genome has
 F64, F32, I32 = torch.float64, torch.float32, torch.int32
@@ -97,15 +97,18 @@ class _Rounding:
         return torch.clamp(v + (r - v).detach(), lo, hi)
 
 
-class Simulation:
-    """The quantized cell for a population of genomes over one model."""
+def _param_codes(rounding: _Rounding, v: torch.Tensor, fmts: Sequence[Format]) -> torch.Tensor:
+    """Codes of a parameter tensor under each genome's format: (P, *v.shape)."""
+    lo, hi = _col([f.lo for f in fmts]), _col([f.hi for f in fmts])
+    return rounding(v.to(F64).unsqueeze(0) * _pow2([f.frac for f in fmts]), lo, hi, exact=True)
 
-    def __init__(self, model: GRUClassifier, calib: Calibration, genomes: Sequence[Genome], ste: bool = False):
-        self.model, self.genomes, self.calib = model, list(genomes), calib
-        wexp = weight_exponents(model)
-        self.fmts = [formats(g, calib, wexp) for g in self.genomes]
-        self.round = _Rounding(ste)
-        self.ste = ste
+
+class CellSim:
+    """One GRU cell (one layer) for a population of genomes: its formats, constants,
+    parameter codes, and one reference step. A stacked model runs one per layer."""
+
+    def __init__(self, cell: Cell, fmts: Sequence[Formats], rounding: _Rounding) -> None:
+        self.model, self.fmts, self.round, self.ste = cell, list(fmts), rounding, rounding.ste
         fm = self.fmts
         names = list(fm[0].out)
         self.lo = {n: _col([f.out[n].lo for f in fm]) for n in names}
@@ -157,16 +160,12 @@ class Simulation:
         return torch.tensor(table.ravel(), dtype=F64), torch.tensor(offsets, dtype=torch.long).view(-1, 1, 1)
 
     # -- parameters -------------------------------------------------------
-    def _codes(self, v: torch.Tensor, fmts: Sequence[Format]) -> torch.Tensor:
-        """Codes of a parameter tensor under each genome's format: (P, *v.shape)."""
-        lo, hi = _col([f.lo for f in fmts]), _col([f.hi for f in fmts])
-        return self.round(v.to(F64).unsqueeze(0) * _pow2([f.frac for f in fmts]), lo, hi, exact=True)
-
     def _linear(self, op: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight codes (P, H, in) and bias codes (P, 1, H) of one linear operator."""
         name = OPS[op]
-        w = self._codes(self.model.linear_weight(op), [f.weight[name] for f in self.fmts])
-        b = self._codes(self.model.linear_bias(op).view(1, -1), [Format(32, f.acc_frac[name]) for f in self.fmts])
+        w = _param_codes(self.round, self.model.linear_weight(op), [f.weight[name] for f in self.fmts])
+        bias = self.model.linear_bias(op).view(1, -1)
+        b = _param_codes(self.round, bias, [Format(32, f.acc_frac[name]) for f in self.fmts])
         return w, b
 
     def _weights(self, ops: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,15 +173,75 @@ class Simulation:
         ws, bs = zip(*(self._linear(op) for op in ops))
         return torch.cat(ws, dim=1).transpose(1, 2), torch.cat(bs, dim=2)
 
+    def params(self) -> tuple[torch.Tensor, ...]:
+        """The reference step's parameter codes: (wx, bx, wh, bh), once per forward."""
+        return (*self._weights(INPUT_LINEAR), *self._weights(HIDDEN_LINEAR))
+
+    def _lookup(self, name: str, v: torch.Tensor, fn: Callable) -> torch.Tensor:
+        table, offset = self.lut[name]
+        out = torch.take(table, v.detach().long() + offset)
+        if not self.ste:
+            return out
+        # straight-through: the gradient of fn at the real input, in output codes
+        smooth = fn(v * self._scale[f"{name}_in"]) * self._scale[f"{name}_out"]
+        return smooth + (out - smooth).detach()
+
+    def step(self, params: tuple[torch.Tensor, ...], xt: torch.Tensor, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One time step of the 17 operators, as the engine computes them (float64):
+        input codes xt (N, in) or (P, N, in), state h (P, N, H); new h is add_h."""
+        R, lo, hi, s = self.round, self.lo, self.hi, self._scale
+        wx, bx, wh, bh = params
+        H = self.model.hidden
+        i32lo, i32hi = self.int32
+        ax = torch.clamp(torch.matmul(xt, wx) + bx, i32lo, i32hi)
+        ah = torch.clamp(torch.bmm(h, wh) + bh, i32lo, i32hi)
+        c = {
+            "lin_xr": ax[..., :H],
+            "lin_xz": ax[..., H : 2 * H],
+            "lin_xn": ax[..., 2 * H :],
+            "lin_hr": ah[..., :H],
+            "lin_hz": ah[..., H : 2 * H],
+            "lin_hn": ah[..., 2 * H :],
+        }
+        c["add_r"] = R(c["lin_xr"] * s["xr"] + c["lin_hr"] * s["hr"], lo["add_r"], hi["add_r"])
+        c["sig_r"] = self._lookup("sig_r", c["add_r"], torch.sigmoid)
+        c["add_z"] = R(c["lin_xz"] * s["xz"] + c["lin_hz"] * s["hz"], lo["add_z"], hi["add_z"])
+        c["sig_z"] = self._lookup("sig_z", c["add_z"], torch.sigmoid)
+        c["mul_rn"] = R(c["sig_r"] * c["lin_hn"] * s["rn"], lo["mul_rn"], hi["mul_rn"])
+        c["add_n"] = R(c["lin_xn"] * s["xn"] + c["mul_rn"] * s["mn"], lo["add_n"], hi["add_n"])
+        c["tanh_n"] = self._lookup("tanh_n", c["add_n"], torch.tanh)
+        c["sub_z"] = R((s["one"] - c["sig_z"]) * s["sub"], lo["sub_z"], hi["sub_z"])
+        c["mul_zn"] = R(c["sub_z"] * c["tanh_n"] * s["zn"], lo["mul_zn"], hi["mul_zn"])
+        c["mul_zh"] = R(c["sig_z"] * h * s["zh"], lo["mul_zh"], hi["mul_zh"])
+        c["add_h"] = R(c["mul_zn"] * s["nh"] + c["mul_zh"] * s["hh"], lo["add_h"], hi["add_h"])
+        return c
+
+
+class Simulation:
+    """The quantized model for a population of genomes: one `CellSim` per layer
+    (17 genes each, layer by layer), layer k + 1 reading layer k's add_h codes,
+    and the head on the last layer's h."""
+
+    def __init__(self, model: GRUClassifier, calib: Calibration, genomes: Sequence[Genome], ste: bool = False):
+        self.model, self.genomes, self.calib = model, [validate(g, model.layers) for g in genomes], calib
+        wexps = [weight_exponents(model, k) for k in range(model.layers)]
+        per_genome = [layer_formats(g, calib, wexps) for g in self.genomes]
+        self.round = _Rounding(ste)
+        self.ste = ste
+        self.cells = [CellSim(model.cell(k), [f[k] for f in per_genome], self.round) for k in range(model.layers)]
+        self.fmts = self.cells[-1].fmts  # the last layer's: the head's formats
+        self.int32 = (_col([INT32_MIN]), _col([INT32_MAX]))
+
     def _head(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Head weight codes (P, H, C) and bias codes (P, 1, C)."""
-        w = self._codes(self.model.head.weight, [f.head_weight for f in self.fmts])
-        b = self._codes(self.model.head.bias.view(1, -1), [Format(32, f.logit_frac) for f in self.fmts])
+        w = _param_codes(self.round, self.model.head.weight, [f.head_weight for f in self.fmts])
+        bias = self.model.head.bias.view(1, -1)
+        b = _param_codes(self.round, bias, [Format(32, f.logit_frac) for f in self.fmts])
         return w.transpose(1, 2), b
 
     def input_codes(self, x: torch.Tensor) -> torch.Tensor:
         """8-bit codes of the input; the same for every genome."""
-        fx = self.fmts[0].x
+        fx = self.cells[0].fmts[0].x
         lo, hi = torch.tensor(float(fx.lo), dtype=F64), torch.tensor(float(fx.hi), dtype=F64)
         return _Rounding(False)(torch.ldexp(x.to(F64), torch.tensor(fx.frac)), lo, hi, exact=True)
 
@@ -192,7 +251,8 @@ class Simulation:
 
     # -- forward ----------------------------------------------------------
     def forward(self, x: torch.Tensor, trace: bool = False):
-        """Logit codes (P, N, C) for float inputs x (N, T, F); optionally every op's codes.
+        """Logit codes (P, N, C) for float inputs x (N, T, F); optionally every op's codes
+        (names `l{k}.op` for stacked layers, each (P, N, T, H)).
 
         Without `trace` and `ste` this takes the fast path (no autograd graph);
         otherwise, or when the fast path cannot prove itself exact for these
@@ -216,53 +276,25 @@ class Simulation:
                     )
         return self._reference(x, trace)
 
-    def _lookup(self, name: str, v: torch.Tensor, fn: Callable) -> torch.Tensor:
-        table, offset = self.lut[name]
-        out = torch.take(table, v.detach().long() + offset)
-        if not self.ste:
-            return out
-        # straight-through: the gradient of fn at the real input, in output codes
-        smooth = fn(v * self._scale[f"{name}_in"]) * self._scale[f"{name}_out"]
-        return smooth + (out - smooth).detach()
-
     def _reference(self, x: torch.Tensor, trace: bool):
-        """The 17 operators one by one, as the engine computes them (float64)."""
-        R, lo, hi, s = self.round, self.lo, self.hi, self._scale
-        wx, bx = self._weights(INPUT_LINEAR)
-        wh, bh = self._weights(HIDDEN_LINEAR)
+        """The 17 operators of each layer one by one, as the engine computes them (float64)."""
+        params = [cell.params() for cell in self.cells]
         wo, bo = self._head()
         xc = self.input_codes(x)
-        P, (N, T, _), H = len(self.genomes), x.shape, self.model.hidden
-        h = torch.zeros(P, N, H, dtype=F64)
+        P, (N, T, _), H, L = len(self.genomes), x.shape, self.model.hidden, len(self.cells)
+        hs = [torch.zeros(P, N, H, dtype=F64) for _ in self.cells]
+        prefix = [layer_prefix(k, L) for k in range(L)]
         i32lo, i32hi = self.int32
         traced: dict[str, list[torch.Tensor]] = {}
         for t in range(T):
-            ax = torch.clamp(torch.matmul(xc[:, t], wx) + bx, i32lo, i32hi)
-            ah = torch.clamp(torch.bmm(h, wh) + bh, i32lo, i32hi)
-            c = {
-                "lin_xr": ax[..., :H],
-                "lin_xz": ax[..., H : 2 * H],
-                "lin_xn": ax[..., 2 * H :],
-                "lin_hr": ah[..., :H],
-                "lin_hz": ah[..., H : 2 * H],
-                "lin_hn": ah[..., 2 * H :],
-            }
-            c["add_r"] = R(c["lin_xr"] * s["xr"] + c["lin_hr"] * s["hr"], lo["add_r"], hi["add_r"])
-            c["sig_r"] = self._lookup("sig_r", c["add_r"], torch.sigmoid)
-            c["add_z"] = R(c["lin_xz"] * s["xz"] + c["lin_hz"] * s["hz"], lo["add_z"], hi["add_z"])
-            c["sig_z"] = self._lookup("sig_z", c["add_z"], torch.sigmoid)
-            c["mul_rn"] = R(c["sig_r"] * c["lin_hn"] * s["rn"], lo["mul_rn"], hi["mul_rn"])
-            c["add_n"] = R(c["lin_xn"] * s["xn"] + c["mul_rn"] * s["mn"], lo["add_n"], hi["add_n"])
-            c["tanh_n"] = self._lookup("tanh_n", c["add_n"], torch.tanh)
-            c["sub_z"] = R((s["one"] - c["sig_z"]) * s["sub"], lo["sub_z"], hi["sub_z"])
-            c["mul_zn"] = R(c["sub_z"] * c["tanh_n"] * s["zn"], lo["mul_zn"], hi["mul_zn"])
-            c["mul_zh"] = R(c["sig_z"] * h * s["zh"], lo["mul_zh"], hi["mul_zh"])
-            c["add_h"] = R(c["mul_zn"] * s["nh"] + c["mul_zh"] * s["hh"], lo["add_h"], hi["add_h"])
-            h = c["add_h"]
-            if trace:
-                for name, v in c.items():
-                    traced.setdefault(name, []).append(v)
-        logits = torch.clamp(torch.bmm(h, wo) + bo, i32lo, i32hi)
+            inp = xc[:, t]
+            for k, cell in enumerate(self.cells):
+                c = cell.step(params[k], inp, hs[k])
+                hs[k] = inp = c["add_h"]
+                if trace:
+                    for name, v in c.items():
+                        traced.setdefault(prefix[k] + name, []).append(v)
+        logits = torch.clamp(torch.bmm(hs[-1], wo) + bo, i32lo, i32hi)
         if trace:
             return logits, {name: torch.stack(v, dim=2) for name, v in traced.items()}
         return logits
@@ -283,8 +315,9 @@ def _fits(terms: Sequence[tuple[torch.Tensor, torch.Tensor]], mantissa: int) -> 
     return bool((total < 2.0**mantissa).all()) and bool((emin > -100).all())
 
 
-class _Fast:
-    """The no-grad fast path: the engine's codes in about 35 tensor operations a step.
+class _FastCell:
+    """One cell of the no-grad fast path: the engine's codes in about 35 tensor
+    operations a step and layer (a stacked model runs one per layer, see `_Fast`).
 
     Notation, per genome (everything is batched over the P genomes): an add's
     pre-rounding value is v, in units of the add's scale; its code is
@@ -293,7 +326,8 @@ class _Fast:
     1. No int32 saturation of the accumulators. The engine clamps the six
        linear outputs to int32; the clamp cannot trigger when, for every unit
        j, sum_i |W_ji| max|input code| + |b_j| <= 2^31 - 1. `plan` checks this
-       on the actual codes (max|x| = 128, max|h| = 2^(b_h - 1)).
+       on the actual codes (max|x| = 2^(b_x - 1): 128 for the model's 8-bit
+       input, the previous layer's h above it; max|h| = 2^(b_h - 1)).
     2. add_r, add_z and add_n are never materialised, only the table index
        they select:
        - r: with k = 8 - b, w = clamp(floor(2^k (v + 1/2)), -128, 127) gives
@@ -329,45 +363,47 @@ class _Fast:
        exact on exact values: every code equals the engine's.
     """
 
-    def __init__(self, sim: Simulation, dtype: torch.dtype, parts: dict) -> None:
-        self.sim, self.dtype = sim, dtype
-        self.P, self.F, self.H = len(sim.genomes), sim.model.gru.input_size, sim.model.hidden
+    def __init__(self, cell: CellSim, dtype: torch.dtype, parts: dict) -> None:
+        self.cell, self.dtype = cell, dtype
+        self.P, self.F, self.H = len(cell.fmts), cell.model.input_size, cell.model.hidden
         dt, p = dtype, parts
         self.w_r, self.b_r = p["w_r"].to(dt), p["b_r"].to(dt)
         self.w_z, self.b_z = p["w_z"].to(dt), p["b_z"].to(dt)
         self.w_l, self.b_l = p["w_l"].to(dt), p["b_l"].to(dt)
         self.w_n, self.b_n = p["w_n"].to(dt), p["b_n"].to(dt)
         self.sig_r = p["sig_r"]  # float64 (P * 256,)
-        self.tables = self._tables(sim.fmts, p["s1"], p["s2"], dt)
+        self.tables = self._tables(cell.fmts, p["s1"], p["s2"], dt)
         self.c_n, self.top_z, self.top_n = p["c_n"].to(dt), p["top_z"].to(dt), p["top_n"].to(dt)
-        self.rn_lo, self.rn_hi = sim.lo["mul_rn"], sim.hi["mul_rn"]
-        self.h_lo, self.h_hi = sim.lo["add_h"].to(dt), sim.hi["add_h"].to(dt)
-        self.head = sim._head()
+        self.rn_lo, self.rn_hi = cell.lo["mul_rn"], cell.hi["mul_rn"]
+        self.h_lo, self.h_hi = cell.lo["add_h"].to(dt), cell.hi["add_h"].to(dt)
 
     # -- the plan ---------------------------------------------------------
     @classmethod
-    def plan(cls, sim: Simulation) -> _Fast | None:
-        """The fast path for `sim`, or None when its exactness cannot be proved (see the class)."""
+    def plan(cls, cell: CellSim, dtype: torch.dtype | None = None) -> _FastCell | None:
+        """The fast path for `cell`, or None when its exactness cannot be proved (see the
+        class); `dtype` forces a precision (tests), skipping only the float checks."""
         with torch.no_grad():
-            parts, bounds = cls._parts(sim)
+            parts, bounds = cls._parts(cell)
             if not bounds["int32"] or not _fits(bounds["mul_rn"], 53):
                 return None
+            if dtype is not None:
+                return cls(cell, dtype, parts)
             for dtype, mantissa in ((F32, 24), (F64, 53)):
                 if all(_fits(bounds[k], mantissa) for k in ("r", "z", "lin_hn", "n", "add_h")):
-                    return cls(sim, dtype, parts)
+                    return cls(cell, dtype, parts)
         return None
 
     @staticmethod
-    def _parts(sim: Simulation) -> tuple[dict, dict]:
+    def _parts(sim: CellSim) -> tuple[dict, dict]:
         """Scaled weights, biases and tables (float64) and the exactness bounds."""
         fm, fr, acc = sim.fmts, sim.frac, sim.acc
         e = lambda v: torch.tensor(v, dtype=F64).view(-1, 1, 1)  # noqa: E731  exponents (P, 1, 1)
-        x8 = 2.0**7  # max |x code| (8-bit input)
+        xmax = e([2 ** (f.x.bits - 1) for f in fm])  # max |x code|: 128 for the 8-bit input
         hmax = e([2 ** (f.h.bits - 1) for f in fm])
         lin = {op: sim._linear(op) for op in INPUT_LINEAR + HIDDEN_LINEAR}
         # per unit j: sum_i |W_ji| max|in| + |b_j|, shape (P, 1, H)
         mag = {
-            OPS[op]: (w.abs().sum(2).unsqueeze(1) * (x8 if op in INPUT_LINEAR else hmax) + b.abs())
+            OPS[op]: (w.abs().sum(2).unsqueeze(1) * (xmax if op in INPUT_LINEAR else hmax) + b.abs())
             for op, (w, b) in lin.items()
         }
         parts: dict = {}
@@ -412,7 +448,7 @@ class _Fast:
             (e([2 ** (f.out["mul_zh"].bits - 1) for f in fm]), e(s2)),
             (1.0, e([-1])),
         ]
-        parts["sig_r"] = _Fast._sig_r(fm, er.view(-1).tolist())
+        parts["sig_r"] = _FastCell._sig_r(fm, er.view(-1).tolist())
         parts["s1"], parts["s2"] = s1, s2
         parts["top_z"] = e([f.out["add_z"].hi - f.out["add_z"].lo for f in fm])
         parts["top_n"] = e([f.out["add_n"].hi - f.out["add_n"].lo for f in fm])
@@ -464,10 +500,107 @@ class _Fast:
             "h_lo": [f.out["add_h"].lo for f in fm],
         }
 
+    def block(self, g: slice, n: int) -> _CellBlock:
+        """This cell's constants and buffers for genomes g and n sequences."""
+        return _CellBlock(self, g, n)
+
+
+class _CellBlock:
+    """One cell of one block of the fast path: its slices of the constants, its
+    buffers and its state h; `step` advances it by one time step."""
+
+    def __init__(self, fc: _FastCell, g: slice, N: int) -> None:
+        P, F, H, dt = g.stop - g.start, fc.F, fc.H, fc.dtype
+        self.F = F
+        self.w_r, self.b_r, self.w_z, self.b_z = fc.w_r[g], fc.b_r[g], fc.w_z[g], fc.b_z[g]
+        self.w_l, self.b_l, self.w_n, self.b_n = fc.w_l[g], fc.b_l[g], fc.w_n[g], fc.b_n[g]
+        self.sig_r = fc.sig_r[g.start * 256 : g.stop * 256]
+        tb = fc.tables
+        self.zn = tb["zn"][tb["zn_at"][g.start] : tb["zn_at"][g.stop]]
+        self.zh = tb["zh"][tb["zh_at"][g.start] : tb["zh_at"][g.stop]]
+        i32 = lambda v: torch.tensor(v, dtype=I32).view(P, 1, 1)  # noqa: E731
+        self.zn_at = i32([a - tb["zn_at"][g.start] for a in tb["zn_at"][g]])
+        self.zh_at = i32([a - tb["zh_at"][g.start] - lo for a, lo in zip(tb["zh_at"][g], tb["h_lo"][g])])
+        self.zn_row, self.zh_row = i32(tb["zn_row"][g]), i32(tb["zh_row"][g])
+        self.c_n, self.top_z, self.top_n = fc.c_n[g], fc.top_z[g], fc.top_n[g]
+        self.rn_lo, self.rn_hi, self.h_lo, self.h_hi = fc.rn_lo[g], fc.rn_hi[g], fc.h_lo[g], fc.h_hi[g]
+        self.half = torch.full((1, 1, 1), 0.5, dtype=F64)
+        self.off_r = (torch.arange(P, dtype=I32) * 256).view(P, 1, 1)
+        self.xh = torch.zeros(P, N, F + H, dtype=dt)  # [x_t | h]
+        self.h = self.xh[..., F:]
+        self.u_r, self.u_z, self.lin, self.u_n = (torch.empty(P, N, H, dtype=dt) for _ in range(4))
+        self.i_r, self.i_z, self.i_n, self.i_h = (torch.empty(P, N, H, dtype=I32) for _ in range(4))
+        self.lin64 = self.lin if dt == F64 else torch.empty(P, N, H, dtype=F64)
+        self.rn = torch.empty(P, N, H, dtype=F64)
+        self.rn_dt = self.rn if dt == F64 else torch.empty(P, N, H, dtype=dt)
+        self.s_r = torch.empty(P * N * H, dtype=F64)
+        self.m1, self.m2 = torch.empty(P, N, H, dtype=dt), torch.empty(P, N, H, dtype=dt)
+        self.P, self.N, self.H = P, N, H
+
+    def step(self, xt: torch.Tensor) -> torch.Tensor:
+        """h after one step on input codes xt ((n, F), or (P, n, F) from the layer below)."""
+        P, N, H = self.P, self.N, self.H
+        xh, h, u_r, u_z, lin, u_n = self.xh, self.h, self.u_r, self.u_z, self.lin, self.u_n
+        i_r, i_z, i_n, i_h, lin64, rn, rn_dt = self.i_r, self.i_z, self.i_n, self.i_h, self.lin64, self.rn, self.rn_dt
+        s_r, m1, m2 = self.s_r, self.m1, self.m2
+        xh[..., : self.F] = xt
+        torch.baddbmm(self.b_r, xh, self.w_r, out=u_r)
+        torch.baddbmm(self.b_z, xh, self.w_z, out=u_z)
+        torch.baddbmm(self.b_l, h, self.w_l, out=lin)
+        torch.baddbmm(self.b_n, xh[..., : self.F], self.w_n, out=u_n)
+        # r: sig_r * 2^e by w_r, then mul_rn in float64
+        i_r.copy_(u_r.clamp_(0, 255)).add_(self.off_r)
+        torch.index_select(self.sig_r, 0, i_r.view(-1), out=s_r)
+        if lin64 is not lin:
+            lin64.copy_(lin)
+        torch.addcmul(self.half, s_r.view(P, N, H), lin64, out=rn).floor_()
+        torch.minimum(torch.maximum(rn, self.rn_lo, out=rn), self.rn_hi, out=rn)
+        if rn_dt is not rn:
+            rn_dt.copy_(rn)
+        # n and z: indices into the two tables; int32 arithmetic
+        i_n.copy_(torch.minimum(u_n.addcmul_(rn_dt, self.c_n).clamp_(min=0), self.top_n, out=u_n))
+        i_z.copy_(torch.minimum(u_z.clamp_(min=0), self.top_z, out=u_z))
+        i_n.add_(torch.mul(i_z, self.zn_row, out=i_r)).add_(self.zn_at)  # (int32 addcmul is slow)
+        torch.index_select(self.zn, 0, i_n.view(-1), out=m1.view(-1))
+        i_h.copy_(h).add_(torch.mul(i_z, self.zh_row, out=i_r)).add_(self.zh_at)
+        torch.index_select(self.zh, 0, i_h.view(-1), out=m2.view(-1))
+        # add_h
+        torch.add(m1, m2, out=m1).floor_()
+        torch.minimum(torch.maximum(m1, self.h_lo, out=m1), self.h_hi, out=h)
+        return h
+
+
+class _Fast:
+    """The fast path of a whole model: one `_FastCell` per layer, stepped layer
+    after layer at each time step (layer k + 1 reads layer k's new h codes, copied
+    into its own input: no requantization), and the head on the last layer's h.
+    Each cell proves its own exactness and picks its own precision."""
+
+    def __init__(self, sim: Simulation, cells: Sequence[_FastCell]) -> None:
+        self.sim, self.cells = sim, list(cells)
+        self.P, self.H = len(sim.genomes), sim.model.hidden
+        self.head = sim._head()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The widest precision any layer needs."""
+        return F64 if any(c.dtype == F64 for c in self.cells) else F32
+
+    @classmethod
+    def plan(cls, sim: Simulation, dtype: torch.dtype | None = None) -> _Fast | None:
+        """The fast path for `sim`, or None when one layer cannot prove itself exact."""
+        cells = []
+        for cell in sim.cells:
+            fc = _FastCell.plan(cell, dtype)
+            if fc is None:
+                return None
+            cells.append(fc)
+        return cls(sim, cells)
+
     # -- the run ----------------------------------------------------------
     def run(self, xc: torch.Tensor, states: bool = False, workers: int = 1):
         """Logit codes (P, N, C) for input codes xc (N, T, F); with `states`, also
-        the codes of h (add_h) after every step, (P, N, T, H) (for tests).
+        the codes of the last layer's h (add_h) after every step, (P, N, T, H) (for tests).
 
         The work is cut into independent blocks (a group of genomes x a tile of
         sequences, about ELEMENTS codes per tensor: they stay in cache), run on
@@ -484,7 +617,7 @@ class _Fast:
             return (out, hs) if states else out
         per = max(1, min(ELEMENTS // max(1, N * self.H), -(-self.P // workers)))
         tile = N if per > 1 else max(1, min(ELEMENTS // self.H, -(-N // workers)))
-        xt = xc.to(self.dtype).transpose(0, 1).contiguous()  # (T, N, F)
+        xt = xc.to(self.cells[0].dtype).transpose(0, 1).contiguous()  # (T, N, F)
         blocks = [
             (slice(p, min(p + per, self.P)), slice(i, i + tile))
             for p in range(0, self.P, per)
@@ -505,59 +638,14 @@ class _Fast:
         return (out, hs) if states else out
 
     def _block(self, g: slice, xt: torch.Tensor, hs: torch.Tensor | None) -> torch.Tensor:
-        """Logit codes of genomes g for input codes xt (T, n, F); h of each step into hs."""
-        P, (T, N, F), H, dt = g.stop - g.start, xt.shape, self.H, self.dtype
-        w_r, b_r, w_z, b_z = self.w_r[g], self.b_r[g], self.w_z[g], self.b_z[g]
-        w_l, b_l, w_n, b_n = self.w_l[g], self.b_l[g], self.w_n[g], self.b_n[g]
-        sig_r = self.sig_r[g.start * 256 : g.stop * 256]
-        tb = self.tables
-        zn = tb["zn"][tb["zn_at"][g.start] : tb["zn_at"][g.stop]]
-        zh = tb["zh"][tb["zh_at"][g.start] : tb["zh_at"][g.stop]]
-        i32 = lambda v: torch.tensor(v, dtype=I32).view(P, 1, 1)  # noqa: E731
-        zn_at = i32([a - tb["zn_at"][g.start] for a in tb["zn_at"][g]])
-        zh_at = i32([a - tb["zh_at"][g.start] - lo for a, lo in zip(tb["zh_at"][g], tb["h_lo"][g])])
-        zn_row, zh_row = i32(tb["zn_row"][g]), i32(tb["zh_row"][g])
-        c_n, top_z, top_n = self.c_n[g], self.top_z[g], self.top_n[g]
-        rn_lo, rn_hi, h_lo, h_hi = self.rn_lo[g], self.rn_hi[g], self.h_lo[g], self.h_hi[g]
-        half = torch.full((1, 1, 1), 0.5, dtype=F64)
-        off_r = (torch.arange(P, dtype=I32) * 256).view(P, 1, 1)
-
-        xh = torch.zeros(P, N, F + H, dtype=dt)  # [x_t | h]
-        h = xh[..., F:]
-        u_r, u_z, lin, u_n = (torch.empty(P, N, H, dtype=dt) for _ in range(4))
-        i_r, i_z, i_n, i_h = (torch.empty(P, N, H, dtype=I32) for _ in range(4))
-        lin64 = lin if dt == F64 else torch.empty(P, N, H, dtype=F64)
-        rn = torch.empty(P, N, H, dtype=F64)
-        rn_dt = rn if dt == F64 else torch.empty(P, N, H, dtype=dt)
-        s_r = torch.empty(P * N * H, dtype=F64)
-        m1, m2 = torch.empty(P, N, H, dtype=dt), torch.empty(P, N, H, dtype=dt)
-        for t in range(T):
-            xh[..., :F] = xt[t]
-            torch.baddbmm(b_r, xh, w_r, out=u_r)
-            torch.baddbmm(b_z, xh, w_z, out=u_z)
-            torch.baddbmm(b_l, h, w_l, out=lin)
-            torch.baddbmm(b_n, xh[..., :F], w_n, out=u_n)
-            # r: sig_r * 2^e by w_r, then mul_rn in float64
-            i_r.copy_(u_r.clamp_(0, 255)).add_(off_r)
-            torch.index_select(sig_r, 0, i_r.view(-1), out=s_r)
-            if lin64 is not lin:
-                lin64.copy_(lin)
-            torch.addcmul(half, s_r.view(P, N, H), lin64, out=rn).floor_()
-            torch.minimum(torch.maximum(rn, rn_lo, out=rn), rn_hi, out=rn)
-            if rn_dt is not rn:
-                rn_dt.copy_(rn)
-            # n and z: indices into the two tables; int32 arithmetic
-            i_n.copy_(torch.minimum(u_n.addcmul_(rn_dt, c_n).clamp_(min=0), top_n, out=u_n))
-            i_z.copy_(torch.minimum(u_z.clamp_(min=0), top_z, out=u_z))
-            i_n.add_(torch.mul(i_z, zn_row, out=i_r)).add_(zn_at)  # (int32 addcmul is slow)
-            torch.index_select(zn, 0, i_n.view(-1), out=m1.view(-1))
-            i_h.copy_(h).add_(torch.mul(i_z, zh_row, out=i_r)).add_(zh_at)
-            torch.index_select(zh, 0, i_h.view(-1), out=m2.view(-1))
-            # add_h
-            torch.add(m1, m2, out=m1).floor_()
-            torch.minimum(torch.maximum(m1, h_lo, out=m1), h_hi, out=h)
+        """Logit codes of genomes g for input codes xt (T, n, F); last h of each step into hs."""
+        layers = [fc.block(g, xt.shape[1]) for fc in self.cells]
+        for t in range(xt.shape[0]):
+            inp = xt[t]
+            for layer in layers:
+                inp = layer.step(inp)
             if hs is not None:
-                hs[:, :, t] = h
+                hs[:, :, t] = inp
         wo, bo = self.head
         lo, hi = self.sim.int32
-        return torch.clamp(torch.bmm(h.to(F64), wo[g]) + bo[g], lo, hi)
+        return torch.clamp(torch.bmm(layers[-1].h.to(F64), wo[g]) + bo[g], lo, hi)

@@ -27,11 +27,12 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
 class GRUClassifier(nn.Module):
-    """One-layer GRU, classifier on the last hidden state."""
+    """GRU of `layers` stacked layers (torch.nn.GRU's num_layers), classifier on the
+    last layer's last hidden state. Its state_dict is torch's: `gru.weight_ih_l{k}` ..."""
 
-    def __init__(self, features: int, hidden: int, classes: int) -> None:
+    def __init__(self, features: int, hidden: int, classes: int, layers: int = 1) -> None:
         super().__init__()
-        self.gru = nn.GRU(features, hidden, batch_first=True)
+        self.gru = nn.GRU(features, hidden, num_layers=layers, batch_first=True)
         self.head = nn.Linear(hidden, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,48 +43,82 @@ class GRUClassifier(nn.Module):
     def hidden(self) -> int:
         return self.gru.hidden_size
 
-    def linear_weight(self, op: int) -> torch.Tensor:
+    @property
+    def layers(self) -> int:
+        return self.gru.num_layers
+
+    def shape(self) -> list[int]:
+        """[features, hidden, classes] (and layers when more than one): the checkpoint's record."""
+        shape = [self.gru.input_size, self.hidden, self.head.out_features]
+        return shape + [self.layers] if self.layers > 1 else shape
+
+    def cell(self, layer: int) -> Cell:
+        """One layer's weights, seen as the one GRU cell every path computes."""
+        return Cell(self.gru, layer)
+
+    def linear_weight(self, op: int, layer: int = 0) -> torch.Tensor:
         """Weight matrix of linear operator `op` (a slice of nn.GRU's stacked weights)."""
-        H = self.hidden
-        gate = GATE_OF_LINEAR[op]
-        w = self.gru.weight_ih_l0 if op in INPUT_LINEAR else self.gru.weight_hh_l0
+        return self.cell(layer).linear_weight(op)
+
+    def linear_bias(self, op: int, layer: int = 0) -> torch.Tensor:
+        return self.cell(layer).linear_bias(op)
+
+
+class Cell:
+    """Layer `layer` of an nn.GRU as one 17-operator cell: its weights (views, so
+    gradients reach the GRU's parameters) and its input width."""
+
+    def __init__(self, gru: nn.GRU, layer: int) -> None:
+        self.gru, self.layer = gru, layer
+        self.hidden = gru.hidden_size
+        self.input_size = gru.input_size if layer == 0 else gru.hidden_size
+
+    def linear_weight(self, op: int) -> torch.Tensor:
+        H, gate = self.hidden, GATE_OF_LINEAR[op]
+        w = getattr(self.gru, f"weight_{'ih' if op in INPUT_LINEAR else 'hh'}_l{self.layer}")
         return w[gate * H : (gate + 1) * H]
 
     def linear_bias(self, op: int) -> torch.Tensor:
-        H = self.hidden
-        gate = GATE_OF_LINEAR[op]
-        b = self.gru.bias_ih_l0 if op in INPUT_LINEAR else self.gru.bias_hh_l0
+        H, gate = self.hidden, GATE_OF_LINEAR[op]
+        b = getattr(self.gru, f"bias_{'ih' if op in INPUT_LINEAR else 'hh'}_l{self.layer}")
         return b[gate * H : (gate + 1) * H]
 
 
-def float_trace(model: GRUClassifier, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Unrolled float forward, one tensor per operator; returns logits and the
-    per-operator max |value| over all steps (what calibration needs)."""
+def cell_step(cell: Cell, xt: torch.Tensor, h: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One float step of one cell, operator by operator (DESIGN.md's table)."""
+    v: dict[str, torch.Tensor] = {}
+    for op in LINEAR:
+        v[OPS[op]] = (xt if op in INPUT_LINEAR else h) @ cell.linear_weight(op).T + cell.linear_bias(op)
+    v["add_r"] = v["lin_xr"] + v["lin_hr"]
+    v["sig_r"] = torch.sigmoid(v["add_r"])
+    v["add_z"] = v["lin_xz"] + v["lin_hz"]
+    v["sig_z"] = torch.sigmoid(v["add_z"])
+    v["mul_rn"] = v["sig_r"] * v["lin_hn"]
+    v["add_n"] = v["lin_xn"] + v["mul_rn"]
+    v["tanh_n"] = torch.tanh(v["add_n"])
+    v["sub_z"] = 1 - v["sig_z"]
+    v["mul_zn"] = v["sub_z"] * v["tanh_n"]
+    v["mul_zh"] = v["sig_z"] * h
+    v["add_h"] = v["mul_zn"] + v["mul_zh"]
+    return v
+
+
+def float_trace(model: GRUClassifier, x: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Unrolled float forward, one tensor per operator; returns logits and, per
+    layer, the per-operator max |value| over all steps (what calibration needs).
+    Each step runs the one cell once per layer, layer k + 1 on layer k's new h."""
     N, T, _ = x.shape
-    w = {op: model.linear_weight(op) for op in LINEAR}
-    b = {op: model.linear_bias(op) for op in LINEAR}
-    h = x.new_zeros(N, model.hidden)
-    peak = {name: x.new_zeros(()) for name in OPS}
+    cells = [model.cell(k) for k in range(model.layers)]
+    hs = [x.new_zeros(N, model.hidden) for _ in cells]
+    peaks = [{name: x.new_zeros(()) for name in OPS} for _ in cells]
     for t in range(T):
-        xt = x[:, t]
-        v: dict[str, torch.Tensor] = {}
-        for op in LINEAR:
-            v[OPS[op]] = (xt if op in INPUT_LINEAR else h) @ w[op].T + b[op]
-        v["add_r"] = v["lin_xr"] + v["lin_hr"]
-        v["sig_r"] = torch.sigmoid(v["add_r"])
-        v["add_z"] = v["lin_xz"] + v["lin_hz"]
-        v["sig_z"] = torch.sigmoid(v["add_z"])
-        v["mul_rn"] = v["sig_r"] * v["lin_hn"]
-        v["add_n"] = v["lin_xn"] + v["mul_rn"]
-        v["tanh_n"] = torch.tanh(v["add_n"])
-        v["sub_z"] = 1 - v["sig_z"]
-        v["mul_zn"] = v["sub_z"] * v["tanh_n"]
-        v["mul_zh"] = v["sig_z"] * h
-        v["add_h"] = v["mul_zn"] + v["mul_zh"]
-        h = v["add_h"]
-        for name, value in v.items():
-            peak[name] = torch.maximum(peak[name], value.abs().max())
-    return model.head(h), peak
+        inp = x[:, t]
+        for k, cell in enumerate(cells):
+            v = cell_step(cell, inp, hs[k])
+            hs[k] = inp = v["add_h"]
+            for name, value in v.items():
+                peaks[k][name] = torch.maximum(peaks[k][name], value.abs().max())
+    return model.head(hs[-1]), peaks
 
 
 @dataclass(frozen=True)
@@ -91,28 +126,38 @@ class Calibration:
     """Exponents e = ceil(log2 max|v|) of the tensors whose range is not fixed.
 
     Activation exponents come from the float model on training data and are
-    kept through fine-tuning; weight exponents follow the weights.
+    kept through fine-tuning; weight exponents follow the weights. `layers`
+    holds the CALIBRATED operators' exponents of each layer; the input of layer
+    k > 0 is layer k - 1's add_h, so only the model's input x has its own.
     """
 
     x: int
-    ops: dict[str, int]  # the CALIBRATED operators
+    layers: tuple[dict[str, int], ...]
+
+    @property
+    def ops(self) -> dict[str, int]:
+        """Layer 0's exponents (a one-layer model's only ones)."""
+        return self.layers[0]
 
     def to_dict(self) -> dict:
-        return {"x": self.x, **self.ops}
+        if len(self.layers) == 1:  # the one-layer record, as before stacking
+            return {"x": self.x, **self.ops}
+        return {"x": self.x, "layers": [dict(e) for e in self.layers]}
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibration:
-        return cls(x=int(d["x"]), ops={name: int(d[name]) for name in CALIBRATED})
+        layers = d["layers"] if "layers" in d else [d]
+        return cls(x=int(d["x"]), layers=tuple({name: int(e[name]) for name in CALIBRATED} for e in layers))
 
 
 @torch.no_grad()
 def calibrate(model: GRUClassifier, X: np.ndarray, max_sequences: int = 1000) -> Calibration:
     """Measure activation ranges of the float model on (a prefix of) training data."""
     x = torch.as_tensor(X[:max_sequences], dtype=torch.float32)
-    _, peak = float_trace(model.float(), x)
+    _, peaks = float_trace(model.float(), x)
     return Calibration(
         x=ceil_log2(float(np.abs(X).max())),
-        ops={name: ceil_log2(float(peak[name])) for name in CALIBRATED},
+        layers=tuple({name: ceil_log2(float(peak[name])) for name in CALIBRATED} for peak in peaks),
     )
 
 
@@ -136,7 +181,7 @@ class Checkpoint:
                 torch.save(
                     {
                         "state": m.state_dict(),
-                        "shape": [m.gru.input_size, m.hidden, m.head.out_features],
+                        "shape": m.shape(),
                         "calibration": self.calibration.to_dict(),
                         "meta": self.meta,
                     },

@@ -61,6 +61,20 @@ DESCRIPTION: dict[str, str] = {
 }
 
 
+MAX_LAYERS = 4  # stacked GRU layers a model may have
+
+
+def layer_prefix(layer: int, layers: int) -> str:
+    """`l{k}.` before a stacked model's operator names; nothing for one layer."""
+    return f"l{layer}." if layers > 1 else ""
+
+
+def layer_names(layers: int = 1) -> tuple[str, ...]:
+    """The names of a genome's genes: OPS for one layer; `l0.lin_xr` ... `lK.add_h`
+    for stacked layers (17 genes per layer, layer by layer)."""
+    return tuple(layer_prefix(k, layers) + name for k in range(layers) for name in OPS)
+
+
 def op_index(name: str) -> int:
     """Index of an operator by name, with a readable error for a typo."""
     from gruq.errors import GruqError

@@ -37,7 +37,7 @@ def assert_fast_is_exact(s, pop, dtype=None):
     fast = _Fast.plan(sim)
     assert fast is not None
     if dtype is not None:
-        fast = _Fast(sim, dtype, _Fast._parts(sim)[0])
+        fast = _Fast.plan(sim, dtype)
     logits, hs = fast.run(sim.input_codes(torch.as_tensor(s.X)), states=True)
     assert logits.shape == (len(pop), len(s.X), s.model.head.out_features)
     for p, g in enumerate(pop):

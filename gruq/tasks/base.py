@@ -38,6 +38,7 @@ class Task:
     source: str = ""
     batch: int = 64
     extra: dict = field(default_factory=dict)
+    layers: int = 1  # stacked GRU layers of the model in use (a checkpoint's; 1 by default)
 
     @property
     def steps(self) -> int:
@@ -49,7 +50,9 @@ class Task:
 
     @property
     def shape(self) -> ModelShape:
-        return ModelShape(features=self.features, hidden=self.hidden, classes=self.classes, steps=self.steps)
+        return ModelShape(
+            features=self.features, hidden=self.hidden, classes=self.classes, steps=self.steps, layers=self.layers
+        )
 
     def split(self, name: str) -> Split:
         from gruq.errors import GruqError
