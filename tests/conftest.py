@@ -39,11 +39,12 @@ def small(
     n: int = 24,
     seed: int = 0,
     weight_scale: float = 1.0,
+    layers: int = 1,
 ) -> Small:
-    """A seeded random GRUClassifier; `weight_scale` > 1 makes activations larger
-    (more saturation, more varied calibration exponents)."""
+    """A seeded random GRUClassifier of `layers` stacked layers; `weight_scale` > 1
+    makes activations larger (more saturation, more varied calibration exponents)."""
     torch.manual_seed(seed)
-    model = GRUClassifier(features, hidden, classes)
+    model = GRUClassifier(features, hidden, classes, layers)
     if weight_scale != 1.0:
         with torch.no_grad():
             for p in model.parameters():
@@ -61,8 +62,13 @@ MODELS = {
     "F1-H5-C2": dict(features=1, hidden=5, classes=2, steps=9, seed=1),
     "F6-H12-C5-big": dict(features=6, hidden=12, classes=5, steps=5, seed=2, weight_scale=3.0),
 }
+# Stacked models (17 genes per layer): the same properties must hold for every L.
+STACKED = {
+    "L2-F3-H8-C4": dict(features=3, hidden=8, classes=4, steps=6, seed=3, layers=2),
+    "L3-F2-H6-C3-big": dict(features=2, hidden=6, classes=3, steps=5, seed=4, weight_scale=2.5, layers=3),
+}
 
 
 @pytest.fixture(scope="session")
 def models() -> dict[str, Small]:
-    return {name: small(**kw) for name, kw in MODELS.items()}
+    return {name: small(**kw) for name, kw in {**MODELS, **STACKED}.items()}
