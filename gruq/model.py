@@ -237,8 +237,9 @@ def assets_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "gruq" / "assets"
 
 
-def checkpoint_path(task: str) -> Path:
-    """Where `gruq train` puts a task's checkpoint: assets/<name>.pt for a built-in task.
+def checkpoint_path(task: str, layers: int = 1) -> Path:
+    """Where `gruq train` puts a task's checkpoint: assets/<name>.pt for a built-in task,
+    assets/<name>_<L>layer.pt for a stacked model of it (so both can be shipped).
 
     A user's .npz gets assets/<stem>-<hash>.pt, the hash of its absolute path, so
     that it can never replace a shipped checkpoint (a user file named vowels.npz)
@@ -246,11 +247,12 @@ def checkpoint_path(task: str) -> Path:
     from gruq.tasks import NAMES
 
     name = str(task).strip()
+    stacked = "" if layers == 1 else f"_{layers}layer"
     if name.lower() in NAMES:
-        return assets_dir() / f"{name.lower()}.pt"
+        return assets_dir() / f"{name.lower()}{stacked}.pt"
     resolved = os.path.abspath(os.path.expanduser(name))
     digest = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:12]
-    return assets_dir() / f"{Path(resolved).stem[:80]}-{digest}.pt"
+    return assets_dir() / f"{Path(resolved).stem[:80]}-{digest}{stacked}.pt"
 
 
 def load_checkpoint(task: str, path: Path | None = None) -> Checkpoint:

@@ -52,8 +52,9 @@ def train_float(
     lr: float = 3e-3,
     batch: int | None = None,
     progress: Progress | None = None,
+    layers: int = 1,
 ) -> Checkpoint:
-    """Train the float GRU; keep the epoch with the best validation accuracy.
+    """Train the float GRU (`layers` stacked layers); keep the epoch with the best validation accuracy.
 
     Adam with a cosine learning-rate decay and gradient clipping: recurrent
     nets on short budgets are sensitive to both.
@@ -61,7 +62,7 @@ def train_float(
     epochs, batch = epochs or task.epochs, batch or task.batch
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = GRUClassifier(task.features, task.hidden, task.classes)
+    model = GRUClassifier(task.features, task.hidden, task.classes, layers)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     loss_fn = nn.CrossEntropyLoss()
@@ -84,6 +85,7 @@ def train_float(
     model.eval()
     meta = {
         "task": task.name,
+        "layers": layers,
         "epochs": epochs,
         "seed": seed,
         "seconds": round(time.perf_counter() - start, 1),

@@ -38,6 +38,16 @@ def positive(text: str) -> int:
     return value
 
 
+def layers(text: str) -> int:
+    """A stacked GRU's layer count, 1 to MAX_LAYERS."""
+    from gruq.ops import MAX_LAYERS
+
+    value = positive(text)
+    if value > MAX_LAYERS:
+        raise argparse.ArgumentTypeError(f"a model has 1 to {MAX_LAYERS} GRU layers, got {value}")
+    return value
+
+
 def add_task(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, help="smnist, vowels, har, ecg, or a path to a .npz")
     parser.add_argument(

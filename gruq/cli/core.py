@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from gruq.cli import emit
-from gruq.cli.args import add_json, add_task, bits, bounded, path, positive, seed
+from gruq.cli.args import add_json, add_task, bits, bounded, layers, path, positive, seed
 from gruq.limits import MAX_EPOCHS
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=path("output_file"),
         help="checkpoint path (default: assets/<task>.pt; a .npz task gets assets/<stem>-<hash of its path>.pt)",
     )
+    p.add_argument("--layers", type=layers, default=1, help="stacked GRU layers, 1 to 4 (default 1)")
     add_json(p)
     p.set_defaults(func=cmd_train)
 
@@ -37,7 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ):
         p = sub.add_parser(name, help=text)
         add_task(p)
-        p.add_argument("--bits", type=bits, required=True, help="one width for all, or 17 comma-separated")
+        p.add_argument(
+            "--bits",
+            type=bits,
+            required=True,
+            help="one width for all, 17 comma-separated (every layer), or 17 per layer",
+        )
         p.add_argument("--split", choices=("train", "val", "test"), default="test")
         if name == "evaluate":
             p.add_argument("--finetune-epochs", type=bounded("--finetune-epochs", 0, MAX_EPOCHS), default=0)
@@ -85,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gruq.train import train_float
 
     data = tasks.load(args.task)
-    path = writable(args.out or checkpoint_path(args.task))  # checked before training: nothing is lost
+    path = writable(args.out or checkpoint_path(args.task, args.layers))  # checked before training: nothing is lost
     epochs = args.epochs or data.epochs
     with _bar(f"train {data.name}", epochs) as bar:
 
@@ -93,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(val=f"{metrics['val']:.3f}")
 
-        ckpt = train_float(data, epochs, args.seed, progress=progress)
+        ckpt = train_float(data, epochs, args.seed, progress=progress, layers=args.layers)
     ckpt.save_or_keep(path)
     record = {**ckpt.meta, "checkpoint": str(path)}
     if args.json:

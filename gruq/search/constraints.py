@@ -35,7 +35,7 @@ class Constraints:
     @property
     def ref_cost(self) -> float:
         """Cost of the all-8-bit genome: the hypervolume's reference point."""
-        return self.cost(homogeneous(MAX_BITS))
+        return self.cost(homogeneous(MAX_BITS, self.shape.layers))
 
     def cost(self, genome: Genome) -> float:
         return float(bops(genome, self.shape)) if self.objective == "bops" else size_bytes(genome, self.shape)
@@ -61,7 +61,9 @@ class Constraints:
         v = 0.0
         if not self.size_ok(genome):
             assert self.max_size is not None
-            v += (size_bytes(genome, self.shape) - self.max_size) / size_bytes(homogeneous(MAX_BITS), self.shape)
+            v += (size_bytes(genome, self.shape) - self.max_size) / size_bytes(
+                homogeneous(MAX_BITS, self.shape.layers), self.shape
+            )
         if accuracy is not None and not self.accuracy_ok(accuracy):
             assert self.min_accuracy is not None
             v += self.min_accuracy - accuracy
@@ -69,12 +71,14 @@ class Constraints:
 
 
 def resolve(cfg: SearchConfig, shape: ModelShape) -> Constraints:
-    """Constraints for `cfg` on a model of `shape`; refuse limits no genome can meet."""
-    low, high = [MIN_BITS] * N_OPS, [MAX_BITS] * N_OPS
-    for op, (lo, hi) in cfg.bits_ranges.items():
-        low[INDEX[op]], high[INDEX[op]] = lo, hi
-    for op, b in cfg.pins.items():
-        low[INDEX[op]] = high[INDEX[op]] = b
+    """Constraints for `cfg` on a model of `shape`; refuse limits no genome can meet.
+    A stacked model has 17 genes per layer; a range or pin applies to its operator in every layer."""
+    low, high = [MIN_BITS] * (N_OPS * shape.layers), [MAX_BITS] * (N_OPS * shape.layers)
+    for layer in range(0, N_OPS * shape.layers, N_OPS):
+        for op, (lo, hi) in cfg.bits_ranges.items():
+            low[layer + INDEX[op]], high[layer + INDEX[op]] = lo, hi
+        for op, b in cfg.pins.items():
+            low[layer + INDEX[op]] = high[layer + INDEX[op]] = b
     cons = Constraints(shape, cfg.objective, tuple(low), tuple(high), _max_size(cfg, shape), cfg.min_accuracy)
     _check_reachable(cfg, cons)
     return cons
@@ -86,7 +90,7 @@ def _max_size(cfg: SearchConfig, shape: ModelShape) -> float | None:
     if cfg.max_size_kb is not None:
         return cfg.max_size_kb * 1000.0
     if cfg.max_size_pct is not None:
-        return cfg.max_size_pct / 100.0 * size_bytes(homogeneous(MAX_BITS), shape)
+        return cfg.max_size_pct / 100.0 * size_bytes(homogeneous(MAX_BITS, shape.layers), shape)
     return None
 
 

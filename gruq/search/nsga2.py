@@ -81,7 +81,7 @@ def initial_population(toolbox: base.Toolbox, cons: Constraints, n: int, probes:
     """
     seeds: list[Genome] = []
     for b in range(MIN_BITS, MAX_BITS + 1):
-        g = cons.clip(homogeneous(b))
+        g = cons.clip(homogeneous(b, cons.shape.layers))
         if g not in seeds and cons.size_ok(g):
             seeds.append(g)
     if len(seeds) > n:
