@@ -47,7 +47,14 @@ def commands() -> list[Any]:
     """The command modules, imported lazily so `--help` stays fast."""
     import importlib
 
-    names = ["gruq.cli.core", "gruq.cli.search", "gruq.cli.export", "gruq.cli.reproduce", "gruq.cli.bench"]
+    names = [
+        "gruq.cli.core",
+        "gruq.cli.import_model",
+        "gruq.cli.search",
+        "gruq.cli.export",
+        "gruq.cli.reproduce",
+        "gruq.cli.bench",
+    ]
     found = []
     for name in names:
         try:
