@@ -18,7 +18,7 @@ import torch
 from gruq import engine, tasks
 from gruq.errors import GruqError
 from gruq.fakequant import Simulation
-from gruq.genome import Genome, ModelShape, bops, expand, size_bytes
+from gruq.genome import Genome, ModelShape, bops, expand, size_bytes, validate
 from gruq.model import Checkpoint, checkpoint_path, load_checkpoint
 from gruq.scheme import build
 from gruq.tasks.base import Split, Task
@@ -95,7 +95,7 @@ def tuned_many(
     only on the genome, the run seed and the settings, never on the group."""
     if select is not None and select not in SELECT:
         raise GruqError(f"fine-tuning selects its epoch on {' or '.join(SELECT)}, not {select!r}")
-    genomes = [validate(g) for g in genomes]
+    genomes = [validate(g, ckpt.model.layers) for g in genomes]
     if epochs <= 0:
         return [ckpt for _ in genomes]
     return finetune_many(
@@ -200,8 +200,13 @@ def verify(
 
 
 def finetune_front(
-    task: str, genomes: Sequence[Genome], epochs: int, seed: int = 0, samples: int | None = None
+    task: str,
+    genomes: Sequence[Genome],
+    epochs: int,
+    seed: int = 0,
+    samples: int | None = None,
+    checkpoint: str | None = None,
 ) -> list[float]:
     """Validation accuracy of each genome after `epochs` of fine-tuning (the final front's option),
     the whole front fine-tuned together; `samples` caps the training sequences per epoch."""
-    return Evaluator(task, "val", epochs, seed, finetune_samples=samples).accuracy(genomes)
+    return Evaluator(task, "val", epochs, seed, checkpoint, finetune_samples=samples).accuracy(genomes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from gruq.cli import emit
@@ -49,6 +50,7 @@ def _register_search(sub: Any) -> None:
         description="Search bit widths with NSGA-II; each generation is committed to the store.",
     )
     p.add_argument("--task", help="task name (see `gruq tasks`)")
+    p.add_argument("--checkpoint", help="float checkpoint, e.g. from `gruq import` (default: assets/<task>.pt)")
     p.add_argument("--pop", type=int, help="population size, at least 4 (default 32)")
     p.add_argument(
         "--gens",
@@ -174,6 +176,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         name: getattr(args, name)
         for name in (
             "task",
+            "checkpoint",
             "pop",
             "gens",
             "budget",
@@ -194,6 +197,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     }
     if args.budget is not None and args.gens is None:
         settings["gens"] = None  # the budget alone decides when the run ends
+    if "checkpoint" in settings:  # absolute: a run may be resumed from another folder
+        settings["checkpoint"] = str(Path(settings["checkpoint"]).resolve())
     settings["bits_ranges"] = collect([parse_range(t) for t in args.bits_range or []], "--bits-range")
     settings["pins"] = collect([parse_pin(t) for t in args.pin or []], "--pin")
     return SearchConfig.from_dict(settings)

@@ -59,10 +59,16 @@ def default_backend(cfg: Any) -> Backend:
     from gruq.evaluate import Evaluator as RealEvaluator
 
     samples = getattr(cfg, "finetune_samples", None)
+    checkpoint = getattr(cfg, "checkpoint", None)
     evaluator = RealEvaluator(
-        cfg.task, split="val", finetune_epochs=cfg.finetune_epochs, seed=cfg.seed, finetune_samples=samples
+        cfg.task,
+        split="val",
+        finetune_epochs=cfg.finetune_epochs,
+        seed=cfg.seed,
+        finetune_samples=samples,
+        checkpoint=checkpoint,
     )
-    return Backend(evaluator, _RealFinetune(cfg.task, cfg.seed, samples))
+    return Backend(evaluator, _RealFinetune(cfg.task, cfg.seed, samples, checkpoint))
 
 
 def model_shape(task: str) -> ModelShape:
@@ -86,11 +92,13 @@ class _RealFinetune:
     task: str
     seed: int
     samples: int | None = None
+    checkpoint: str | None = None
 
     def __call__(self, genomes: Sequence[Genome], epochs: int) -> list[float]:
         from gruq.evaluate import finetune_front
 
-        return [float(a) for a in finetune_front(self.task, list(genomes), epochs, self.seed, self.samples)]
+        accuracies = finetune_front(self.task, list(genomes), epochs, self.seed, self.samples, self.checkpoint)
+        return [float(a) for a in accuracies]
 
 
 def _import(spec: str) -> Callable[..., Evaluator]:

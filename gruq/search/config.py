@@ -51,6 +51,7 @@ class SearchConfig:
     scheduler: str | None = None  # a Dask scheduler, tcp://HOST:PORT or local:N; results never depend on it
     chunk_size: int = 16  # genomes per scoring call; fixed, so results never depend on workers
     cxpb: float = 0.9
+    checkpoint: str | None = None  # the float model (an imported one, say); None: the task's own
 
     def __post_init__(self) -> None:
         check(self)
