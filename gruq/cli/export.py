@@ -80,6 +80,7 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
         member = front_member(args.db, args.run, args.pick)
         return {
             "task": member["task"],
+            "checkpoint": args.checkpoint or member["checkpoint"],
             "bits": member["bits"],
             "finetune_epochs": member["finetune_epochs"],
             "seed": member["seed"],
@@ -89,7 +90,13 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
         raise GruqError("--run and --pick need --db PATH")
     if args.task is None or args.bits is None:
         raise GruqError("export needs --task T --bits B (or --db PATH --run ID --pick K)")
-    return {"task": args.task, "bits": list(args.bits), "finetune_epochs": args.finetune_epochs, "seed": args.seed}
+    return {
+        "task": args.task,
+        "checkpoint": args.checkpoint,
+        "bits": list(args.bits),
+        "finetune_epochs": args.finetune_epochs,
+        "seed": args.seed,
+    }
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -100,7 +107,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         target["task"],
         target["bits"],
         args.out,
-        args.checkpoint,
+        target["checkpoint"],
         args.split,
         target["finetune_epochs"],
         target["seed"],

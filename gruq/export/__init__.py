@@ -41,7 +41,7 @@ from gruq.export.model_file import read_model, write_model
 from gruq.export.plan import check_ranges
 from gruq.export.targets import HOST, cortex_m4
 from gruq.export.targets import module as target_module
-from gruq.genome import ModelShape, validate
+from gruq.genome import ModelShape, expand, layers_of, validate
 from gruq.paths import output_dir, staged_dir
 
 MODEL_JSON, MEMORY_JSON, VECTORS_NPZ = "gruq_model.json", "memory.json", "test_vectors.npz"
@@ -178,12 +178,18 @@ def export(
     from gruq.evaluate import load, tuned
     from gruq.scheme import build
 
-    genome = validate(genome)
+    genome = validate(genome, layers_of(genome))
     tgt = target_module(target)
     if tgt is not None:
         tgt.require()
     out = check_dir(out_dir)  # fail before the slow part
     data, ckpt = load(task, str(checkpoint) if checkpoint else None)
+    genome = expand(genome, ckpt.model.layers)
+    if ckpt.model.layers > 1:
+        raise GruqError(
+            f"the C export takes one-layer models; this checkpoint has {ckpt.model.layers} stacked GRU layers "
+            "(evaluate, verify and search take it)"
+        )
     part = data.split(split)
     if finetune_epochs > 0:
         ckpt = tuned(ckpt, genome, data, finetune_epochs, seed)

@@ -37,6 +37,7 @@ def front_member(db: str | Path, run_id: int, pick: int) -> dict[str, Any]:
     epochs = int(cfg.get("front_finetune_epochs", 0) if finetuned else cfg.get("finetune_epochs", 0))
     return {
         "task": run["task"],
+        "checkpoint": cfg.get("checkpoint"),  # the run's float model (None: the task's own)
         "bits": [int(b) for b in member["bits"]],
         "accuracy": member["accuracy"],
         "size_bytes": member["size_bytes"],
