@@ -133,7 +133,7 @@ def test_schemes_beyond_int64_are_refused(random_model, tmp_path):
     from gruq.errors import GruqError
 
     s, shape = random_model
-    calib = replace(s.calib, ops={**s.calib.ops, "add_h": -33})  # h with 40 fraction bits
+    calib = replace(s.calib, layers=({**s.calib.ops, "add_h": -33},))  # h with 40 fraction bits
     im = build(homogeneous(8), s.model, calib)
     with pytest.raises(GruqError, match="cannot export"):
         write_export(im, shape, im.quantize_input(s.X), tmp_path)

@@ -22,7 +22,7 @@ from gruq.export.plan import LUTS, shifts
 from gruq.fixedpoint import Format
 from gruq.genome import ModelShape, validate
 from gruq.ops import INPUT_LINEAR, LINEAR, OPS
-from gruq.scheme import Formats, IntegerModel
+from gruq.scheme import CellModel, Formats, IntegerModel
 
 FORMAT_NAME = "gruq-integer-model"
 VERSION = 1
@@ -127,14 +127,13 @@ def from_dict(d: dict[str, Any]) -> tuple[IntegerModel, ModelShape]:
         fmt = Formats(
             x=_unfmt(d["input"]), weight=weight, acc_frac=acc_frac, out=out, head_weight=_unfmt(head["weight_format"])
         )
+        genome = validate(int(b) for b in d["genome"])
+        lut = {name: np.asarray(t["values"], dtype=np.int64) for name, t in d["luts"].items()}
         im = IntegerModel(
-            genome=validate(int(b) for b in d["genome"]),
-            fmt=fmt,
-            weights=weights,
-            biases=biases,
+            genome=genome,
+            cells=(CellModel(genome=genome, fmt=fmt, weights=weights, biases=biases, lut=lut),),
             head_weight=_weights(head, int(head["rows"]), int(head["cols"])),
             head_bias=np.asarray(head["bias"], dtype=np.int64),
-            lut={name: np.asarray(t["values"], dtype=np.int64) for name, t in d["luts"].items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise GruqError(f"malformed {FORMAT_NAME} file ({type(exc).__name__}: {exc})") from None
