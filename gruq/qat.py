@@ -144,7 +144,7 @@ def _tables(genome: Genome, calib: Calibration) -> _Tables:
 
 @lru_cache(maxsize=1024)
 def _tables_of(genome: Genome, x: int, ops: tuple[tuple[str, int], ...]) -> _Tables:
-    o = formats(genome, Calibration(x=x, ops=dict(ops)), {OPS[op]: 0 for op in LINEAR} | {"head": 0}).out
+    o = formats(genome, Calibration(x=x, layers=(dict(ops),)), {OPS[op]: 0 for op in LINEAR} | {"head": 0}).out
     fr = {n: f.frac for n, f in o.items()}
     # r: normalised index j = w + 129, w = floor(2^k (v + 1/2)) in [-129, 128] (see _Fast, point 2)
     k = 8 - o["add_r"].bits

@@ -216,3 +216,15 @@ def test_a_genome_of_the_wrong_length_is_refused(models):
         Simulation(s.model, s.calib, [homogeneous(8)])
     with pytest.raises(GruqError, match="34"):
         build(homogeneous(8), s.model, s.calib)
+
+
+def test_fine_tuning_a_stacked_model_is_refused_in_one_line(models):
+    from gruq.model import Checkpoint
+    from gruq.tasks.base import Split
+    from gruq.train import finetune_many
+
+    s = models["L2-F3-H8-C4"]
+    ckpt = Checkpoint(model=s.model, calibration=s.calib, meta={})
+    with pytest.raises(GruqError, match="one-layer models; this one has 2") as info:
+        finetune_many(ckpt, [homogeneous(8, 2)], Split(s.X, np.arange(len(s.X)) % 4), 1, [0])
+    assert "\n" not in str(info.value)
