@@ -71,4 +71,9 @@ STACKED = {
 
 @pytest.fixture(scope="session")
 def models() -> dict[str, Small]:
-    return {name: small(**kw) for name, kw in {**MODELS, **STACKED}.items()}
+    return {name: small(**kw) for name, kw in MODELS.items()}
+
+
+@pytest.fixture(scope="session")
+def stacked() -> dict[str, Small]:
+    return {name: small(**kw) for name, kw in STACKED.items()}

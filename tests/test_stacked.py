@@ -148,22 +148,22 @@ def assert_bit_exact(s, genome):
 
 @pytest.mark.parametrize("b", [2, 4, 8])
 @pytest.mark.parametrize("which", names)
-def test_homogeneous_genomes_are_bit_exact_for_every_layer(which, b, models):
-    s = models[which]
+def test_homogeneous_genomes_are_bit_exact_for_every_layer(which, b, stacked):
+    s = stacked[which]
     assert_bit_exact(s, homogeneous(b, s.model.layers))
 
 
 @settings(max_examples=25, deadline=None)
 @given(case=stacked_genome)
-def test_any_stacked_genome_is_bit_exact(case, models):
+def test_any_stacked_genome_is_bit_exact(case, stacked):
     which, g = case
-    assert_bit_exact(models[which], g)
+    assert_bit_exact(stacked[which], g)
 
 
 @settings(max_examples=10, deadline=None)
 @given(data=st.data(), which=st.sampled_from(names))
-def test_fast_path_is_bit_exact_for_a_population_in_both_precisions(data, which, models):
-    s = models[which]
+def test_fast_path_is_bit_exact_for_a_population_in_both_precisions(data, which, stacked):
+    s = stacked[which]
     pop = data.draw(st.lists(genomes_for(s.model.layers), min_size=1, max_size=5))
     sim = Simulation(s.model, s.calib, pop)
     assert _Fast.plan(sim) is not None
@@ -176,9 +176,9 @@ def test_fast_path_is_bit_exact_for_a_population_in_both_precisions(data, which,
             assert np.array_equal(logits[p].numpy(), ref_logits), (g, dtype)
 
 
-def test_layer_k_plus_1_reads_layer_k_add_h_codes_without_requantization(models):
+def test_layer_k_plus_1_reads_layer_k_add_h_codes_without_requantization(stacked):
     """Layer 1 alone, fed layer 0's add_h codes, gives the stacked model's layer 1 codes."""
-    s = models["L2-F3-H8-C4"]
+    s = stacked["L2-F3-H8-C4"]
     g = tuple(range(2, 9)) * 4 + (5, 3, 8, 6, 4, 7)
     im = build(g, s.model, s.calib)
     logits, codes = engine.run(im, im.quantize_input(s.X), trace=True)
@@ -190,8 +190,8 @@ def test_layer_k_plus_1_reads_layer_k_add_h_codes_without_requantization(models)
         assert np.array_equal(alone_codes[name], codes[f"l1.{name}"]), name
 
 
-def test_all_8_bits_approximate_the_stacked_float_model(models):
-    s = models["L2-F3-H8-C4"]
+def test_all_8_bits_approximate_the_stacked_float_model(stacked):
+    s = stacked["L2-F3-H8-C4"]
     im = build(homogeneous(8, 2), s.model, s.calib)
     real = engine.run(im, im.quantize_input(s.X)) * 2.0**-im.fmt.logit_frac
     with torch.no_grad():
@@ -199,8 +199,8 @@ def test_all_8_bits_approximate_the_stacked_float_model(models):
     assert np.abs(real - want).mean() < 0.1 * want.std()
 
 
-def test_ste_gradients_reach_every_layer(models):
-    s = models["L3-F2-H6-C3-big"]
+def test_ste_gradients_reach_every_layer(stacked):
+    s = stacked["L3-F2-H6-C3-big"]
     model = GRUClassifier(2, 6, 3, 3)
     model.load_state_dict(s.model.state_dict())
     sim = Simulation(model, s.calib, [homogeneous(6, 3)], ste=True)
@@ -210,20 +210,20 @@ def test_ste_gradients_reach_every_layer(models):
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
-def test_a_genome_of_the_wrong_length_is_refused(models):
-    s = models["L2-F3-H8-C4"]
+def test_a_genome_of_the_wrong_length_is_refused(stacked):
+    s = stacked["L2-F3-H8-C4"]
     with pytest.raises(GruqError, match="34"):
         Simulation(s.model, s.calib, [homogeneous(8)])
     with pytest.raises(GruqError, match="34"):
         build(homogeneous(8), s.model, s.calib)
 
 
-def test_fine_tuning_a_stacked_model_is_refused_in_one_line(models):
+def test_fine_tuning_a_stacked_model_is_refused_in_one_line(stacked):
     from gruq.model import Checkpoint
     from gruq.tasks.base import Split
     from gruq.train import finetune_many
 
-    s = models["L2-F3-H8-C4"]
+    s = stacked["L2-F3-H8-C4"]
     ckpt = Checkpoint(model=s.model, calibration=s.calib, meta={})
     with pytest.raises(GruqError, match="one-layer models; this one has 2") as info:
         finetune_many(ckpt, [homogeneous(8, 2)], Split(s.X, np.arange(len(s.X)) % 4), 1, [0])
