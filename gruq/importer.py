@@ -20,9 +20,7 @@ Calibration runs on the training split, as for gruq's own models.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,7 +227,7 @@ def import_state_dict(state_dict: Path, task: str, out: Path, key_prefix: str | 
         "source_test_accuracy": source_acc,
     }
     ckpt = Checkpoint(model=model, calibration=calibrate(model, data.train.X), meta=meta)
-    _save_atomically(ckpt, out)
+    ckpt.save(out)  # atomic: an existing file is replaced whole or not at all
     return {
         "checkpoint": str(out),
         "layers": found.layers,
@@ -240,15 +238,3 @@ def import_state_dict(state_dict: Path, task: str, out: Path, key_prefix: str | 
         "source_test_accuracy": source_acc,
         "test_sequences": len(data.test),
     }
-
-
-def _save_atomically(ckpt: Checkpoint, out: Path) -> None:
-    """Write next to `out`, then rename: an existing file is replaced whole or not at all."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
-        ckpt.save(Path(tmp))
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
