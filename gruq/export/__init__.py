@@ -102,7 +102,8 @@ def write_export(
         raise GruqError(
             f"test vectors must be (N, {shape.steps}, {shape.features}) codes with N >= 1; got {x_codes.shape}"
         )
-    check_ranges(im.fmt, shape.features, shape.hidden)
+    for k, cell in enumerate(im.cells):  # layer k > 0 reads H codes of the layer below
+        check_ranges(cell.fmt, shape.features if k == 0 else shape.hidden, shape.hidden)
     tgt = target_module(target)
     if tgt is not None:
         tgt.require()
@@ -185,11 +186,6 @@ def export(
     out = check_dir(out_dir)  # fail before the slow part
     data, ckpt = load(task, str(checkpoint) if checkpoint else None)
     genome = expand(genome, ckpt.model.layers)
-    if ckpt.model.layers > 1:
-        raise GruqError(
-            f"the C export takes one-layer models; this checkpoint has {ckpt.model.layers} stacked GRU layers "
-            "(evaluate, verify and search take it)"
-        )
     part = data.split(split)
     if finetune_epochs > 0:
         ckpt = tuned(ckpt, genome, data, finetune_epochs, seed)
@@ -224,6 +220,7 @@ def model_shape(model, steps: int) -> ModelShape:
         hidden=int(model.hidden),
         classes=int(model.head.out_features),
         steps=int(steps),
+        layers=int(model.layers),
     )
 
 

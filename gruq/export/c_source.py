@@ -22,11 +22,11 @@ from gruq.export.plan import ADDS, LUTS, MULS, shifts, wide_ops
 from gruq.fixedpoint import INT32_MIN
 from gruq.genome import ModelShape
 from gruq.ops import DESCRIPTION, INPUT_LINEAR, LINEAR, OPS
-from gruq.scheme import IntegerModel
+from gruq.scheme import CellModel, IntegerModel
 
-MODEL_H, KERNEL_H, KERNEL_C = "gruq_model.h", "gruq_kernel.h", "gruq_kernel.c"
+MODEL_H, KERNEL_H, KERNEL_C, CELL_H = "gruq_model.h", "gruq_kernel.h", "gruq_kernel.c", "gruq_cell.h"
 VECTORS_H, VECTORS_C, CHECK_C = "test_vectors.h", "test_vectors.c", "check.c"
-FILES = (MODEL_H, KERNEL_H, KERNEL_C, VECTORS_H, VECTORS_C, CHECK_C)
+FILES = (MODEL_H, KERNEL_H, KERNEL_C, CELL_H, VECTORS_H, VECTORS_C, CHECK_C)
 KERNEL_INCLUDES = ("stdint.h", "stddef.h", "string.h")
 MAX_SHOWN = 5  # mismatching sequences the check program describes
 PACK_PAD = 4  # zero bytes after each bit-packed matrix: the kernel decodes with word loads
@@ -73,13 +73,83 @@ def _weights(name: str, w: np.ndarray, bits: int) -> str:
     return f"#if GRUQ_WEIGHTS_UNPACKED\n{array(pack(w, 8), 8)}\n#else\n{packed}\n#endif"
 
 
+def _prefixes(k: int, layers: int) -> tuple[str, str]:
+    """Macro and array name prefixes of layer k: none for a one-layer model (its
+    header is unchanged), "L{k}_" / "l{k}_" for a stacked one."""
+    return ("", "") if layers == 1 else (f"L{k}_", f"l{k}_")
+
+
+def _cell_macros(cell: CellModel, mp: str) -> list[str]:
+    """The #defines of one layer's cell: weight formats, output formats, shifts, WIDE flags."""
+    f, plan = cell.fmt, shifts(cell.fmt)
+    d = ["/* linear operators: weight bits and fraction bits, int32 accumulator fraction bits */"]
+    for op in LINEAR:
+        name = OPS[op]
+        m, wf = _macro(mp + name), f.weight[name]
+        d.append(f"#define {m}_BITS {wf.bits} /* {DESCRIPTION[name]} */")
+        d.append(f"#define {m}_WFRAC {wf.frac}")
+        d.append(f"#define {m}_ACC_FRAC {f.acc_frac[name]}")
+    d.append(
+        "\n/* Weights are stored bit-packed at their widths (the smallest flash), or, built with\n"
+        " * -DGRUQ_WEIGHTS_UNPACKED=1, one byte per weight (no decoding: faster, larger).\n"
+        " * STORED_BITS is the width of a weight in memory. */"
+    )
+    d.append("#ifndef GRUQ_WEIGHTS_UNPACKED\n#define GRUQ_WEIGHTS_UNPACKED 0\n#endif")
+    for unpacked in (True, False):
+        d.append("#if GRUQ_WEIGHTS_UNPACKED" if unpacked else "#else")
+        for op in LINEAR:
+            m = _macro(mp + OPS[op])
+            d.append(f"#define {m}_STORED_BITS {'8' if unpacked else m + '_BITS'}")
+    d.append("#endif")
+    d.append("\n/* other operators: output format (bits, fraction bits, code range) */")
+    for name in OPS:
+        if name in f.out:
+            o, m = f.out[name], _macro(mp + name)
+            d.append(f"#define {m}_BITS {o.bits} /* {DESCRIPTION[name]}, {'signed' if o.signed else 'unsigned'} */")
+            d.append(f"#define {m}_FRAC {o.frac}")
+            d.append(f"#define {m}_LO ({o.lo})")
+            d.append(f"#define {m}_HI {o.hi}")
+    d.append(
+        "\n/* shifts: SHL_A/SHL_B align an add's operands (multiply by 2^SHL); SHR rounds half up\n"
+        " * and divides by 2^SHR when > 0, multiplies by 2^-SHR when < 0; then saturation. */"
+    )
+    for name in list(ADDS) + list(MULS) + ["sub_z"]:
+        for key, v in plan[name].items():
+            d.append(f"#define {_macro(mp + name)}_{key.upper()} ({v})")
+    d.append(
+        "\n/* WIDE: 1 when the operator's intermediate values can leave int32 for some input\n"
+        " * (computed in int64), 0 when int32 is exact (bounds from this model's weights). */"
+    )
+    for name, wide in wide_ops(cell).items():
+        d.append(f"#define {_macro(mp + name)}_WIDE {int(wide)}")
+    return d
+
+
+def _cell_arrays(cell: CellModel, ap: str) -> list[str]:
+    """One layer's parameter arrays: weights, biases, look-up tables."""
+    f, d = cell.fmt, []
+    for op in LINEAR:
+        name = OPS[op]
+        d.append(_weights(ap + name, cell.weights[name], f.weight[name].bits))
+        d.append(f"static const int32_t gruq_{ap}{name}_b[GRUQ_HIDDEN] = {{")
+        d.append(_array(cell.biases[name]) + "\n};")
+    d.append("/* activation look-up tables: entry k is for input code (index op's LO) + k */")
+    for name, index in LUTS.items():
+        ctype = "uint8_t" if not f.out[name].signed else "int8_t"
+        d.append(f"static const {ctype} gruq_{ap}{name}_lut[{len(cell.lut[name])}] = {{ /* indexed by {index} */")
+        d.append(_array(cell.lut[name], per_line=32) + "\n};")
+    return d
+
+
 def model_header(im: IntegerModel, shape: ModelShape, task: str = "") -> str:
-    """gruq_model.h: the model's constants."""
-    f, plan = im.fmt, shifts(im.fmt)
+    """gruq_model.h: the model's constants (a stacked model's per layer, prefixed GRUQ_Lk_ / gruq_lk_)."""
+    f, layers = im.fmt, im.layers
+    first = im.cells[0].fmt
+    genome = "\n *   ".join(", ".join(str(b) for b in c.genome) for c in im.cells)
     d: list[str] = []
     d.append(f"""/* gruq_model.h: integer GRU model exported by gruq{f" for task {task}" if task else ""}.
- * Genome (bits per operator, in order {", ".join(OPS)}):
- *   {", ".join(str(b) for b in im.genome)}
+ * Genome (bits per operator, in order {", ".join(OPS)}{", one line per layer" if layers > 1 else ""}):
+ *   {genome}
  * Generated file: the kernel (gruq_kernel.c) is the same for every model.
  * Every tensor is two's complement with scale 2^-FRAC: value = code / 2^FRAC.
  * Define GRUQ_MODEL_IMPLEMENTATION before including this file in exactly one
@@ -96,55 +166,21 @@ def model_header(im: IntegerModel, shape: ModelShape, task: str = "") -> str:
 #define GRUQ_HIDDEN {shape.hidden}
 #define GRUQ_CLASSES {shape.classes}
 #define GRUQ_STEPS {shape.steps} /* sequence length of the test vectors; the kernel takes any */
+#define GRUQ_LAYERS {layers} /* stacked GRU layers; layer k > 0 reads layer k - 1's h */
 
 /* input x: 8-bit codes, x_code = clamp(floor(x * 2^GRUQ_X_FRAC + 1/2), -128, 127) */
-#define GRUQ_X_FRAC {f.x.frac}
-/* state h (add_h's format) */
+#define GRUQ_X_FRAC {first.x.frac}
+/* state h (add_h's format{" of the last layer, the one the head reads" if layers > 1 else ""}) */
 #define GRUQ_H_BITS {f.h.bits}
 #define GRUQ_H_FRAC {f.h.frac}
 /* logits: int32 codes with scale 2^-GRUQ_LOGIT_FRAC */
 #define GRUQ_LOGIT_FRAC {f.logit_frac}
 """)
-    d.append("/* linear operators: weight bits and fraction bits, int32 accumulator fraction bits */")
-    for op in LINEAR:
-        name = OPS[op]
-        m, wf = _macro(name), f.weight[name]
-        d.append(f"#define {m}_BITS {wf.bits} /* {DESCRIPTION[name]} */")
-        d.append(f"#define {m}_WFRAC {wf.frac}")
-        d.append(f"#define {m}_ACC_FRAC {f.acc_frac[name]}")
-    d.append(
-        "\n/* Weights are stored bit-packed at their widths (the smallest flash), or, built with\n"
-        " * -DGRUQ_WEIGHTS_UNPACKED=1, one byte per weight (no decoding: faster, larger).\n"
-        " * STORED_BITS is the width of a weight in memory. */"
-    )
-    d.append("#ifndef GRUQ_WEIGHTS_UNPACKED\n#define GRUQ_WEIGHTS_UNPACKED 0\n#endif")
-    for unpacked in (True, False):
-        d.append("#if GRUQ_WEIGHTS_UNPACKED" if unpacked else "#else")
-        for op in LINEAR:
-            m = _macro(OPS[op])
-            d.append(f"#define {m}_STORED_BITS {'8' if unpacked else m + '_BITS'}")
-    d.append("#endif")
-    d.append("\n/* other operators: output format (bits, fraction bits, code range) */")
-    for name in OPS:
-        if name in f.out:
-            o, m = f.out[name], _macro(name)
-            d.append(f"#define {m}_BITS {o.bits} /* {DESCRIPTION[name]}, {'signed' if o.signed else 'unsigned'} */")
-            d.append(f"#define {m}_FRAC {o.frac}")
-            d.append(f"#define {m}_LO ({o.lo})")
-            d.append(f"#define {m}_HI {o.hi}")
-    d.append(
-        "\n/* shifts: SHL_A/SHL_B align an add's operands (multiply by 2^SHL); SHR rounds half up\n"
-        " * and divides by 2^SHR when > 0, multiplies by 2^-SHR when < 0; then saturation. */"
-    )
-    for name in list(ADDS) + list(MULS) + ["sub_z"]:
-        for key, v in plan[name].items():
-            d.append(f"#define {_macro(name)}_{key.upper()} ({v})")
-    d.append(
-        "\n/* WIDE: 1 when the operator's intermediate values can leave int32 for some input\n"
-        " * (computed in int64), 0 when int32 is exact (bounds from this model's weights). */"
-    )
-    for name, wide in wide_ops(im).items():
-        d.append(f"#define {_macro(name)}_WIDE {int(wide)}")
+    for k, cell in enumerate(im.cells):
+        mp, _ = _prefixes(k, layers)
+        if layers > 1:
+            d.append(f"\n/* ---- layer {k}: genes {', '.join(str(b) for b in cell.genome)} ---- */")
+        d.extend(_cell_macros(cell, mp))
     d.append(f"\n#define GRUQ_HEAD_WFRAC {f.head_weight.frac} /* head weights: 8 bits */")
     d.append("\n#ifdef GRUQ_MODEL_IMPLEMENTATION")
     d.append(
@@ -152,17 +188,11 @@ def model_header(im: IntegerModel, shape: ModelShape, task: str = "") -> str:
         " * weight k of row j is element i = j * cols + k, in bits i*BITS .. i*BITS+BITS-1\n"
         " * (stream bit n = bit n%8 of byte n/8). Biases: int32 at the accumulator's scale. */"
     )
-    for op in LINEAR:
-        name = OPS[op]
-        w = im.weights[name]
-        d.append(_weights(name, w, f.weight[name].bits))
-        d.append(f"static const int32_t gruq_{name}_b[GRUQ_HIDDEN] = {{")
-        d.append(_array(im.biases[name]) + "\n};")
-    d.append("/* activation look-up tables: entry k is for input code (index op's LO) + k */")
-    for name, index in LUTS.items():
-        ctype = "uint8_t" if not f.out[name].signed else "int8_t"
-        d.append(f"static const {ctype} gruq_{name}_lut[{len(im.lut[name])}] = {{ /* indexed by {index} */")
-        d.append(_array(im.lut[name], per_line=32) + "\n};")
+    for k, cell in enumerate(im.cells):
+        _, ap = _prefixes(k, layers)
+        if layers > 1:
+            d.append(f"/* layer {k} */")
+        d.extend(_cell_arrays(cell, ap))
     d.append("/* classifier head on the last h: int8 weights (classes x hidden), int32 bias at the logits' scale */")
     d.append("static const int8_t gruq_head_w[GRUQ_CLASSES * GRUQ_HIDDEN] = {")
     d.append(_array(im.head_weight, per_line=32) + "\n};")
@@ -179,8 +209,8 @@ KERNEL_HEADER = """\
  * 8-bit codes (see GRUQ_X_FRAC in gruq_model.h). Logits are int32 codes at
  * scale 2^-GRUQ_LOGIT_FRAC; the predicted class is their argmax.
  *
- * Memory: the caller owns a gruq_state (2 * GRUQ_HIDDEN bytes: the state h and
- * the scratch row of the new h); there is no dynamic allocation and no static
+ * Memory: the caller owns a gruq_state ((GRUQ_LAYERS + 1) * GRUQ_HIDDEN bytes:
+ * each layer's state h and the scratch row of the new h); there is no dynamic allocation and no static
  * buffer (gruq_infer's static state aside). A step uses the stack for the
  * decoded weight rows (3 * (GRUQ_FEATURES + GRUQ_HIDDEN) bytes at most) and,
  * on Arm DSP cores, x and h as halfword pairs. The parameters are const
@@ -195,8 +225,11 @@ KERNEL_HEADER = """\
 #include "gruq_model.h"
 
 typedef struct {
-    int8_t h[GRUQ_HIDDEN];      /* state: h codes in add_h's format */
-    int8_t h_next[GRUQ_HIDDEN]; /* scratch: the new h while a step runs */
+    int8_t h[GRUQ_HIDDEN];      /* state: the last layer's h codes in its add_h's format */
+    int8_t h_next[GRUQ_HIDDEN]; /* scratch: the new h of a layer while its step runs */
+#if GRUQ_LAYERS > 1
+    int8_t below[GRUQ_LAYERS - 1][GRUQ_HIDDEN]; /* the state h of layers 0 .. GRUQ_LAYERS - 2 */
+#endif
 } gruq_state;
 
 /* h = 0: call before each sequence. */
@@ -241,8 +274,9 @@ KERNEL_SOURCE = """\
  *
  * Every unit j of the new h depends on the old h only, so a step computes the
  * 17 operators unit by unit (six dot products, then the element-wise chain)
- * into the scratch row and copies it to h at the end. gruq_cell is the
- * one-layer cell: stacked layers would call it once per layer.
+ * into the scratch row and copies it to h at the end. The cell (gruq_cell.h)
+ * is one code for every layer: a stacked model runs it once per layer and time
+ * step, layer k > 0 reading layer k - 1's new h (add_h codes) as its input.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -254,6 +288,9 @@ KERNEL_SOURCE = """\
 /* The dot products accumulate in int32, exact while n * 2^14 < 2^31. */
 #if GRUQ_FEATURES > 65535 || GRUQ_HIDDEN > 65535
 #error "gruq_kernel.c: more than 65535 features or hidden units"
+#endif
+#if GRUQ_LAYERS < 1 || GRUQ_LAYERS > 4
+#error "gruq_kernel.c: 1 to 4 layers"
 #endif
 
 /* The Cortex-M4's DSP instructions (SMLAD, SXTB16, USUB8, QADD) through the Arm C
@@ -491,70 +528,100 @@ static int32_t gruq_qadd(int32_t a, int32_t b)
 #endif
 }
 
-/* One step of the cell: reads h and x_t, writes h_next[0..GRUQ_HIDDEN).
- * Per unit j: the six dot products (rows decoded once; the three x-rows share
- * x_t, the three h-rows share h), then the element-wise chain of the 17
- * operators. Shifts, ranges and WIDE flags are compile-time constants, so
- * each helper folds to a few instructions. */
-static void gruq_cell(const gruq_state *s, const int8_t *x_t, int8_t *h_next)
-{
-    uint8_t row_x[3][GRUQ_FEATURES], row_h[3][GRUQ_HIDDEN];
-    uint32_t j;
-#if GRUQ_SIMD32
-    int16x2_t x_pairs[GRUQ_PAIRS(GRUQ_FEATURES)], h_pairs[GRUQ_PAIRS(GRUQ_HIDDEN)];
-    gruq_pairs(x_t, GRUQ_FEATURES, x_pairs);
-    gruq_pairs(s->h, GRUQ_HIDDEN, h_pairs);
+/* The cell, once per layer (gruq_cell.h): layer k is gruq_cell_lk, with layer k's
+ * constants and arrays. One source; each layer's constants fold at compile time. */
+#if GRUQ_LAYERS == 1 /* one layer: the unprefixed names */
+#define GRUQ_C(name) GRUQ_##name
+#define GRUQ_A(name) gruq_##name
 #else
-    const gruq_pair *x_pairs = NULL, *h_pairs = NULL;
+#define GRUQ_C(name) GRUQ_L0_##name
+#define GRUQ_A(name) gruq_l0_##name
 #endif
-    for (j = 0; j < GRUQ_HIDDEN; ++j) {
-        int32_t x_acc[3], h_acc[3];
-        int32_t lin_xr, lin_hr, lin_xz, lin_hz, lin_xn, lin_hn;
-        int32_t add_r, sig_r, add_z, sig_z, mul_rn, add_n, tanh_n, sub_z, mul_zn, mul_zh, add_h;
-        gruq_dot3(gruq_row(gruq_lin_xr_w, GRUQ_LIN_XR_STORED_BITS, j, GRUQ_FEATURES, row_x[0]),
-                  gruq_row(gruq_lin_xz_w, GRUQ_LIN_XZ_STORED_BITS, j, GRUQ_FEATURES, row_x[1]),
-                  gruq_row(gruq_lin_xn_w, GRUQ_LIN_XN_STORED_BITS, j, GRUQ_FEATURES, row_x[2]), x_t, x_pairs,
-                  GRUQ_FEATURES, x_acc);
-        gruq_dot3(gruq_row(gruq_lin_hr_w, GRUQ_LIN_HR_STORED_BITS, j, GRUQ_HIDDEN, row_h[0]),
-                  gruq_row(gruq_lin_hz_w, GRUQ_LIN_HZ_STORED_BITS, j, GRUQ_HIDDEN, row_h[1]),
-                  gruq_row(gruq_lin_hn_w, GRUQ_LIN_HN_STORED_BITS, j, GRUQ_HIDDEN, row_h[2]), s->h, h_pairs,
-                  GRUQ_HIDDEN, h_acc);
-        lin_xr = gruq_qadd(x_acc[0], gruq_lin_xr_b[j]);
-        lin_xz = gruq_qadd(x_acc[1], gruq_lin_xz_b[j]);
-        lin_xn = gruq_qadd(x_acc[2], gruq_lin_xn_b[j]);
-        lin_hr = gruq_qadd(h_acc[0], gruq_lin_hr_b[j]);
-        lin_hz = gruq_qadd(h_acc[1], gruq_lin_hz_b[j]);
-        lin_hn = gruq_qadd(h_acc[2], gruq_lin_hn_b[j]);
+#define GRUQ_CELL_FN gruq_cell_l0
+#define GRUQ_CELL_INPUTS GRUQ_FEATURES
+#include "gruq_cell.h"
+#undef GRUQ_C
+#undef GRUQ_A
+#undef GRUQ_CELL_FN
+#undef GRUQ_CELL_INPUTS
 
-        add_r = gruq_add(lin_xr, GRUQ_ADD_R_SHL_A, lin_hr, GRUQ_ADD_R_SHL_B, GRUQ_ADD_R_SHR, GRUQ_ADD_R_LO,
-                         GRUQ_ADD_R_HI, GRUQ_ADD_R_WIDE);
-        sig_r = gruq_sig_r_lut[add_r - GRUQ_ADD_R_LO];
-        add_z = gruq_add(lin_xz, GRUQ_ADD_Z_SHL_A, lin_hz, GRUQ_ADD_Z_SHL_B, GRUQ_ADD_Z_SHR, GRUQ_ADD_Z_LO,
-                         GRUQ_ADD_Z_HI, GRUQ_ADD_Z_WIDE);
-        sig_z = gruq_sig_z_lut[add_z - GRUQ_ADD_Z_LO];
-        mul_rn = gruq_mul(sig_r, lin_hn, GRUQ_MUL_RN_SHR, GRUQ_MUL_RN_LO, GRUQ_MUL_RN_HI, GRUQ_MUL_RN_WIDE);
-        add_n = gruq_add(lin_xn, GRUQ_ADD_N_SHL_A, mul_rn, GRUQ_ADD_N_SHL_B, GRUQ_ADD_N_SHR, GRUQ_ADD_N_LO,
-                         GRUQ_ADD_N_HI, GRUQ_ADD_N_WIDE);
-        tanh_n = gruq_tanh_n_lut[add_n - GRUQ_ADD_N_LO];
-        sub_z = gruq_requant(GRUQ_SUB_Z_ONE - sig_z, GRUQ_SUB_Z_SHR, GRUQ_SUB_Z_LO, GRUQ_SUB_Z_HI, GRUQ_SUB_Z_WIDE);
-        mul_zn = gruq_mul(sub_z, tanh_n, GRUQ_MUL_ZN_SHR, GRUQ_MUL_ZN_LO, GRUQ_MUL_ZN_HI, GRUQ_MUL_ZN_WIDE);
-        mul_zh = gruq_mul(sig_z, s->h[j], GRUQ_MUL_ZH_SHR, GRUQ_MUL_ZH_LO, GRUQ_MUL_ZH_HI, GRUQ_MUL_ZH_WIDE);
-        add_h = gruq_add(mul_zn, GRUQ_ADD_H_SHL_A, mul_zh, GRUQ_ADD_H_SHL_B, GRUQ_ADD_H_SHR, GRUQ_ADD_H_LO,
-                         GRUQ_ADD_H_HI, GRUQ_ADD_H_WIDE);
-        h_next[j] = (int8_t)add_h; /* in [GRUQ_ADD_H_LO, GRUQ_ADD_H_HI], within int8 */
-    }
-}
+#if GRUQ_LAYERS > 1
+#define GRUQ_C(name) GRUQ_L1_##name
+#define GRUQ_A(name) gruq_l1_##name
+#define GRUQ_CELL_FN gruq_cell_l1
+#define GRUQ_CELL_INPUTS GRUQ_HIDDEN
+#include "gruq_cell.h"
+#undef GRUQ_C
+#undef GRUQ_A
+#undef GRUQ_CELL_FN
+#undef GRUQ_CELL_INPUTS
+#endif
+
+#if GRUQ_LAYERS > 2
+#define GRUQ_C(name) GRUQ_L2_##name
+#define GRUQ_A(name) gruq_l2_##name
+#define GRUQ_CELL_FN gruq_cell_l2
+#define GRUQ_CELL_INPUTS GRUQ_HIDDEN
+#include "gruq_cell.h"
+#undef GRUQ_C
+#undef GRUQ_A
+#undef GRUQ_CELL_FN
+#undef GRUQ_CELL_INPUTS
+#endif
+
+#if GRUQ_LAYERS > 3
+#define GRUQ_C(name) GRUQ_L3_##name
+#define GRUQ_A(name) gruq_l3_##name
+#define GRUQ_CELL_FN gruq_cell_l3
+#define GRUQ_CELL_INPUTS GRUQ_HIDDEN
+#include "gruq_cell.h"
+#undef GRUQ_C
+#undef GRUQ_A
+#undef GRUQ_CELL_FN
+#undef GRUQ_CELL_INPUTS
+#endif
 
 void gruq_reset(gruq_state *s)
 {
     memset(s->h, 0, sizeof s->h);
     memset(s->h_next, 0, sizeof s->h_next);
+#if GRUQ_LAYERS > 1
+    memset(s->below, 0, sizeof s->below);
+#endif
 }
+
+/* Layer k's step: its cell on its state h and input x_t, through the scratch row. */
+#define GRUQ_LAYER_STEP(cell, h, x_t)      \\
+    do {                                   \\
+        cell((h), (x_t), s->h_next);       \\
+        memcpy((h), s->h_next, GRUQ_HIDDEN); \\
+    } while (0)
 
 void gruq_step(gruq_state *s, const int8_t *x_t)
 {
-    gruq_cell(s, x_t, s->h_next);
-    memcpy(s->h, s->h_next, sizeof s->h);
+    /* layers below the last: each one's new h is the next one's input (add_h codes) */
+#if GRUQ_LAYERS > 1
+    GRUQ_LAYER_STEP(gruq_cell_l0, s->below[0], x_t);
+    x_t = s->below[0];
+#endif
+#if GRUQ_LAYERS > 2
+    GRUQ_LAYER_STEP(gruq_cell_l1, s->below[1], x_t);
+    x_t = s->below[1];
+#endif
+#if GRUQ_LAYERS > 3
+    GRUQ_LAYER_STEP(gruq_cell_l2, s->below[2], x_t);
+    x_t = s->below[2];
+#endif
+    /* the last layer, whose h the head reads */
+#if GRUQ_LAYERS == 1
+    GRUQ_LAYER_STEP(gruq_cell_l0, s->h, x_t);
+#elif GRUQ_LAYERS == 2
+    GRUQ_LAYER_STEP(gruq_cell_l1, s->h, x_t);
+#elif GRUQ_LAYERS == 3
+    GRUQ_LAYER_STEP(gruq_cell_l2, s->h, x_t);
+#else
+    GRUQ_LAYER_STEP(gruq_cell_l3, s->h, x_t);
+#endif
 }
 
 void gruq_logits(const gruq_state *s, int32_t *logits)
@@ -597,6 +664,73 @@ int gruq_argmax(const int32_t *logits)
     return best;
 }
 """
+
+CELL_SOURCE = """\
+/* gruq_cell.h: the one GRU cell of the kernel, included by gruq_kernel.c once per
+ * layer (never on its own). Before each inclusion gruq_kernel.c defines
+ *   GRUQ_CELL_FN      the function's name (gruq_cell_l0, gruq_cell_l1, ...),
+ *   GRUQ_CELL_INPUTS  the layer's input width (GRUQ_FEATURES for layer 0, GRUQ_HIDDEN above),
+ *   GRUQ_C(NAME)      the layer's constant GRUQ_NAME (one layer) or GRUQ_Lk_NAME (stacked),
+ *   GRUQ_A(name)      the layer's array gruq_name (one layer) or gruq_lk_name (stacked),
+ * so every layer runs this same code with its own compile-time constants, which
+ * the compiler folds as it does for a one-layer model.
+ */
+/* One step of one layer's cell: reads its state h and its input x_t
+ * (x_t[GRUQ_CELL_INPUTS]), writes h_next[0..GRUQ_HIDDEN).
+ * Per unit j: the six dot products (rows decoded once; the three x-rows share
+ * x_t, the three h-rows share h), then the element-wise chain of the 17
+ * operators. Shifts, ranges and WIDE flags are compile-time constants, so
+ * each helper folds to a few instructions. */
+static void GRUQ_CELL_FN(const int8_t *h, const int8_t *x_t, int8_t *h_next)
+{
+    uint8_t row_x[3][GRUQ_CELL_INPUTS], row_h[3][GRUQ_HIDDEN];
+    uint32_t j;
+#if GRUQ_SIMD32
+    int16x2_t x_pairs[GRUQ_PAIRS(GRUQ_CELL_INPUTS)], h_pairs[GRUQ_PAIRS(GRUQ_HIDDEN)];
+    gruq_pairs(x_t, GRUQ_CELL_INPUTS, x_pairs);
+    gruq_pairs(h, GRUQ_HIDDEN, h_pairs);
+#else
+    const gruq_pair *x_pairs = NULL, *h_pairs = NULL;
+#endif
+    for (j = 0; j < GRUQ_HIDDEN; ++j) {
+        int32_t x_acc[3], h_acc[3];
+        int32_t lin_xr, lin_hr, lin_xz, lin_hz, lin_xn, lin_hn;
+        int32_t add_r, sig_r, add_z, sig_z, mul_rn, add_n, tanh_n, sub_z, mul_zn, mul_zh, add_h;
+        gruq_dot3(gruq_row(GRUQ_A(lin_xr_w), GRUQ_C(LIN_XR_STORED_BITS), j, GRUQ_CELL_INPUTS, row_x[0]),
+                  gruq_row(GRUQ_A(lin_xz_w), GRUQ_C(LIN_XZ_STORED_BITS), j, GRUQ_CELL_INPUTS, row_x[1]),
+                  gruq_row(GRUQ_A(lin_xn_w), GRUQ_C(LIN_XN_STORED_BITS), j, GRUQ_CELL_INPUTS, row_x[2]), x_t, x_pairs,
+                  GRUQ_CELL_INPUTS, x_acc);
+        gruq_dot3(gruq_row(GRUQ_A(lin_hr_w), GRUQ_C(LIN_HR_STORED_BITS), j, GRUQ_HIDDEN, row_h[0]),
+                  gruq_row(GRUQ_A(lin_hz_w), GRUQ_C(LIN_HZ_STORED_BITS), j, GRUQ_HIDDEN, row_h[1]),
+                  gruq_row(GRUQ_A(lin_hn_w), GRUQ_C(LIN_HN_STORED_BITS), j, GRUQ_HIDDEN, row_h[2]), h, h_pairs,
+                  GRUQ_HIDDEN, h_acc);
+        lin_xr = gruq_qadd(x_acc[0], GRUQ_A(lin_xr_b)[j]);
+        lin_xz = gruq_qadd(x_acc[1], GRUQ_A(lin_xz_b)[j]);
+        lin_xn = gruq_qadd(x_acc[2], GRUQ_A(lin_xn_b)[j]);
+        lin_hr = gruq_qadd(h_acc[0], GRUQ_A(lin_hr_b)[j]);
+        lin_hz = gruq_qadd(h_acc[1], GRUQ_A(lin_hz_b)[j]);
+        lin_hn = gruq_qadd(h_acc[2], GRUQ_A(lin_hn_b)[j]);
+
+        add_r = gruq_add(lin_xr, GRUQ_C(ADD_R_SHL_A), lin_hr, GRUQ_C(ADD_R_SHL_B), GRUQ_C(ADD_R_SHR), GRUQ_C(ADD_R_LO),
+                         GRUQ_C(ADD_R_HI), GRUQ_C(ADD_R_WIDE));
+        sig_r = GRUQ_A(sig_r_lut)[add_r - GRUQ_C(ADD_R_LO)];
+        add_z = gruq_add(lin_xz, GRUQ_C(ADD_Z_SHL_A), lin_hz, GRUQ_C(ADD_Z_SHL_B), GRUQ_C(ADD_Z_SHR), GRUQ_C(ADD_Z_LO),
+                         GRUQ_C(ADD_Z_HI), GRUQ_C(ADD_Z_WIDE));
+        sig_z = GRUQ_A(sig_z_lut)[add_z - GRUQ_C(ADD_Z_LO)];
+        mul_rn = gruq_mul(sig_r, lin_hn, GRUQ_C(MUL_RN_SHR), GRUQ_C(MUL_RN_LO), GRUQ_C(MUL_RN_HI), GRUQ_C(MUL_RN_WIDE));
+        add_n = gruq_add(lin_xn, GRUQ_C(ADD_N_SHL_A), mul_rn, GRUQ_C(ADD_N_SHL_B), GRUQ_C(ADD_N_SHR), GRUQ_C(ADD_N_LO),
+                         GRUQ_C(ADD_N_HI), GRUQ_C(ADD_N_WIDE));
+        tanh_n = GRUQ_A(tanh_n_lut)[add_n - GRUQ_C(ADD_N_LO)];
+        sub_z = gruq_requant(GRUQ_C(SUB_Z_ONE) - sig_z, GRUQ_C(SUB_Z_SHR), GRUQ_C(SUB_Z_LO), GRUQ_C(SUB_Z_HI), GRUQ_C(SUB_Z_WIDE));
+        mul_zn = gruq_mul(sub_z, tanh_n, GRUQ_C(MUL_ZN_SHR), GRUQ_C(MUL_ZN_LO), GRUQ_C(MUL_ZN_HI), GRUQ_C(MUL_ZN_WIDE));
+        mul_zh = gruq_mul(sig_z, h[j], GRUQ_C(MUL_ZH_SHR), GRUQ_C(MUL_ZH_LO), GRUQ_C(MUL_ZH_HI), GRUQ_C(MUL_ZH_WIDE));
+        add_h = gruq_add(mul_zn, GRUQ_C(ADD_H_SHL_A), mul_zh, GRUQ_C(ADD_H_SHL_B), GRUQ_C(ADD_H_SHR), GRUQ_C(ADD_H_LO),
+                         GRUQ_C(ADD_H_HI), GRUQ_C(ADD_H_WIDE));
+        h_next[j] = (int8_t)add_h; /* in [GRUQ_C(ADD_H_LO), GRUQ_C(ADD_H_HI)], within int8 */
+    }
+}
+"""
+
 
 CHECK_SOURCE = f"""\
 /* check.c: runs the kernel on every test vector and compares its logits with
@@ -782,11 +916,12 @@ def sources(
     split: str = "",
 ) -> dict[str, str]:
     """File name -> text of every C file of an export."""
-    assert shape.features == int(im.weights[OPS[INPUT_LINEAR[0]]].shape[1])
+    assert shape.features == int(im.cells[0].weights[OPS[INPUT_LINEAR[0]]].shape[1])
     return {
         MODEL_H: model_header(im, shape, task),
         KERNEL_H: KERNEL_HEADER,
         KERNEL_C: KERNEL_SOURCE,
+        CELL_H: CELL_SOURCE,
         VECTORS_H: vectors_header(len(x_codes), labels is not None, split),
         VECTORS_C: vectors_source(x_codes, logits, labels),
         CHECK_C: CHECK_SOURCE,

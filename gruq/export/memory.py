@@ -13,7 +13,7 @@ from typing import Any
 from gruq.export.packing import packed_size
 from gruq.export.plan import ADDS, LUTS, MULS, shifts
 from gruq.genome import ACC_BITS, HEAD_BITS, ModelShape, size_bytes
-from gruq.ops import INPUT_LINEAR, LINEAR, OPS
+from gruq.ops import INPUT_LINEAR, LINEAR, OPS, layer_prefix
 from gruq.scheme import IntegerModel
 
 
@@ -21,32 +21,31 @@ def _fmt(f) -> dict[str, Any]:
     return {"bits": f.bits, "frac": f.frac, "signed": f.signed}
 
 
-def formats_record(im: IntegerModel) -> dict[str, Any]:
-    """Every tensor's format, for reports: input, weights, accumulators, outputs, head."""
-    f = im.fmt
+def _cell_formats(f) -> dict[str, Any]:
     return {
         "input": _fmt(f.x),
         "weights": {name: _fmt(w) for name, w in f.weight.items()},
         "accumulator_frac": dict(f.acc_frac),
         "outputs": {name: _fmt(o) for name, o in f.out.items()},
         "state": _fmt(f.h),
-        "head_weight": _fmt(f.head_weight),
-        "logit_frac": f.logit_frac,
     }
 
 
-def ops_per_step(im: IntegerModel, shape: ModelShape) -> dict[str, int]:
-    """Integer operations of one time step of the kernel (all H units).
+def formats_record(im: IntegerModel) -> dict[str, Any]:
+    """Every tensor's format, for reports: input, weights, accumulators, outputs, head
+    (a stacked model's per-cell formats under "layers", the last layer's at the top)."""
+    f = im.fmt
+    record = {**_cell_formats(f), "head_weight": _fmt(f.head_weight), "logit_frac": f.logit_frac}
+    if im.layers > 1:
+        record["input"] = _fmt(im.cells[0].fmt.x)
+        record["layers"] = [_cell_formats(c.fmt) for c in im.cells]
+    return record
 
-    multiplies: the six matrix-vector products' MACs and the three element-wise
-    products; adds: MAC accumulations, bias adds, the four adds and 1 - z, and
-    the rounding half of every shift right; shifts: the non-zero aligning and
-    requantizing shifts; lookups: sigmoid, sigmoid, tanh; saturations: the six
-    int32 accumulators and the eight requantized outputs; weight_unpacks: bit
-    extractions of packed weights (one per weight read).
-    """
-    H, F = shape.hidden, shape.features
-    plan = shifts(im.fmt)
+
+def _cell_ops(fmt, inputs: int, hidden: int) -> dict[str, int]:
+    """Integer operations of one cell's step (all H units) on `inputs` input codes."""
+    H, F = hidden, inputs
+    plan = shifts(fmt)
     macs = 3 * H * F + 3 * H * H
     rounded = [name for name in list(ADDS) + list(MULS) + ["sub_z"] if plan[name]["shr"] > 0]
     aligns = sum((plan[n]["shl_a"] != 0) + (plan[n]["shl_b"] != 0) for n in ADDS)
@@ -61,6 +60,25 @@ def ops_per_step(im: IntegerModel, shape: ModelShape) -> dict[str, int]:
     }
 
 
+def ops_per_step(im: IntegerModel, shape: ModelShape) -> dict[str, int]:
+    """Integer operations of one time step of the kernel (all H units of every layer).
+
+    multiplies: the six matrix-vector products' MACs and the three element-wise
+    products; adds: MAC accumulations, bias adds, the four adds and 1 - z, and
+    the rounding half of every shift right; shifts: the non-zero aligning and
+    requantizing shifts; lookups: sigmoid, sigmoid, tanh; saturations: the six
+    int32 accumulators and the eight requantized outputs; weight_unpacks: bit
+    extractions of packed weights (one per weight read). Layer 0 reads the
+    F features, every layer above reads the H codes of the one below.
+    """
+    total: dict[str, int] = {}
+    for k, cell in enumerate(im.cells):
+        inputs = shape.features if k == 0 else shape.hidden
+        for key, v in _cell_ops(cell.fmt, inputs, shape.hidden).items():
+            total[key] = total.get(key, 0) + v
+    return total
+
+
 def ops_head(shape: ModelShape) -> dict[str, int]:
     """Integer operations of the classifier head, once per sequence."""
     n = shape.hidden * shape.classes
@@ -69,23 +87,27 @@ def ops_head(shape: ModelShape) -> dict[str, int]:
 
 def report(im: IntegerModel, shape: ModelShape) -> dict[str, Any]:
     """The memory report (JSON-ready): bytes by kind and operation counts."""
-    f = im.fmt
-    weights = {}
-    for op in LINEAR:
-        name = OPS[op]
-        count = shape.hidden * (shape.features if op in INPUT_LINEAR else shape.hidden)
-        weights[name] = packed_size(count, f.weight[name].bits)
-    biases = 6 * shape.hidden * ACC_BITS // 8
+    weights: dict[str, int | float] = {}
+    for k, cell in enumerate(im.cells):
+        inputs = shape.features if k == 0 else shape.hidden
+        for op in LINEAR:
+            name = OPS[op]
+            count = shape.hidden * (inputs if op in INPUT_LINEAR else shape.hidden)
+            weights[layer_prefix(k, im.layers) + name] = packed_size(count, cell.fmt.weight[name].bits)
+    biases = im.layers * 6 * shape.hidden * ACC_BITS // 8
     head_w = packed_size(shape.classes * shape.hidden, HEAD_BITS)
     head_b = shape.classes * ACC_BITS // 8
     params = sum(weights.values()) + biases + head_w + head_b
-    luts = {name: len(im.lut[name]) for name in LUTS}  # one byte per entry (<= 8-bit codes)
+    luts = {  # one byte per entry (<= 8-bit codes)
+        layer_prefix(k, im.layers) + name: len(c.lut[name]) for k, c in enumerate(im.cells) for name in LUTS
+    }
     genome_size = size_bytes(im.genome, shape)
-    state, scratch = shape.hidden, shape.hidden  # int8 codes: h and the new h
+    state, scratch = im.layers * shape.hidden, shape.hidden  # int8 codes: every layer's h, the new h
     per_step = ops_per_step(im, shape)
     return {
         "genome": list(im.genome),
         "shape": {"features": shape.features, "hidden": shape.hidden, "classes": shape.classes, "steps": shape.steps},
+        "layers": im.layers,
         "size_bytes": genome_size,
         "packed_parameter_bytes": params,
         "packed_equals_size_bytes": params == genome_size,

@@ -390,8 +390,9 @@ def stack_usage(ci_text: str, entries: tuple[str, ...] = ENTRY_POINTS) -> dict[s
 
 
 def macs_per_step(shape: ModelShape) -> int:
-    """Multiply-accumulates of the six matrix-vector products of one step."""
-    return 3 * shape.hidden * shape.features + 3 * shape.hidden * shape.hidden
+    """Multiply-accumulates of the six matrix-vector products of one step, over every
+    layer (layer k > 0 reads the H codes of the layer below)."""
+    return sum(3 * shape.hidden * shape.inputs(k) + 3 * shape.hidden * shape.hidden for k in range(shape.layers))
 
 
 def measure_variant(out_dir: str | Path, shape: ModelShape, sequences: int, unpacked: bool) -> dict[str, Any]:
@@ -425,10 +426,10 @@ def measure(out_dir: str | Path, shape: ModelShape, genome, sequences: int = MEA
     """The target's costs with bit-packed weights (the default build) and, when some
     weights are narrower than 8 bits, under "unpacked" the same with one byte per
     weight (WEIGHTS=unpacked): the size-for-speed trade-off."""
-    from gruq.ops import LINEAR
+    from gruq.ops import LINEAR, OPS
 
     record = measure_variant(out_dir, shape, sequences, unpacked=False)
-    if any(genome[op] < 8 for op in LINEAR):
+    if any(genome[k * len(OPS) + op] < 8 for k in range(len(genome) // len(OPS)) for op in LINEAR):
         u = measure_variant(out_dir, shape, sequences, unpacked=True)
         keys = ("flash_bytes", "ram_bytes", "stack_bytes", "instructions_per_step", "instructions_per_mac")
         record["unpacked"] = {k: u[k] for k in keys}
