@@ -193,7 +193,7 @@ def test_c_sources_are_integer_only_with_allowed_includes(random_model, tmp_path
         for word in ("float", "double", "malloc", "calloc", "realloc", "free"):
             assert not re.search(rf"\b{word}\b", text), f"{word!r} in {name}"
         includes = set(re.findall(r'#\s*include\s*[<"]([^>"]+)[>"]', text))
-        local = {c_source.MODEL_H, c_source.KERNEL_H, c_source.VECTORS_H}
+        local = {c_source.MODEL_H, c_source.KERNEL_H, c_source.CELL_H, c_source.VECTORS_H}  # the cell: per layer
         allowed = (
             set(c_source.KERNEL_INCLUDES) | local | ({"stdio.h", "stdlib.h"} if name == c_source.CHECK_C else set())
         )

@@ -259,13 +259,11 @@ def test_a_small_search_on_the_imported_model_finishes_and_its_front_is_rederiva
         assert (again["accuracy"], again["size_bytes"]) == (member["accuracy"], member["size_bytes"])
 
 
-def test_export_check_of_an_imported_one_layer_model_is_identical(imported):
+def test_export_check_of_an_imported_model_is_identical_for_every_layer_count(imported):
     _, tmp, record = imported
     args = ["export", "--task", str(tmp / "data.npz"), "--checkpoint", str(tmp / "my.ckpt"), "--bits", "4"]
     args += ["--out", str(tmp / "c"), "--check", "--json"]
     r = subprocess.run([sys.executable, "-m", "gruq", *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    if record["layers"] > 1:  # not yet: one line, status 2
-        assert r.returncode == 2 and "one-layer" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-        return
     assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["layers"] == record["layers"]
     assert json.loads(r.stdout)["check"]["last_line"] == "48/48 identical"
