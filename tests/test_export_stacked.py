@@ -138,3 +138,18 @@ def test_two_layer_model_is_identical_on_the_cortex_m4(tmp_path):
     assert m4["macs_per_step"] == 3 * H * (F + H) + 3 * H * (H + H)
     assert m4["ram_bytes"] == 3 * H  # gruq_infer's static state: two layers' h and the scratch row
     assert m4["stack"]["dynamic"] == []
+
+
+def test_the_stacked_arm_kernel_is_warning_free_under_pedantic_conversion_checks(three_layer, tmp_path):
+    missing = cortex_m4.missing_tools()
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)}: run scripts/setup")
+    _export3(three_layer, RANDOM34 + RANDOM34[:17], tmp_path)
+    flags = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft", "-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic"]
+    flags += ["-Wconversion", "-Werror"]
+    comp = subprocess.run(
+        ["arm-none-eabi-gcc", *flags, "-c", str(tmp_path / c_source.KERNEL_C), "-o", str(tmp_path / "k.o")],
+        capture_output=True,
+        text=True,
+    )
+    assert comp.returncode == 0 and comp.stderr == "", comp.stderr
