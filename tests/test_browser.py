@@ -300,7 +300,9 @@ def bops_and_hopeless_runs(server):
     from gruq.search.config import SearchConfig
 
     url, db = server
-    run.start(db, SearchConfig(task="vowels", objective="bops", pop=8, gens=2, seed=0), progress=False)
+    run.start(
+        db, SearchConfig(task="vowels", objective="bops", pop=8, gens=6, seed=0), progress=False
+    )  # a mixed scheme on the front
     run.start(db, SearchConfig(task="vowels", pop=8, gens=2, seed=1, min_accuracy=0.999), progress=False)
     return url
 
@@ -310,13 +312,25 @@ HOVER_JS = (
 )
 
 
-def _hover(page, trace: int) -> str:
-    """Move the mouse onto the last point of a scatter trace; the hover label's text."""
-    point = page.locator(".js-plotly-plot .scatterlayer .trace").nth(trace).locator("path.point").last
+def _centre(point) -> tuple[float, float]:
     box = point.bounding_box()
     assert box is not None
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def _hover(page, trace: int, avoid: tuple[int, ...] = ()) -> str:
+    """Move the mouse onto the last point of a scatter trace that has no point of the
+    traces `avoid` under it (a homogeneous genome on the front is also a
+    baseline diamond; hovering there shows whichever Plotly finds first); the hover
+    label's text."""
+    traces = page.locator(".js-plotly-plot .scatterlayer .trace")
+    taken = [_centre(p) for t in avoid for p in traces.nth(t).locator("path.point").all()]
+    near = lambda c: any(abs(c[0] - x) < 2 and abs(c[1] - y) < 2 for x, y in taken)  # noqa: E731
+    points = [c for c in map(_centre, traces.nth(trace).locator("path.point").all()) if not near(c)]
+    assert points, f"every point of trace {trace} sits on a point of traces {avoid}"
+    x, y = points[-1]
     page.mouse.move(0, 0)
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.move(x, y)
     page.wait_for_selector(".hoverlayer .hovertext", timeout=10_000)
     return page.evaluate(HOVER_JS)
 
@@ -342,9 +356,9 @@ def test_bops_wording_and_the_empty_front_explained(bops_and_hopeless_runs) -> N
             body = page.locator("[data-testid='stMain']").inner_text()
             assert "accuracy against size" not in body and "accuracy x size" not in body
             # the front point and the baseline diamond show their own hover, with a unit
-            front = _hover(page, 2)
+            front = _hover(page, 2, avoid=(0, 1))
             assert "front: click to inspect" in front and "M BOPs" in front and "tried" not in front, front
-            base = _hover(page, 1)
+            base = _hover(page, 1, avoid=(0, 2))
             assert "baseline" in base and "M BOPs" in base and "tried" not in base, base
             _shot(page, "06-bops-run.png")
 
