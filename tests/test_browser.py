@@ -12,6 +12,7 @@ connected, and the script is not running.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -204,6 +205,55 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
+def _metric_value(page, label: str) -> str:
+    box = page.locator("[data-testid='stMetric']").filter(has_text=label).first
+    return box.locator("[data-testid='stMetricValue']").inner_text().strip()
+
+
+def _explorer_shows_the_front_model_and_exports_it(page, db: Path) -> None:
+    """The issue's promise: the Explorer of a front point shows the front's accuracy (the
+    same fine-tuned model), and the downloaded C model's check prints the Explorer's test
+    accuracy."""
+    import re
+    import urllib.parse
+    import zipfile
+
+    from playwright.sync_api import expect
+
+    from gruq import store
+
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
+    run_id, bits = int(query["run"][0]), [int(b) for b in query["bits"][0].split(",")]
+    member = next(m for m in store.result(db, run_id)["front"] if m["bits"] == bits)
+    expect(page.get_by_text("Model: fine-tuned 1 epoch")).to_be_visible()
+    assert _metric_value(page, "accuracy, validation") == f"{100 * member['accuracy']:.1f}%"
+    shown = page.get_by_text("Test accuracy of this model (integer engine)").inner_text()
+    test_pct = re.search(r"(\d+\.\d\d)%", shown)[1]
+
+    page.get_by_role("button", name="Build the integer model + C code").click()
+    _idle(page)
+    with page.expect_download(timeout=120_000) as info:
+        page.get_by_role("button", name="Download the export (zip)").click()
+    out = ARTIFACTS / "export"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    zip_path = out / "gruq-export.zip"
+    info.value.save_as(zip_path)
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(out)
+    src = out / "gruq_export"
+    subprocess.run(
+        ["cc", "-std=c99", "-O2", *sorted(str(p) for p in src.glob("*.c")), "-o", str(src / "check")],
+        check=True,
+        timeout=120,
+    )
+    printed = subprocess.run([str(src / "check")], cwd=src, capture_output=True, text=True, timeout=120).stdout
+    right, total = map(int, re.search(r"^accuracy (\d+)/(\d+)$", printed, re.M).groups())
+    assert f"{100 * right / total:.2f}" == test_pct, printed
+    assert f"{total}/{total} identical" in printed
+    _shot(page, "04b-explorer-export.png")
+
+
 def test_launch_watch_and_drill_down(server) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -279,6 +329,7 @@ def test_launch_watch_and_drill_down(server) -> None:
             assert "bits=" in page.url
             time.sleep(1.0)
             _shot(page, "04-explorer.png")
+            _explorer_shows_the_front_model_and_exports_it(page, db)
 
             # what-if: the Learn page works too (a teacher's entry point)
             page.goto(f"{url}/Learn")

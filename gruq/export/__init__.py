@@ -170,25 +170,35 @@ def export(
     finetune_epochs: int = 0,
     seed: int = 0,
     target: str = HOST,
+    *,
+    model=None,
+    built=None,
 ) -> dict[str, Any]:
-    """Export `task`'s checkpoint quantized under `genome`, with every sequence of
-    `split` as a test vector. With `finetune_epochs`, the weights are first
-    fine-tuned for the genome exactly as the evaluator does (gruq.evaluate.tuned,
-    same seed). `target="cortex-m4"` adds the bare-metal build and its measured
-    costs. Returns the memory report and the paths."""
-    from gruq.evaluate import load, tuned
+    """Export the model of scheme `genome` on `task`, with every sequence of `split`
+    as a test vector. The model is `model` (a `gruq.scheme_model.SchemeModel`, e.g.
+    a run's front member, `built` its already built Checkpoint), else the one the
+    options name: post-training, or fine-tuned for `finetune_epochs` exactly as
+    `gruq evaluate` does. Returns the memory report, the paths, the model's label
+    and, when the labels are known, the integer engine's accuracy on the vectors
+    (`engine_accuracy`; also `test_accuracy` for the test split), with its
+    number of sequences and 95% interval. `target="cortex-m4"` adds the
+    bare-metal build and its measured costs."""
+    from gruq.evaluate import load
     from gruq.scheme import build
+    from gruq.scheme_model import from_options, weights_sha256
+    from gruq.stats import wilson_acc
 
     genome = validate(genome, layers_of(genome))
     tgt = target_module(target)
     if tgt is not None:
         tgt.require()
     out = check_dir(out_dir)  # fail before the slow part
-    data, ckpt = load(task, str(checkpoint) if checkpoint else None)
-    genome = expand(genome, ckpt.model.layers)
+    checkpoint = str(checkpoint) if checkpoint else None
+    data, base = load(model.task if model else task, model.checkpoint if model else checkpoint)
+    genome = expand(genome, base.model.layers)  # 17 genes are used for every layer
+    recipe = model or from_options(task, genome, checkpoint, finetune_epochs, seed)
     part = data.split(split)
-    if finetune_epochs > 0:
-        ckpt = tuned(ckpt, genome, data, finetune_epochs, seed)
+    ckpt = built if built is not None else recipe.build()
     im = build(genome, ckpt.model, ckpt.calibration)
     shape = model_shape(ckpt.model, data.steps)
     if shape.features != data.features or shape.classes < data.classes:
@@ -211,6 +221,17 @@ def export(
         target=target,
         extra=extra,
     )
+    record["model"] = recipe.label
+    record["recipe"] = recipe.to_dict()
+    record["weights_sha256"] = weights_sha256(ckpt)
+    if recipe.finetuning is not None:
+        record["finetune"] = {"epochs": recipe.finetuning.epochs, "seed": recipe.finetuning.seed}
+    if "engine_accuracy" in record:
+        record["ci95"] = list(wilson_acc(record["engine_accuracy"], record["sequences"]))
+        if split == "test":
+            record["test_accuracy"] = record["engine_accuracy"]
+    (Path(record["out"]) / MEMORY_JSON).write_text(json.dumps(portable(record), indent=1) + "\n")
+    return record
 
 
 def model_shape(model, steps: int) -> ModelShape:
@@ -273,11 +294,14 @@ def export_archive(
     finetune_epochs: int = 0,
     seed: int = 0,
     target: str = HOST,
+    *,
+    model=None,
+    built=None,
 ) -> tuple[bytes, dict[str, Any]]:
     """`export` into a temporary directory; returns the zip of its files and the
     report (whose paths no longer exist): what a download button needs."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="gruq-export-") as tmp:
-        record = export(task, genome, tmp, checkpoint, split, finetune_epochs, seed, target)
+        record = export(task, genome, tmp, checkpoint, split, finetune_epochs, seed, target, model=model, built=built)
         return archive(tmp), record
