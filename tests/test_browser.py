@@ -329,7 +329,6 @@ def test_launch_watch_and_drill_down(server) -> None:
             assert "bits=" in page.url
             time.sleep(1.0)
             _shot(page, "04-explorer.png")
-            _explorer_shows_the_front_model_and_exports_it(page, db)
 
             # what-if: the Learn page works too (a teacher's entry point)
             page.goto(f"{url}/Learn")
@@ -404,6 +403,42 @@ def test_bops_wording_and_the_empty_front_explained(bops_and_hopeless_runs) -> N
             expect(page.get_by_text("No scheme met the minimum accuracy of 99.9%")).to_be_visible()
             expect(page.get_by_text("Lower the minimum accuracy to")).to_be_visible()
             _shot(page, "07-empty-front.png")
+            assert page.locator("[data-testid='stException']").count() == 0
+        finally:
+            browser.close()
+
+
+def test_a_fine_tuned_front_point_is_the_model_you_download(server) -> None:
+    """Issue 9: a run launched with fine-tuning; its pick opened in the Explorer shows the
+    front's accuracy, and the downloaded C model's check prints the Explorer's test accuracy."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, db = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            _idle(page)
+            _set_number(page, "Population (schemes per generation)", 8)
+            _set_number(page, "Generations (the first included)", 3)
+            _set_number(page, "Fine-tuning epochs per scheme (0 = none, much faster)", 1)
+            page.get_by_role("button", name="Launch the search").click()
+            page.wait_for_url("**/Live_run**", timeout=60_000)
+            deadline = time.monotonic() + 300
+            while not page.get_by_text("finished · generation").count():
+                assert time.monotonic() < deadline, f"the fine-tuned run did not finish ({_timeline(db)})"
+                time.sleep(0.5)
+            _idle(page)
+            time.sleep(2.0)  # the last fragment run
+            expect(page.get_by_text("Pick this one:")).to_be_visible()
+            expect(page.get_by_text("fine-tuned 1 epoch").first).to_be_visible()
+            page.get_by_role("button", name="Inspect this solution").click()
+            page.wait_for_url("**/Explorer**", timeout=30_000)
+            _idle(page)
+            expect(page.get_by_text("Explorer: one scheme, operator by operator")).to_be_visible()
+            _explorer_shows_the_front_model_and_exports_it(page, db)
             assert page.locator("[data-testid='stException']").count() == 0
         finally:
             browser.close()
