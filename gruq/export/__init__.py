@@ -121,7 +121,12 @@ def write_export(
     }
     record["size_bytes"] = _whole(record["size_bytes"])
     if labels is not None:
+        from gruq.stats import wilson_acc
+
         record["engine_accuracy"] = float((logits.argmax(axis=1) == np.asarray(labels)).mean())
+        record["ci95"] = list(wilson_acc(record["engine_accuracy"], record["sequences"]))
+        if split == "test":  # what a run's `check` command gives with --split test
+            record["test_accuracy"] = record["engine_accuracy"]
     with staged_dir(out) as tmp:  # all files or none: never a half-written export
         for name, text in c_source.sources(im, shape, x_codes, logits, labels, task, split).items():
             (tmp / name).write_text(text)
@@ -186,7 +191,6 @@ def export(
     from gruq.evaluate import load
     from gruq.scheme import build
     from gruq.scheme_model import from_options, weights_sha256
-    from gruq.stats import wilson_acc
 
     genome = validate(genome, layers_of(genome))
     tgt = target_module(target)
@@ -208,7 +212,9 @@ def export(
         )
     note = {k: v for k, v in data.extra.items() if k != "index"}
     note["source"] = data.source
-    extra = {"finetune": {"epochs": finetune_epochs, "seed": seed}} if finetune_epochs > 0 else None
+    extra: dict[str, Any] = {"model": recipe.label, "recipe": recipe.to_dict(), "weights_sha256": weights_sha256(ckpt)}
+    if recipe.finetuning is not None:
+        extra["finetune"] = {"epochs": recipe.finetuning.epochs, "seed": recipe.finetuning.seed}
     return write_export(
         im,
         shape,
@@ -221,17 +227,6 @@ def export(
         target=target,
         extra=extra,
     )
-    record["model"] = recipe.label
-    record["recipe"] = recipe.to_dict()
-    record["weights_sha256"] = weights_sha256(ckpt)
-    if recipe.finetuning is not None:
-        record["finetune"] = {"epochs": recipe.finetuning.epochs, "seed": recipe.finetuning.seed}
-    if "engine_accuracy" in record:
-        record["ci95"] = list(wilson_acc(record["engine_accuracy"], record["sequences"]))
-        if split == "test":
-            record["test_accuracy"] = record["engine_accuracy"]
-    (Path(record["out"]) / MEMORY_JSON).write_text(json.dumps(portable(record), indent=1) + "\n")
-    return record
 
 
 def model_shape(model, steps: int) -> ModelShape:

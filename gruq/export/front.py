@@ -34,6 +34,7 @@ def front_member(db: str | Path, run_id: int, pick: int) -> dict[str, Any]:
             "(sorted by size_bytes ascending)"
         )
     member = front[pick]
+    cfg = run.get("config", {})
     return {
         "task": run["task"],
         "checkpoint": cfg.get("checkpoint"),  # the run's float model (None: the task's own)
