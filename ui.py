@@ -277,20 +277,62 @@ def val_accuracy(task: str, genome: tuple[int, ...]) -> float:
     return float(default_backend(SearchConfig(task=task)).evaluator.accuracy([genome])[0])
 
 
+@st.cache_data(show_spinner=False)
+def split_sizes(task: str) -> dict[str, int]:
+    """Sequences per split of a task: the n every accuracy on the page carries
+    (empty for a task gruq cannot load, such as the tests' synthetic one)."""
+    from gruq import tasks
+
+    try:
+        s = tasks.load(task).summary()
+    except GruqError:
+        return {}
+    return {k: int(s[k]) for k in ("train", "val", "test")}
+
+
+@st.cache_resource(show_spinner="Rebuilding this scheme's model...", max_entries=16)
+def scheme_model(db: str, run_id: int | None, task: str, genome: tuple[int, ...]):
+    """(recipe, Checkpoint) of a scheme's model (gruq.scheme_model): the model behind
+    run `run_id`'s numbers for it (fine-tuned weights included, checked), or, with
+    run_id None, post-training quantization of the task's float checkpoint."""
+    from gruq.scheme_model import SchemeModel, load_from_run
+
+    if run_id is None:
+        recipe = SchemeModel(task, genome)
+        return recipe, recipe.build()
+    return load_from_run(db, run_id, genome)
+
+
+def model_label(db: str, run_id: int | None, task: str, genome: tuple[int, ...]) -> str:
+    return scheme_model(db, run_id, task, genome)[0].label
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def model_accuracy(db: str, run_id: int | None, task: str, genome: tuple[int, ...], split: str = "val") -> float:
+    """A scheme's model's accuracy on a split (the exact simulation, bit-identical to the engine)."""
+    recipe, ckpt = scheme_model(db, run_id, task, genome)
+    return float(recipe.accuracy(split, ckpt))
+
+
 @st.cache_data(show_spinner="Running the integer engine on the test data...", max_entries=128)
-def test_result(task: str, genome: tuple[int, ...]) -> dict:
-    """Test accuracy and confusion matrix from the integer-only engine (the reference of truth)."""
+def test_result(db: str, run_id: int | None, task: str, genome: tuple[int, ...]) -> dict:
+    """Test accuracy (n, 95% Wilson interval) and confusion matrix of a scheme's model from
+    the integer-only engine (the reference of truth; the exported check prints the same)."""
     from gruq import engine
     from gruq.evaluate import load
     from gruq.scheme import build
+    from gruq.stats import wilson_acc
     from gruq.views import confusion
 
-    data, ckpt = load(task)
+    _, ckpt = scheme_model(db, run_id, task, genome)
+    data, _ = load(task)
     pred = engine.predict(build(genome, ckpt.model, ckpt.calibration), data.test.X)
     labels = data.extra.get("labels")
     names = [str(v) for v in labels] if labels is not None and len(labels) == data.classes else None
+    accuracy = float((pred == data.test.y).mean())
     return {
-        "accuracy": float((pred == data.test.y).mean()),
+        "accuracy": accuracy,
+        "ci95": wilson_acc(accuracy, len(pred)),
         "confusion": confusion(data.test.y, pred, data.classes),
         "labels": names,
         "n": int(len(pred)),
@@ -298,20 +340,23 @@ def test_result(task: str, genome: tuple[int, ...]) -> dict:
 
 
 @st.cache_data(show_spinner="Writing the integer model and its C kernel...", max_entries=16)
-def export_zip(task: str, genome: tuple[int, ...]) -> bytes:
+def export_zip(db: str, run_id: int | None, task: str, genome: tuple[int, ...]) -> bytes:
+    """The export (zip) of a scheme's model: the same model the page's numbers belong to."""
     import tempfile
 
     from gruq.export import archive, export
 
+    recipe, ckpt = scheme_model(db, run_id, task, genome)
     with tempfile.TemporaryDirectory(prefix="gruq-export-") as tmp:
-        export(task, genome, Path(tmp) / "out")
+        export(task, genome, Path(tmp) / "out", model=recipe, built=ckpt)
         return archive(Path(tmp) / "out")
 
 
 @st.cache_data(show_spinner="Cross-compiling for a Cortex-M4 and running it under QEMU...", max_entries=16)
-def cortex_m4_costs(task: str, genome: tuple[int, ...]) -> dict | None:
+def cortex_m4_costs(db: str, run_id: int | None, task: str, genome: tuple[int, ...]) -> dict | None:
     """The export report's "cortex_m4" record (flash, RAM, stack, instructions per
-    step), or None when the Arm toolchain or QEMU is not installed."""
+    step) of the scheme's model (`scheme_model`), or None when the Arm toolchain or
+    QEMU is not installed."""
     import tempfile
 
     from gruq.export import export
@@ -319,5 +364,6 @@ def cortex_m4_costs(task: str, genome: tuple[int, ...]) -> dict | None:
 
     if not cortex_m4.available():
         return None
+    recipe, ckpt = scheme_model(db, run_id, task, genome)
     with tempfile.TemporaryDirectory(prefix="gruq-m4-") as tmp:
-        return export(task, genome, Path(tmp) / "out", target="cortex-m4")["cortex_m4"]
+        return export(task, genome, Path(tmp) / "out", target="cortex-m4", model=recipe, built=ckpt)["cortex_m4"]

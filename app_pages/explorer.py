@@ -11,6 +11,8 @@ from gruq import figures, store, views
 from gruq.errors import GruqError
 from gruq.genome import MAX_BITS, MIN_BITS, bops, homogeneous, size_bytes
 from gruq.ops import DESCRIPTION, LINEAR, OPS
+from gruq.scheme_model import for_run
+from gruq.stats import pct_interval, wilson_acc
 from gruq.views import KB
 
 ui.setup("Explorer")
@@ -39,6 +41,7 @@ if st.query_params.get("bits"):
 options: list[tuple[str, tuple[int, ...]]] = []
 front = None
 run = None
+scored: dict[tuple[int, ...], dict] = {}  # genome -> the run's row: the run has a model for these
 c1, c2 = st.columns(2)
 with c1:
     if runs:
@@ -55,6 +58,7 @@ if run is not None:
         points = views.points_frame(store.individuals(db, run["run_id"]))
         cost = views.cost_of(run["objective"])
         front = views.run_front(points, cost)  # the same front (and CSV) as the Live page
+        scored = {tuple(r["genome"]): r for r in points.to_dict("records")}
     except GruqError as exc:
         st.error(str(exc))
         front = None
@@ -65,9 +69,22 @@ except GruqError as exc:
     st.stop()
 if clicked is not None:
     options.append(("the point you clicked", clicked))
+
+
+def reported(row: dict) -> float:
+    """The accuracy the run reported for a scheme's model: after the final fine-tuning if it had one."""
+    ft = row.get("finetuned_accuracy")
+    return float(ft) if ft is not None and ft == ft else float(row["accuracy"])
+
+
 if front is not None:
-    for a, c, g in zip(front["accuracy"], front[cost], front["genome"]):
-        options.append((f"front: {100 * a:.1f}% at {views.format_cost(c, cost)}", tuple(g)))
+    for row in front.to_dict("records"):
+        g = tuple(row["genome"])
+        ft_done = row.get("finetuned_accuracy") is not None and row["finetuned_accuracy"] == row["finetuned_accuracy"]
+        label = for_run(run["config"], task, g, ft_done).label
+        options.append(
+            (f"front: {100 * reported(row):.1f}% validation ({label}) at {views.format_cost(row[cost], cost)}", g)
+        )
 for b in range(MAX_BITS, MIN_BITS - 1, -1):
     options.append((f"all {b}-bit", homogeneous(b)))
 with c2:
@@ -105,21 +122,35 @@ edited = genome != tuple(start)
 
 # ---------------------------------------------------------------- scores
 
+# Which model the numbers belong to: the run's own model of a scheme it scored (fine-tuned
+# weights included: gruq.scheme_model), else post-training quantization of the float model.
+run_id = run["run_id"] if run is not None else None
+source = run_id if genome in scored else None
+start_source = run_id if tuple(start) in scored else None
 full = homogeneous(MAX_BITS)
+full_source = run_id if full in scored else None
+n = ui.split_sizes(task)
 size, size8 = size_bytes(genome, shape), size_bytes(full, shape)
 ops_, ops8 = bops(genome, shape), bops(full, shape)
 val = val_start = val8 = test = None
+label = "post-training"
 with ui.explained():
     with st.spinner("Scoring on validation data..."):
-        val = ui.val_accuracy(task, genome)
-        val_start = ui.val_accuracy(task, tuple(start))
-        val8 = ui.val_accuracy(task, full)
+        label = ui.model_label(str(db), source, task, genome)
+        val = ui.model_accuracy(str(db), source, task, genome, "val")
+        val_start = ui.model_accuracy(str(db), start_source, task, tuple(start), "val")
+        val8 = ui.model_accuracy(str(db), full_source, task, full, "val")
 c = st.columns(4)
 c[0].metric(
     "accuracy, validation",
     f"{100 * val:.1f}%" if val is not None else "—",
     delta=(f"{100 * (val - val_start):+.1f} pp vs start" if edited and val is not None else None),
-    help=f"all-8-bit: {100 * val8:.1f}%" if val8 is not None else None,
+    help=(
+        f"{n['val']} validation sequences, 95% interval {pct_interval(wilson_acc(val, n['val']))}; "
+        f"all-8-bit: {100 * val8:.1f}%"
+        if val is not None and val8 is not None
+        else None
+    ),
 )
 test_slot = c[1].empty()  # filled last: the integer engine on test data takes longest
 test_slot.metric("accuracy, test (integer engine)", "…", help="computing...")
@@ -135,15 +166,26 @@ c[3].metric(
     delta=f"{-100 * (1 - ops_ / ops8):.0f}% vs all-8-bit",
     delta_color="inverse" if ops_ < ops8 else "off",
 )
+if source is not None:
+    st.markdown(
+        f"**Model: {label}**, the one run {run_id} reported for these bits: its validation accuracy "
+        f"**{100 * val:.1f}%** (n={n['val']}) is the front's, and the C model you download below is this model."
+        if val is not None
+        else f"**Model: {label}** (run {run_id})."
+    )
+elif run is not None:
+    st.markdown(
+        f"**Model: {label}.** Run {run_id} never scored these bits, so they are shown after post-training "
+        "quantization of the float model, without the run's fine-tuning."
+    )
 if val is not None and val8 is not None:
     st.caption(
-        f"The all-8-bit model: {100 * val8:.1f}% on validation data, {size8 / KB:.2f} kB. "
-        f"This scheme is {100 * (val - val8):+.1f} points from it and {100 * (1 - size / size8):.0f}% smaller "
+        f"The all-8-bit model ({ui.model_label(str(db), full_source, task, full)}): {100 * val8:.1f}% on "
+        f"validation data, {size8 / KB:.2f} kB. This scheme is {100 * (val - val8):+.1f} points from it "
+        f"(one validation sequence is {100 / n['val']:.1f} points) and {100 * (1 - size / size8):.0f}% smaller "
         f"(at most {100 * (1 - size_bytes(homogeneous(MIN_BITS), shape) / size8):.0f}% is possible: biases "
         "and the classifier are always kept)."
     )
-if run is not None and run["config"].get("finetune_epochs"):
-    st.caption("This run fine-tuned every scheme; the accuracies here are without fine-tuning.")
 
 st.plotly_chart(figures.cell_diagram(genome), key="explorer_cell", config={"displayModeBar": False})
 
@@ -170,12 +212,22 @@ with c2:
         config={"displayModeBar": False},
     )
 with ui.explained():
-    test = ui.test_result(task, genome)
+    test = ui.test_result(str(db), source, task, genome)
 test_slot.metric(
     "accuracy, test (integer engine)",
     f"{100 * test['accuracy']:.1f}%" if test else "—",
-    help="Integer-only inference on the held-out test data: the numbers a chip would produce.",
+    help=(
+        f"Integer-only inference of the {label} model on {test['n']} held-out test sequences, 95% interval "
+        f"{pct_interval(test['ci95'])}: the numbers a chip would produce."
+        if test
+        else None
+    ),
 )
+if test:
+    st.markdown(
+        f"Test accuracy of this model (integer engine): **{100 * test['accuracy']:.2f}%** "
+        f"(95% interval {pct_interval(test['ci95'])}, n={test['n']}); the exported check program prints the same."
+    )
 if test:
     c1, c2 = st.columns([11, 9])
     with c1:
@@ -208,8 +260,12 @@ record = {
     "genome": list(genome),
     "size_bytes": size,
     "bops": ops_,
+    "model": label,
     "val_accuracy": val,
+    "val_sequences": n["val"],
     "test_accuracy": test["accuracy"] if test else None,
+    "test_sequences": test["n"] if test else None,
+    "test_ci95": list(test["ci95"]) if test else None,
 }
 d[0].download_button(
     "This scheme (JSON)",
@@ -237,17 +293,17 @@ except ImportError:
 if has_export:
     with d[2]:
         slot = st.empty()  # the Build button, replaced by the Download button once built
-        want = st.session_state.get("export_for") == (task, genome)
+        want = st.session_state.get("export_for") == (task, genome, source)
         if not want and slot.button(
             "Build the integer model + C code",
             key="build_export",
-            help="The integer model file, a C99 kernel and a check program, as a zip.",
+            help=f"The {label} model: integer model file, a C99 kernel and a check program, as a zip.",
         ):
-            st.session_state["export_for"] = (task, genome)
+            st.session_state["export_for"] = (task, genome, source)
             want = True
         if want:
             with ui.explained():
-                data = ui.export_zip(task, genome)
+                data = ui.export_zip(str(db), source, task, genome)
                 slot.download_button(
                     "Download the export (zip)",
                     data,
@@ -260,16 +316,16 @@ if has_export:
 # ---------------------------------------------------------------- on a microcontroller
 
 st.subheader("On a microcontroller (Cortex-M4)")
-if st.session_state.get("m4_for") != (task, genome) and not st.button(
+if st.session_state.get("m4_for") != (task, genome, source) and not st.button(
     "Measure on a Cortex-M4 (QEMU)",
     key="measure_m4",
     help="Cross-compiles the C kernel for a Cortex-M4 and runs it on qemu-system-arm's mps2-an386 board.",
 ):
     st.caption("Flash, RAM, stack and instructions per time step of this scheme's C kernel on a Cortex-M4.")
 else:
-    st.session_state["m4_for"] = (task, genome)
+    st.session_state["m4_for"] = (task, genome, source)
     with ui.explained():
-        m4 = ui.cortex_m4_costs(task, genome)
+        m4 = ui.cortex_m4_costs(str(db), source, task, genome)
         if m4 is None:
             st.info(
                 "Needs Debian's gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm "

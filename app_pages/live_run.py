@@ -10,6 +10,8 @@ import ui
 from gruq import figures, store, views
 from gruq.errors import GruqError
 from gruq.genome import MAX_BITS, MIN_BITS, bops, homogeneous, size_bytes
+from gruq.scheme_model import for_run
+from gruq.stats import pct_interval, unpaired_diff, wilson_acc, within_noise
 from gruq.views import KB
 
 ui.setup("Live run")
@@ -110,6 +112,10 @@ def live() -> None:
     cost = views.cost_of(r["objective"])
     points = views.points_frame(store.individuals(db, run_id))
     front = views.run_front(points, cost)
+    front_tuned = "finetuned_accuracy" in front and front["finetuned_accuracy"].notna().any()
+    if front_tuned:  # after the final fine-tuning the front's models are the fine-tuned ones: show their numbers
+        front = front.assign(accuracy=front["finetuned_accuracy"].fillna(front["accuracy"]))
+    n_val = ui.split_sizes(task).get("val")
     base, base_note = None, ""
     if not points.empty:  # nothing to compare yet while the first generation is scored
         known = views.homogeneous_scores(points)  # the run's first population holds the baselines
@@ -191,7 +197,9 @@ def live() -> None:
     )
     if best is not None:
         s = views.pick_summary(best, shape, acc8, cost)
+        model = for_run(cfg, task, tuple(best["genome"]), bool(front_tuned)).label
         vs8 = ""
+        n_text = f"; {n_val} sequences, 95% interval {pct_interval(wilson_acc(s['accuracy'], n_val))}" if n_val else ""
         if acc8 is not None:
             d = s["delta_pp"]
             vs8 = (
@@ -199,6 +207,13 @@ def live() -> None:
                 if abs(d) >= 0.05
                 else ", the same as the all-8-bit model"
             )
+            if n_val:
+                diff = unpaired_diff(s["accuracy"], n_val, acc8, n_val)
+                vs8 += f" (difference {100 * diff[0]:+.1f} to {100 * diff[1]:+.1f} points, 95%: " + (
+                    "**within noise of all-8-bit**: these data cannot tell them apart)"
+                    if within_noise(diff)
+                    else "a real difference)"
+                )
         if cost == "bops":
             what = (
                 f"at {views.format_cost(s['bops'], cost)} per sequence: **{s['fewer_bops_pct']:.0f}% fewer bit "
@@ -213,7 +228,11 @@ def live() -> None:
                 "most accurate scheme that fits your limit: every more accurate one is bigger. (Biases and the "
                 f"classifier are always kept, so no scheme can be more than {s['cap_pct']:.0f}% smaller.)"
             )
-        st.success(f"**Pick this one:** {100 * s['accuracy']:.1f}% accuracy{vs8}, {what}")
+        st.success(
+            f"**Pick this one:** {100 * s['accuracy']:.1f}% validation accuracy ({model}{n_text}){vs8}, {what} "
+            "Validation accuracies of a front are optimistic: the search kept the schemes that happened to score "
+            "well on these sequences; the Explorer shows the test accuracy."
+        )
         if st.button("Inspect this solution", key="open_best"):
             open_in_explorer(tuple(best["genome"]))
     elif len(front):
@@ -253,8 +272,10 @@ def live() -> None:
         if len(front):
             alike = int(front["alike"].sum())
             st.markdown(
-                f"**The front: {len(front)} trade-offs** (bits per operator, in the order of the Learn page's "
-                "table; select a row to inspect it)"
+                f"**The front: {len(front)} trade-offs** (validation accuracy"
+                + (f" on {n_val} sequences" if n_val else "")
+                + (", after the final fine-tuning" if front_tuned else "")
+                + "; bits per operator, in the order of the Learn page's table; select a row to inspect it)"
                 + (
                     f". {alike} more schemes score exactly the same as one of these: each row shows the "
                     "one with the fewest bit operations."

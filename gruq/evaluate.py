@@ -155,29 +155,51 @@ def evaluate(
     finetune_samples: int | None = None,
     finetune_select: str | None = None,
 ) -> dict:
-    """The `gruq evaluate` record for one genome (17 genes are used for every layer)."""
+    """The `gruq evaluate` record for one genome: the model the options name
+    (`gruq.scheme_model`), its accuracy on `split` with the number of sequences
+    and a 95% Wilson interval, its size and BOPs."""
+    from gruq.scheme_model import from_options
+    from gruq.stats import wilson_acc
+
     data, _ = load(task, checkpoint)
-    genome = expand(genome, data.layers)
-    ev = Evaluator(task, split, finetune_epochs, seed, checkpoint, finetune_samples, finetune_select)
+    genome = expand(genome, data.layers)  # 17 genes are used for every layer
+    part = data.split(split)  # an unknown split fails before any fine-tuning
+    if finetune_select is not None and finetune_select not in SELECT:
+        raise GruqError(f"fine-tuning selects its epoch on {' or '.join(SELECT)}, not {finetune_select!r}")
+    recipe = from_options(task, genome, checkpoint, finetune_epochs, seed, finetune_samples, finetune_select)
+    accuracy = recipe.accuracy(split)
     return {
         "task": data.name,
         "bits": list(genome),
         "split": split,
-        "accuracy": ev.accuracy([genome])[0],
+        "accuracy": accuracy,
+        "sequences": len(part),
+        "ci95": list(wilson_acc(accuracy, len(part))),
+        "model": recipe.label,
         "size_bytes": size_bytes(genome, data.shape),
         "bops": bops(genome, data.shape),
     }
 
 
 def verify(
-    task: str, genome: Genome, split: str = "test", checkpoint: str | None = None, chunk: int = 256, progress=None
+    task: str,
+    genome: Genome,
+    split: str = "test",
+    checkpoint: str | None = None,
+    chunk: int = 256,
+    progress=None,
+    model=None,
 ) -> dict:
     """Run the integer engine and the simulation on a whole split; compare every code.
 
     Codes are compared for all 17 operators of every layer at every step of every sequence.
+    `model`: the scheme's model (a `gruq.scheme_model.SchemeModel`, e.g. fine-tuned);
+    default: post-training quantization of the checkpoint.
     """
     data, ckpt = load(task, checkpoint)
     genome = expand(genome, data.layers)
+    if model is not None:
+        ckpt = model.build()
     X = data.split(split).X
     im = build(genome, ckpt.model, ckpt.calibration)
     sim = Simulation(ckpt.model, ckpt.calibration, [genome])
@@ -192,6 +214,7 @@ def verify(
         if progress:
             progress(min(i + chunk, len(X)), len(X))
     return {
+        "model": model.label if model is not None else "post-training",
         "identical": bad_codes == 0 and bad_logits == 0,
         "sequences": len(X),
         "mismatched_codes": bad_codes,

@@ -81,8 +81,10 @@ def analyse(record: dict) -> dict:
     accurate = [
         r
         for r in front
-        if r.get("ft_test") is not None and len(set(r["bits"])) > 1 and r["ft_test"] >= record["acc8"] - 0.01 - 1e-9
-    ]  # mixed genomes only
+        if r.get("ft_select") is not None
+        and len(set(r["bits"])) > 1
+        and r["ft_select"] >= record["acc8_select"] - 0.01 - 1e-9
+    ]  # mixed genomes within 1 pp of all-8-bit on select (never chosen on holdout)
     A = np.array([r["bits"] for r in accurate], dtype=float).reshape(-1, len(OPS))
     record["clusters"] = {
         "method": f"Ward hierarchical clustering of the front's bit vectors, k in 2..{MAX_CLUSTERS} by silhouette",
@@ -118,7 +120,7 @@ def width_statement(record: dict) -> str:
         squeezed = [OPS[i] for i in free if w["min_accurate"][i] <= MIN_BITS + 1]
         n = w["accurate_members"]
         text += (
-            f" Among the {n} fine-tuned mixed front genome{'s' if n != 1 else ''} within 1 pp of all-8-bit, "
+            f" Among the {n} fine-tuned mixed front genome{'s' if n != 1 else ''} within 1 pp of all-8-bit on select, "
             + (
                 f"none takes {', '.join(kept)} below {WIDE} bits (the operators that look like they need width)"
                 if kept
@@ -171,7 +173,7 @@ def front_figure(record: dict, path: Path) -> None:
     base = record["baselines"]
     acc8 = record["acc8"] * 100
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    pick = record["within_0.5pp"]
+    pick = record["pick"]
     for ax, zoom in zip(axes, (False, True)):
         fx = [r["size_bytes"] / KB for r in front]
         fy = [r["ft_test"] * 100 for r in front]
@@ -201,12 +203,12 @@ def front_figure(record: dict, path: Path) -> None:
         ax.axvline(record["size_cap"] / KB, color="#999999", ls="-.", lw=0.8)
         ax.scatter(
             [pick["size_bytes"] / KB],
-            [pick["accuracy"] * 100],
+            [pick["test_accuracy"] * 100],
             s=200,
             marker="*",
             color="#d62728",
             zorder=4,
-            label=f"smallest within 0.5 pp: -{pick['reduction'] * 100:.0f}%",
+            label=f"pick (chosen on select): -{pick['reduction'] * 100:.0f}%",
         )
         ax.set_xlabel("model size (kB)")
         ax.grid(alpha=0.3)
@@ -215,8 +217,8 @@ def front_figure(record: dict, path: Path) -> None:
             ax.set_ylim(lo, max([acc8 + 1] + [y + 0.3 for y in fy + by]))
             ax.set_title("zoom: near all-8-bit accuracy")
         else:
-            ax.set_ylabel("test accuracy (%)")
-            ax.set_title(f"{record['task']}: mixed vs homogeneous (test split)")
+            ax.set_ylabel(f"holdout test accuracy (%, n={record.get('sequences', {}).get('holdout', '?')})")
+            ax.set_title(f"{record['task']} seed {record.get('seed', 0)}: mixed vs homogeneous (holdout half of test)")
             ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -245,7 +247,7 @@ def bits_figure(record: dict, path: Path) -> None:
     labels = []
     for r in front:
         acc = r.get("ft_test")
-        acc_text = f"{acc * 100:.1f}% test" if acc is not None else f"{r['ptq_val'] * 100:.1f}% val PTQ"
+        acc_text = f"{acc * 100:.1f}% holdout" if acc is not None else f"{r['ptq_val'] * 100:.1f}% val PTQ"
         labels.append(f"c{r.get('cluster', 1)} · {r['size_bytes'] / KB:.2f} kB · {acc_text}")
     ax.set_yticks(range(n), labels, fontsize=7)
     ax.set_xticks(range(len(OPS)), [])
@@ -298,40 +300,130 @@ def _minutes(s: float) -> str:
     return f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
 
 
-def summary_table(summary: dict, records: dict[str, dict] | None = None) -> str:
-    """The Markdown table of summary.json (one row per task)."""
+def _ci(lo: float, hi: float, digits: int = 1) -> str:
+    return f"[{lo * 100:.{digits}f}, {hi * 100:.{digits}f}]"
+
+
+def _n(records: dict[str, list[dict]] | None, task: str, split: str) -> int | None:
+    recs = (records or {}).get(task) or []
+    return recs[0].get("sequences", {}).get(split) if recs else None
+
+
+def summary_table(summary: dict, records: dict[str, list[dict]] | None = None) -> str:
+    """The Markdown table of summary.json: one row per task and seed, then the task's mean."""
     rows = [
-        "| task | all-8-bit test acc (fine-tuned) | size 8-bit | cap (all-2-bit) | within 0.5 pp: reduction "
-        "(acc, size) | within 1 pp: reduction (acc, size) | hv mixed | hv homogeneous |",
+        "| task | seed | pick: reduction (size) | select acc: pick / all-8-bit | holdout test acc [95% CI] "
+        "| all-8-bit holdout | delta pp [paired 95% CI] | hv mixed / homogeneous |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for task, t in summary["tasks"].items():
-        cap = 1 - t["size_cap"] / t["size8"]
-        cells = [task, _pct(t["acc8"], 2), _kb(t["size8"]), f"{_kb(t['size_cap'])} (-{cap * 100:.0f}%)"]
-        for key in ("within_0.5pp", "within_1pp"):
-            p = t[key]
-            cells.append(f"**{p['reduction'] * 100:.1f}%** ({_pct(p['accuracy'], 2)}, {_kb(p['size_bytes'])})")
-        cells += [f"{t['hv_mixed']:.4f}", f"{t['hv_homogeneous']:.4f}"]
-        rows.append("| " + " | ".join(cells) + " |")
+        n_sel, n_test = _n(records, task, "select"), _n(records, task, "holdout")
+        recs = {r["seed"]: r for r in (records or {}).get(task, [])}
+        for s in t["seeds"]:
+            p = s["pick"]
+            full = recs.get(s["seed"], {}).get("pick", {})
+            dci = full.get("test_delta_ci95_pp")
+            rows.append(
+                "| "
+                + " | ".join(
+                    [
+                        task,
+                        str(s["seed"]),
+                        f"**{p['reduction'] * 100:.1f}%** ({_kb(p['size_bytes'])})",
+                        f"{_pct(p['select_accuracy'], 2)} / {_pct(p['select_acc8'], 2)}"
+                        + (f" (n={n_sel})" if n_sel else ""),
+                        f"{_pct(p['test_accuracy'], 2)} {_ci(*p['test_ci95'])}" + (f" (n={n_test})" if n_test else ""),
+                        _pct(p["test_acc8"], 2),
+                        f"**{p['test_delta_pp']:+.2f}**" + (f" [{dci[0]:+.2f}, {dci[1]:+.2f}]" if dci else ""),
+                        f"{s['hv_mixed']:.4f} / {s['hv_homogeneous']:.4f}",
+                    ]
+                )
+                + " |"
+            )
+        red = [s["pick"]["reduction"] for s in t["seeds"]]
+        dl = [s["pick"]["test_delta_pp"] for s in t["seeds"]]
+        rows.append(
+            f"| **{task}** | mean (min..max) | **{t['reduction_mean'] * 100:.1f}%** ({min(red) * 100:.1f}..{max(red) * 100:.1f}) "
+            f"| | | | **{t['test_delta_pp_mean']:+.2f}** ({min(dl):+.2f}..{max(dl):+.2f}) | |"
+        )
     return "\n".join(rows)
 
 
-def cpu_text(records: dict[str, dict], workers: int) -> str:
+def targets(summary: dict) -> list[dict]:
+    """The issue's targets per task, checked against summary.json (never relaxed)."""
+    out = []
+    for task, t in summary["tasks"].items():
+        cap = 1 - t["size_cap"] / t["size8"]
+        goal = min(0.55, cap - 0.02)
+        out.append(
+            {
+                "task": task,
+                "delta_ok": t["test_delta_pp_mean"] >= -0.5 - 1e-9,
+                "reduction_goal": goal,
+                "reduction_ok": t["reduction_mean"] >= goal - 1e-9,
+                "hv_ok": all(s["hv_mixed"] > s["hv_homogeneous"] for s in t["seeds"]),
+            }
+        )
+    return out
+
+
+def targets_table(summary: dict) -> list[str]:
+    mark = {True: "met", False: "**not met**"}
+    lines = [
+        "| task | mean delta >= -0.5 pp | mean reduction >= goal | hv mixed > homogeneous, every seed |",
+        "|---|---|---|---|",
+    ]
+    for g in targets(summary):
+        t = summary["tasks"][g["task"]]
+        lines.append(
+            f"| {g['task']} | {mark[g['delta_ok']]} ({t['test_delta_pp_mean']:+.2f} pp) | "
+            f"{mark[g['reduction_ok']]} ({t['reduction_mean'] * 100:.1f}% vs {g['reduction_goal'] * 100:.1f}%) | "
+            f"{mark[g['hv_ok']]} |"
+        )
+    return lines
+
+
+def roles_table(records: dict[str, list[dict]]) -> list[str]:
+    """How many sequences each role has per task, and the standard error that gives."""
+    from gruq.stats import standard_error
+
+    if not records:
+        return []
+    lines = [
+        "| task | train (fine-tuning) | val (search ranks; epoch choice) | select (the pick) | holdout (reported) "
+        "| standard error at all-8-bit accuracy: select / holdout |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task, recs in records.items():
+        r = recs[0]
+        n = r.get("sequences", {})
+        acc = r["acc8"]
+        lines.append(
+            f"| {task} | {r['finetune']['train_sequences']} | {n.get('val')} | {n.get('select')} | {n.get('holdout')} "
+            f"| {100 * standard_error(acc, n.get('select', 0)):.2f} / {100 * standard_error(acc, n.get('holdout', 0)):.2f} pp "
+            f"(one sequence: {100 / max(1, n.get('select', 1)):.2f} pp) |"
+        )
+    return lines
+
+
+def cpu_text(records: dict[str, list[dict]], workers: int) -> str:
     """The CPU time measured (search and fine-tuning), for machines busier or idler than this one."""
-    secs = [r.get("seconds", {}) for r in records.values()]
+    secs = [r.get("seconds", {}) for recs in records.values() for r in recs]
     if not secs or not all("search_cpu" in s for s in secs):
         return ""
     cpu = sum(s["search_cpu"] + s["finetune_cpu"] for s in secs)
     return (
-        f" (CPU time of the search and the fine-tuning: {_minutes(cpu)}; spread over {workers} "
+        f" (CPU time of the searches and the fine-tuning: {_minutes(cpu)}; spread over {workers} "
         f"busy cores that is about {_minutes(cpu / max(1, workers))} of wall time on an idle machine)"
     )
 
 
 def budget_text(budget: dict) -> str:
     samples = budget.get("finetune_samples")
+    seeds = budget.get("seeds", 1)
     return (
-        f"NSGA-II population {budget['pop']} x {budget['gens']} generations, seed {budget['seed']}, "
+        f"NSGA-II population {budget['pop']} x {budget['gens']} generations, "
+        f"{seeds} seed{'s' if seeds != 1 else ''} from {budget['seed']}, "
         f"objective {budget['objective']}, fitness = post-training accuracy on the validation split; "
         f"fine-tuning {budget['finetune_epochs']} epochs"
         + (f" of {samples} training sequences each (a fresh seeded subset per epoch)" if samples else "")
@@ -348,71 +440,74 @@ def budget_text(budget: dict) -> str:
 
 def command_line(budget: dict, out: str = "reports/") -> str:
     cmd = (
-        f"python -m gruq reproduce --out {out} --pop {budget['pop']} --gens {budget['gens']} "
-        f"--finetune-epochs {budget['finetune_epochs']} --seed {budget['seed']} --workers {budget['workers']}"
-        f" --front-size {budget['front_size']}"
+        f"python -m gruq reproduce --out {out} --seeds {budget.get('seeds', 1)} --pop {budget['pop']} "
+        f"--gens {budget['gens']} --finetune-epochs {budget['finetune_epochs']} --seed {budget['seed']} "
+        f"--workers {budget['workers']} --front-size {budget['front_size']}"
     )
     samples = budget.get("finetune_samples")
     cmd += f" --finetune-samples {samples}" if samples else " --finetune-samples 0"
     return cmd + (" --finetune-select val" if budget.get("finetune_select") == "val" else " --finetune-select last")
 
 
-def _task_section(task: str, t: dict, r: dict | None) -> list[str]:
+def _task_section(task: str, t: dict, recs: list[dict] | None) -> list[str]:
     paths = figure_paths(task)
-    lines = [f"## {task}", "", f"![{task}: front against homogeneous genomes]({paths['front']})", ""]
-    lines += ["| | bits (17 operators, DESIGN.md order) | test accuracy | size | reduction |", "|---|---|---|---|---|"]
-    lines.append(f"| all-8-bit, fine-tuned (acc8) | 8 x 17 | {_pct(t['acc8'], 2)} | {_kb(t['size8'])} | 0% |")
-    if r:
-        lines.append(f"| all-8-bit, post-training | 8 x 17 | {_pct(r['acc8_ptq'], 2)} | {_kb(t['size8'])} | 0% |")
-        if r.get("float_test") is not None:
-            lines.append(f"| float model | - | {_pct(r['float_test'], 2)} | - | - |")
+    lines = [f"## {task}", "", f"![{task}: front against homogeneous genomes, first seed]({paths['front']})", ""]
+    cap = 1 - t["size_cap"] / t["size8"]
     lines.append(
-        f"| cap: all-2-bit size | 2 x 17 | - | {_kb(t['size_cap'])} | {(1 - t['size_cap'] / t['size8']) * 100:.1f}% |"
+        f"All-8-bit size {_kb(t['size8'])}; cap (all-2-bit size) {_kb(t['size_cap'])}, at most {cap * 100:.1f}% "
+        "smaller (biases and the head are always kept)."
     )
-    for key, label in (("within_0.5pp", "smallest within 0.5 pp"), ("within_1pp", "smallest within 1 pp")):
-        p = t[key]
-        lines.append(
-            f"| {label} | `{','.join(map(str, p['bits']))}` | {_pct(p['accuracy'], 2)} | "
-            f"{_kb(p['size_bytes'])} | **{p['reduction'] * 100:.1f}%** |"
-        )
-    if r:
-        for key, label in (("val_picks", "chosen on validation"), ("ptq_picks", "post-training only")):
-            p = r[key]["within_0.5pp"]
+    lines.append("")
+    recs = recs or []
+    if recs:
+        r0 = recs[0]
+        n = r0.get("sequences", {})
+        lines += [
+            f"| seed | pick bits (17 operators, DESIGN.md order) | size | select acc (n={n.get('select')}) "
+            f"| holdout acc (n={n.get('holdout')}) [95% CI] | delta pp [paired 95% CI] | picked on test instead |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in recs:
+            p = r["pick"]
+            peek = r.get("pick_if_chosen_on_test", {})
+            dci = p.get("test_delta_ci95_pp", [float("nan")] * 2)
             lines.append(
-                f"| {label}, within 0.5 pp | `{','.join(map(str, p['bits']))}` | {_pct(p['accuracy'], 2)} | "
-                f"{_kb(p['size_bytes'])} | {p['reduction'] * 100:.1f}% |"
+                f"| {r['seed']} | `{','.join(map(str, p['bits']))}` | {_kb(p['size_bytes'])} (-{p['reduction'] * 100:.1f}%) "
+                f"| {_pct(p['select_accuracy'], 2)} vs {_pct(p['select_acc8'], 2)} | {_pct(p['test_accuracy'], 2)} "
+                f"{_ci(*p['test_ci95'])} | {p['test_delta_pp']:+.2f} [{dci[0]:+.2f}, {dci[1]:+.2f}] "
+                f"| -{peek.get('reduction', float('nan')) * 100:.1f}% |"
             )
-    lines += [
-        "",
-        f"Hypervolume (test, size / all-8-bit): mixed **{t['hv_mixed']:.4f}**, "
-        f"homogeneous {t['hv_homogeneous']:.4f}"
-        + (
-            f", both together {r['hv_union']:.4f}; post-training only: mixed {r['hv_mixed_ptq']:.4f}, "
-            f"homogeneous {r['hv_homogeneous_ptq']:.4f}."
-            if r
-            else "."
-        ),
-        "",
-    ]
-    lines += ["Re-derive the two picks:", "", "```sh"]
-    lines += [t[k]["check"] for k in ("within_0.5pp", "within_1pp")] + ["```", ""]
-    if r:
+        lines += [""]
+        lines.append(
+            "Per seed, on the holdout half: all-8-bit fine-tuned "
+            + ", ".join(f"{_pct(r['acc8'], 2)}" for r in recs)
+            + "; all-8-bit post-training "
+            + ", ".join(f"{_pct(r['acc8_ptq'], 2)}" for r in recs)
+            + (f"; float model (whole test split) {_pct(r0['float_test'], 2)}" if r0.get("float_test") else "")
+            + ". Hypervolume (holdout, size / all-8-bit), mixed / homogeneous: "
+            + ", ".join(f"{r['hv_mixed']:.4f} / {r['hv_homogeneous']:.4f}" for r in recs)
+            + "; post-training only: "
+            + ", ".join(f"{r['hv_mixed_ptq']:.4f} / {r['hv_homogeneous_ptq']:.4f}" for r in recs)
+            + "."
+        )
+        lines.append("")
+    lines += ["Re-derive each pick's holdout accuracy and size:", "", "```sh"]
+    lines += [s["pick"]["check"] for s in t["seeds"]] + ["```", ""]
+    for r in recs:
         s = r["seconds"]
         lines.append(
-            f"Search: {r['search']['evaluations']} genomes scored, front of {r['search']['front_members']}, "
-            f"{r['search']['finetuned_members']} fine-tuned; time {_minutes(s['search'])} search, "
-            f"{_minutes(s['finetune'])} fine-tuning ({s['finetune_jobs']} models), "
-            f"{_minutes(s.get('total', s['search'] + s['finetune']))} in all"
-            + (
-                f"; CPU time {_minutes(s['search_cpu'])} search, {_minutes(s['finetune_cpu'])} fine-tuning."
-                if "search_cpu" in s
-                else "."
-            )
+            f"- seed {r['seed']}: {r['search']['evaluations']} genomes scored, front of "
+            f"{r['search']['front_members']}, {r['search']['finetuned_members']} fine-tuned; "
+            f"{_minutes(s['search'])} search, {_minutes(s['finetune'])} fine-tuning ({s['finetune_jobs']} models), "
+            f"{_minutes(s.get('total', s['search'] + s['finetune']))} in all; CPU {_minutes(s['search_cpu'])} search, "
+            f"{_minutes(s['finetune_cpu'])} fine-tuning."
         )
-        lines += ["", f"![{task}: bits per operator on the front]({paths['bits']})", ""]
+    if recs:
+        r = recs[0]
+        lines += ["", f"![{task}: bits per operator on the front, first seed]({paths['bits']})", ""]
         cl = r["clusters"]
         lines.append(
-            f"{cl['k']} cluster{'s' if cl['k'] != 1 else ''} ({cl['method']}"
+            f"First seed: {cl['k']} cluster{'s' if cl['k'] != 1 else ''} ({cl['method']}"
             + (f", silhouette {cl['silhouette']:.2f}" if cl.get("silhouette") is not None else "")
             + "):"
         )
@@ -428,8 +523,8 @@ def _task_section(task: str, t: dict, r: dict | None) -> list[str]:
     return lines
 
 
-def render_readme(summary: dict, records: dict[str, dict] | None = None) -> str:
-    """README.md of a reproduce run: summary table, then per task the figure, table and clusters."""
+def render_readme(summary: dict, records: dict[str, list[dict]] | None = None) -> str:
+    """README.md of a reproduce run: protocol, summary table, targets, then per task the details."""
     records = records or {}
     b = summary["budget"]
     lines = [
@@ -441,31 +536,48 @@ def render_readme(summary: dict, records: dict[str, dict] | None = None) -> str:
         command_line(b),
         "```",
         "",
-        f"Wall time: **{_minutes(summary['wall_seconds'])}** for {len(summary['tasks'])} task(s)"
-        + cpu_text(records, b.get("workers", 1))
-        + ". Budget: "
-        + budget_text(b),
+        f"Wall time: **{_minutes(summary['wall_seconds'])}** for {len(summary['tasks'])} task(s) x "
+        f"{b.get('seeds', 1)} seed(s)" + cpu_text(records, b.get("workers", 1)) + ". Budget: " + budget_text(b),
         "",
-        summary_table(summary, records),
+        "## Protocol: nothing is chosen on the data it is judged on",
         "",
-        "How to read it:",
+        "- **val**: the float model's epoch, the search's ranking (post-training accuracy), the fine-tuning's "
+        "epoch. Front accuracies on val are optimistically biased (the winners of many noisy comparisons), so "
+        "no claim is read from them.",
+        "- **select**: the first stratified half of the test split (fixed; `gruq evaluate --split select`). It "
+        "was never used to train or choose anything else. The pick is made here, and only here: the smallest "
+        "fine-tuned candidate (front or homogeneous) whose select accuracy is within 0.5 pp of the fine-tuned "
+        "all-8-bit model's (every candidate, all-8-bit included, gets the same fine-tuning budget).",
+        "- **holdout**: the other half (`--split holdout`): only reported. *test* figures below are holdout "
+        "figures, with their number of sequences n, a 95% Wilson interval for an accuracy, and a paired "
+        "bootstrap 95% interval (10,000 resamples of the same sequences) for a difference to all-8-bit.",
+        "- vowels has 300 test sequences, so select and holdout hold 150 each: one sequence is 0.67 pp, so its "
+        "pick must make no more errors than all-8-bit on select (0.5 pp is less than one sequence); its figures "
+        "are the noisiest, and their intervals say so. The float checkpoints in assets/ were not retrained: "
+        "their epoch choice used val only, so both halves of test are untouched by them.",
+        "- The *picked on test instead* column shows what reduction a pick that peeked at holdout would have "
+        "claimed (never reported as a result): the gap is the optimism that peeking buys.",
         "",
-        "- Every accuracy is on the **test split**, after the same fine-tuning budget for every genome "
-        "(the all-8-bit reference included, so fine-tuning itself is not counted as a gain).",
-        "- *reduction* = 1 - size / size of the all-8-bit model, for the smallest genome (mixed front or "
-        "homogeneous) whose test accuracy is within 0.5 pp (1 pp) of the fine-tuned all-8-bit model. "
-        "It cannot exceed the cap: biases and the classifier head cost the same in every genome.",
-        "- *hv* = hypervolume of test accuracy against size / all-8-bit size, reference point (0, all-8-bit size); "
-        "*mixed*: the fine-tuned genomes of the search's front; *homogeneous*: all 2-bit ... all 8-bit.",
-        "- The search ranks genomes by post-training accuracy on the validation split only; the picks above "
-        "read test accuracies, as the claim is stated. Each task's table also shows the pick made on "
-        "validation accuracies alone (no test data), and the pick post-training quantization alone reaches.",
+    ]
+    lines += roles_table(records) + [""]
+    lines += [summary_table(summary, records), ""]
+    lines += [
+        "Targets of the issue (computed from summary.json; the goal for reduction is 55%, or 2 pp under "
+        "the cap where the cap is lower):",
+        "",
+    ]
+    lines += targets_table(summary) + [""]
+    lines += [
+        "- *reduction* = 1 - size / size of the all-8-bit model. It cannot exceed the cap: biases and the "
+        "classifier head cost the same in every genome.",
+        "- *hv* = hypervolume of holdout accuracy against size / all-8-bit size, reference point (0, all-8-bit "
+        "size); *mixed*: the fine-tuned genomes of the search's front; *homogeneous*: all 2-bit ... all 8-bit.",
         "- Bits per operator: under the size objective only the six weight genes (lin_*) cost anything; the "
         "eleven others are free, so a wide free gene on the front is no evidence that it needs width, but a "
-        "gene that no accurate genome takes below 4 bits is. Clusters: Ward clustering of the front's bit "
-        "vectors, the number of clusters chosen by silhouette.",
-        "- Every pick has a `python -m gruq evaluate` command that re-derives its accuracy and size exactly. "
-        "Per-task data: `tasks/<task>/result.json`, `front.csv`, `baselines.csv`; summary: `summary.json`.",
+        "gene that no accurate genome takes below 4 bits is.",
+        "- Every pick has a `python -m gruq evaluate` command that re-derives its holdout accuracy and size "
+        "exactly. Per-task data: `tasks/<task>/result.json` (every seed), `front_seed<S>.csv`, "
+        "`baselines_seed<S>.csv`; summary: `summary.json`.",
         "",
     ]
     lines += widths_table(records)
@@ -474,13 +586,17 @@ def render_readme(summary: dict, records: dict[str, dict] | None = None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def widths_table(records: dict[str, dict]) -> list[str]:
-    """Mean bits per operator on each task's front, side by side: the task-specific patterns."""
-    rows = [(task, r["widths"]["mean_front"]) for task, r in records.items() if r.get("widths", {}).get("mean_front")]
+def widths_table(records: dict[str, list[dict]]) -> list[str]:
+    """Mean bits per operator on each task's front (first seed), side by side: the task-specific patterns."""
+    rows = [
+        (task, recs[0]["widths"]["mean_front"])
+        for task, recs in records.items()
+        if recs and recs[0].get("widths", {}).get("mean_front")
+    ]
     if not rows:
         return []
     lines = [
-        "Mean bits per operator on each task's front (weights in bold: the only genes that cost size; "
+        "Mean bits per operator on each task's front, first seed (weights in bold: the only genes that cost size; "
         "details and clusters per task below):",
         "",
         "| task | " + " | ".join(f"**{op}**" if i in LINEAR else op for i, op in enumerate(OPS)) + " |",
@@ -491,7 +607,7 @@ def widths_table(records: dict[str, dict]) -> list[str]:
     return lines + [""]
 
 
-def write_readme(out: Path, summary: dict, records: dict[str, dict] | None = None) -> Path:
+def write_readme(out: Path, summary: dict, records: dict[str, list[dict]] | None = None) -> Path:
     path = Path(out) / "README.md"
     path.write_text(render_readme(summary, records))
     return path
@@ -504,8 +620,9 @@ def rerender(out: str | Path) -> Path:
 
     summary = load_summary(out)
     records = {t: load_task(out, t) for t in summary["tasks"]}
-    for record in records.values():
-        analyse(record)
-        figures(Path(out), record)
-        write_task(Path(out), record)
+    for task, recs in records.items():
+        for record in recs:
+            analyse(record)
+        figures(Path(out), recs[0])
+        write_task(Path(out), task, recs)
     return write_readme(Path(out), summary, records)

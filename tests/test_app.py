@@ -487,6 +487,34 @@ def test_explorer_measures_the_scheme_on_a_cortex_m4(filled_db) -> None:
     assert "not cycles of real silicon" in texts(at)
 
 
+@pytest.fixture(scope="module")
+def tuned_run(tmp_path_factory) -> Path:
+    """A real vowels search that fine-tuned every candidate for one epoch."""
+    from gruq.search import run
+    from gruq.search.config import SearchConfig
+
+    db = tmp_path_factory.mktemp("tuned") / "gruq.db"
+    run.start(db, SearchConfig(task="vowels", pop=4, gens=1, seed=0, finetune_epochs=1), progress=False)
+    return db
+
+
+def test_explorer_of_a_fine_tuned_front_point_shows_that_model(tuned_run, monkeypatch) -> None:
+    from gruq import store
+    from gruq.evaluate import evaluate
+
+    monkeypatch.setenv("GRUQ_DB", str(tuned_run))
+    monkeypatch.delenv("GRUQ_EVALUATOR", raising=False)
+    member = store.result(tuned_run, 1)["front"][-1]
+    at = open_page(EXPLORER, run="1", bits=",".join(map(str, member["bits"])))
+    assert metric(at, "accuracy, validation").value == f"{100 * member['accuracy']:.1f}%"  # the front's number
+    text = texts(at)
+    assert "Model: fine-tuned 1 epoch" in text and "(n=100)" in text
+    test = evaluate("vowels", tuple(member["bits"]), "test", finetune_epochs=1, seed=0)["accuracy"]
+    assert f"**{100 * test:.2f}%**" in text and "n=300" in text  # the same model's test accuracy
+    label = f"front: {100 * member['accuracy']:.1f}% validation (fine-tuned 1 epoch)"
+    assert any(o.startswith(label) for o in at.selectbox(key="start_vowels_1").options)
+
+
 def _shape():
     from gruq.tasks import load
 

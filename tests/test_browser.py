@@ -12,6 +12,7 @@ connected, and the script is not running.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -204,6 +205,55 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
+def _metric_value(page, label: str) -> str:
+    box = page.locator("[data-testid='stMetric']").filter(has_text=label).first
+    return box.locator("[data-testid='stMetricValue']").inner_text().strip()
+
+
+def _explorer_shows_the_front_model_and_exports_it(page, db: Path) -> None:
+    """The issue's promise: the Explorer of a front point shows the front's accuracy (the
+    same fine-tuned model), and the downloaded C model's check prints the Explorer's test
+    accuracy."""
+    import re
+    import urllib.parse
+    import zipfile
+
+    from playwright.sync_api import expect
+
+    from gruq import store
+
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
+    run_id, bits = int(query["run"][0]), [int(b) for b in query["bits"][0].split(",")]
+    member = next(m for m in store.result(db, run_id)["front"] if m["bits"] == bits)
+    expect(page.get_by_text("Model: fine-tuned 1 epoch")).to_be_visible()
+    assert _metric_value(page, "accuracy, validation") == f"{100 * member['accuracy']:.1f}%"
+    shown = page.get_by_text("Test accuracy of this model (integer engine)").inner_text()
+    test_pct = re.search(r"(\d+\.\d\d)%", shown)[1]
+
+    page.get_by_role("button", name="Build the integer model + C code").click()
+    _idle(page)
+    with page.expect_download(timeout=120_000) as info:
+        page.get_by_role("button", name="Download the export (zip)").click()
+    out = ARTIFACTS / "export"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    zip_path = out / "gruq-export.zip"
+    info.value.save_as(zip_path)
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(out)
+    src = out / "gruq_export"
+    subprocess.run(
+        ["cc", "-std=c99", "-O2", *sorted(str(p) for p in src.glob("*.c")), "-o", str(src / "check")],
+        check=True,
+        timeout=120,
+    )
+    printed = subprocess.run([str(src / "check")], cwd=src, capture_output=True, text=True, timeout=120).stdout
+    right, total = map(int, re.search(r"^accuracy (\d+)/(\d+)$", printed, re.M).groups())
+    assert f"{100 * right / total:.2f}" == test_pct, printed
+    assert f"{total}/{total} identical" in printed
+    _shot(page, "04b-explorer-export.png")
+
+
 def test_launch_watch_and_drill_down(server) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -367,6 +417,42 @@ def test_bops_wording_and_the_empty_front_explained(bops_and_hopeless_runs) -> N
             expect(page.get_by_text("No scheme met the minimum accuracy of 99.9%")).to_be_visible()
             expect(page.get_by_text("Lower the minimum accuracy to")).to_be_visible()
             _shot(page, "07-empty-front.png")
+            assert page.locator("[data-testid='stException']").count() == 0
+        finally:
+            browser.close()
+
+
+def test_a_fine_tuned_front_point_is_the_model_you_download(server) -> None:
+    """Issue 9: a run launched with fine-tuning; its pick opened in the Explorer shows the
+    front's accuracy, and the downloaded C model's check prints the Explorer's test accuracy."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, db = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            _idle(page)
+            _set_number(page, "Population (schemes per generation)", 8)
+            _set_number(page, "Generations (the first included)", 3)
+            _set_number(page, "Fine-tuning epochs per scheme (0 = none, much faster)", 1)
+            page.get_by_role("button", name="Launch the search").click()
+            page.wait_for_url("**/Live_run**", timeout=60_000)
+            deadline = time.monotonic() + 300
+            while not page.get_by_text("finished · generation").count():
+                assert time.monotonic() < deadline, f"the fine-tuned run did not finish ({_timeline(db)})"
+                time.sleep(0.5)
+            _idle(page)
+            time.sleep(2.0)  # the last fragment run
+            expect(page.get_by_text("Pick this one:")).to_be_visible()
+            expect(page.get_by_text("fine-tuned 1 epoch").first).to_be_visible()
+            page.get_by_role("button", name="Inspect this solution").click()
+            page.wait_for_url("**/Explorer**", timeout=30_000)
+            _idle(page)
+            expect(page.get_by_text("Explorer: one scheme, operator by operator")).to_be_visible()
+            _explorer_shows_the_front_model_and_exports_it(page, db)
             assert page.locator("[data-testid='stException']").count() == 0
         finally:
             browser.close()

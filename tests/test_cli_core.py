@@ -262,7 +262,8 @@ def shape_of(files) -> ModelShape:
 )
 def test_evaluate_json_schema(key, bits, split, runs, files):
     rec = one_json_object(runs[key])
-    assert set(rec) == {"task", "bits", "split", "accuracy", "size_bytes", "bops"}
+    assert set(rec) == {"task", "bits", "split", "accuracy", "sequences", "ci95", "model", "size_bytes", "bops"}
+    assert rec["ci95"][0] <= rec["accuracy"] <= rec["ci95"][1]
     genome = parse_bits(bits)
     assert rec["task"] == files.stem
     assert rec["bits"] == list(genome) and all(isinstance(b, int) for b in rec["bits"])
@@ -275,4 +276,10 @@ def test_evaluate_json_schema(key, bits, split, runs, files):
 @pytest.mark.parametrize("key", ["verify 2", "verify mixed"])
 def test_verify_json_reports_identical_engine_and_simulation(key, runs):
     rec = one_json_object(runs[key])
-    assert rec == {"identical": True, "sequences": 30, "mismatched_codes": 0, "mismatched_logits": 0}
+    assert rec == {
+        "model": "post-training",
+        "identical": True,
+        "sequences": 30,
+        "mismatched_codes": 0,
+        "mismatched_logits": 0,
+    }

@@ -317,16 +317,19 @@ def test_cli_export_task(npz_task, tmp_path, capsys):
 
 
 def test_cli_export_from_a_run_front(npz_task, tmp_path, capsys):
+    from gruq.evaluate import accuracies, load
     from gruq.genome import bops
     from gruq.store import RunStore, Scored
 
     task, ckpt = npz_task
     shape = ModelShape(features=3, hidden=8, classes=3, steps=5)
     front = [homogeneous(8), homogeneous(2), homogeneous(4)]
+    data, base = load(str(task), str(ckpt))
+    val = accuracies(base, front, data.val)  # what a post-training run reports: the export must be that model
     db = tmp_path / "runs.db"
     with RunStore(db) as st_:
         run_id = st_.create_run(str(task), {"task": str(task), "objective": "size"}, 0, 1)
-        scored = [Scored(g, 0.5 + 0.01 * g[0], size_bytes(g, shape), bops(g, shape), 0, True) for g in front]
+        scored = [Scored(g, a, size_bytes(g, shape), bops(g, shape), 0, True) for g, a in zip(front, val)]
         st_.commit_generation(
             run_id, 0, hypervolume=0.5, seconds=1.0, evaluations=3, scored=scored, front=front, checkpoint={}
         )
@@ -353,6 +356,7 @@ def test_cli_export_from_a_run_front(npz_task, tmp_path, capsys):
     record = json.loads(capsys.readouterr().out)
     assert record["genome"] == list(homogeneous(4))  # sizes: all-2 < all-4 < all-8
     assert record["front_member"]["pick"] == 1
+    assert record["model"] == "post-training" and record["test_accuracy"] == record["engine_accuracy"]
     code = main(
         ["export", "--db", str(db), "--run", str(run_id), "--pick", "3", "--checkpoint", str(ckpt), "--out", str(out)]
     )

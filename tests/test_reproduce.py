@@ -15,9 +15,21 @@ from gruq.report import render_readme, summary_table
 from gruq.reproduce import Budget, reproduce, smallest_within, spread_subset
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = Budget(pop=8, gens=2, seed=0, finetune_epochs=1, finetune_samples=96, front_size=3, workers=1)
-TASK_KEYS = {"acc8", "size8", "size_cap", "hv_mixed", "hv_homogeneous", "within_0.5pp", "within_1pp"}
-PICK_KEYS = {"bits", "accuracy", "size_bytes", "reduction", "check"}
+TINY = Budget(pop=8, gens=2, seed=0, seeds=2, finetune_epochs=1, finetune_samples=96, front_size=3, workers=1)
+TASK_KEYS = {"size8", "size_cap", "seeds", "reduction_mean", "test_delta_pp_mean"}
+PICK_KEYS = {
+    "bits",
+    "selected_on",
+    "select_accuracy",
+    "select_acc8",
+    "test_accuracy",
+    "test_acc8",
+    "test_delta_pp",
+    "test_ci95",
+    "size_bytes",
+    "reduction",
+    "check",
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,74 +48,118 @@ def test_summary_has_exactly_the_issue_schema(run):
     t = summary["tasks"]["vowels"]
     assert set(t) == TASK_KEYS
     assert t["size8"] == 5316.0 and t["size_cap"] == 2148.0  # H=32, 12 features, 9 classes
-    assert 0 <= t["hv_homogeneous"] <= 1 and 0 <= t["hv_mixed"] <= 1
-    for key in ("within_0.5pp", "within_1pp"):
-        p = t[key]
+    assert [s["seed"] for s in t["seeds"]] == [0, 1]
+    for s in t["seeds"]:
+        assert set(s) == {"seed", "hv_mixed", "hv_homogeneous", "pick"}
+        assert 0 <= s["hv_homogeneous"] <= 1 and 0 <= s["hv_mixed"] <= 1
+        p = s["pick"]
         assert set(p) == PICK_KEYS
+        assert p["selected_on"] == "select"
         assert len(p["bits"]) == 17 and all(2 <= b <= 8 for b in p["bits"])
-        assert p["accuracy"] >= t["acc8"] - (0.005 if key == "within_0.5pp" else 0.01) - 1e-9
+        assert p["select_accuracy"] >= p["select_acc8"] - 0.005 - 1e-9  # the pick rule, on select
+        assert p["test_delta_pp"] == pytest.approx(100 * (p["test_accuracy"] - p["test_acc8"]))
+        lo, hi = p["test_ci95"]
+        assert lo <= p["test_accuracy"] <= hi
         assert p["reduction"] == pytest.approx(1 - p["size_bytes"] / t["size8"])
         assert p["check"].startswith("python -m gruq evaluate --task vowels --bits ")
-    assert t["within_1pp"]["size_bytes"] <= t["within_0.5pp"]["size_bytes"]
+        assert "--split holdout" in p["check"] and f"--seed {s['seed']}" in p["check"]
+    assert t["reduction_mean"] == pytest.approx(sum(s["pick"]["reduction"] for s in t["seeds"]) / 2)
+    assert t["test_delta_pp_mean"] == pytest.approx(sum(s["pick"]["test_delta_pp"] for s in t["seeds"]) / 2)
     b = summary["budget"]
-    assert (b["pop"], b["gens"], b["finetune_epochs"], b["finetune_samples"], b["front_size"]) == (8, 2, 1, 96, 3)
+    assert (b["pop"], b["gens"], b["finetune_epochs"], b["finetune_samples"], b["front_size"], b["seeds"]) == (
+        8,
+        2,
+        1,
+        96,
+        3,
+        2,
+    )
+    assert (b["search_split"], b["select_split"], b["report_split"]) == ("val", "select", "holdout")
     assert summary["wall_seconds"] > 0
+
+
+def test_the_pick_is_the_smallest_within_half_a_point_on_select(run):
+    out, summary, _ = run
+    for record in json.loads((out / "tasks" / "vowels" / "result.json").read_text())["seeds"]:
+        candidates = [r for r in record["front"] if r["selected"]] + record["baselines"]
+        ref = record["baselines"][-1]
+        assert ref["bits"] == [8] * 17
+        want = smallest_within(candidates, "ft_select", ref["ft_select"], 0.005)
+        assert record["pick"]["bits"] == want["bits"]
+        assert record["pick"]["test_accuracy"] == want["ft_test"]  # reported on holdout, not chosen on it
+        assert record["sequences"] == {"val": 100, "select": 150, "holdout": 150}
 
 
 def test_check_commands_reproduce_accuracy_and_size_exactly(run):
     _, summary, _ = run
-    picks = summary["tasks"]["vowels"]
-    commands = {picks[k]["check"]: picks[k] for k in ("within_0.5pp", "within_1pp")}
-    for cmd, pick in commands.items():
-        argv = shlex.split(cmd)
+    for s in summary["tasks"]["vowels"]["seeds"]:
+        pick = s["pick"]
+        argv = shlex.split(pick["check"])
         assert argv[:3] == ["python", "-m", "gruq"]
         done = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         record = json.loads(done.stdout)
-        assert record["bits"] == pick["bits"] and record["split"] == "test"
-        assert record["accuracy"] == pick["accuracy"]
+        assert record["bits"] == pick["bits"] and record["split"] == "holdout"
+        assert record["accuracy"] == pick["test_accuracy"]
         assert record["size_bytes"] == pick["size_bytes"]
+        assert record["sequences"] == 150
 
 
 def test_task_files_figures_and_readme(run):
     out, summary, events = run
     d = out / "tasks" / "vowels"
-    record = json.loads((d / "result.json").read_text())
-    assert record["acc8"] == summary["tasks"]["vowels"]["acc8"]
+    records = json.loads((d / "result.json").read_text())["seeds"]
+    assert [r["seed"] for r in records] == [0, 1]
+    record = records[0]
+    assert record["pick"]["test_acc8"] == summary["tasks"]["vowels"]["seeds"][0]["pick"]["test_acc8"]
     assert len(record["baselines"]) == 7 and sum(r["selected"] for r in record["front"]) <= 3
     assert all(r["ft_test"] is not None for r in record["front"] if r["selected"])
     assert all("cluster" in r for r in record["front"])
-    assert (d / "front.csv").read_text().startswith("bits,size_bytes")
-    assert (d / "baselines.csv").read_text().count("\n") == 8
+    assert (d / "front_seed0.csv").read_text().startswith("bits,size_bytes")
+    assert (d / "baselines_seed1.csv").read_text().count("\n") == 8
     for name in ("vowels_front.png", "vowels_bits.png"):
         assert (out / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = (out / "README.md").read_text()
-    assert summary_table(summary) in readme
-    assert render_readme(summary, {"vowels": record}) == readme
-    assert "figures/vowels_front.png" in readme and summary["tasks"]["vowels"]["within_0.5pp"]["check"] in readme
-    assert ("vowels", "finetune", 10, 10) in events or any(e[1] == "finetune" and e[2] == e[3] for e in events)
+    assert summary_table(summary, {"vowels": records}) in readme
+    assert render_readme(summary, {"vowels": records}) == readme
+    assert "figures/vowels_front.png" in readme
+    for s in summary["tasks"]["vowels"]["seeds"]:
+        assert s["pick"]["check"] in readme
+    assert "(n=150)" in readme and "--seeds 2" in readme
+    assert any(e[1] == "finetune" and e[2] == e[3] for e in events)
 
 
 def test_readme_table_without_run():
-    pick = {"bits": [4] * 17, "accuracy": 0.95, "size_bytes": 3000.0, "reduction": 0.4, "check": "python -m gruq x"}
+    pick = {
+        "bits": [4] * 17,
+        "selected_on": "select",
+        "select_accuracy": 0.95,
+        "select_acc8": 0.952,
+        "test_accuracy": 0.95,
+        "test_acc8": 0.9512,
+        "test_delta_pp": -0.12,
+        "test_ci95": [0.93, 0.965],
+        "size_bytes": 3000.0,
+        "reduction": 0.4,
+        "check": "python -m gruq x",
+    }
     summary = {
         "tasks": {
             "ecg": {
-                "acc8": 0.9512,
                 "size8": 5000.0,
                 "size_cap": 2000.0,
-                "hv_mixed": 0.71,
-                "hv_homogeneous": 0.69,
-                "within_0.5pp": pick,
-                "within_1pp": pick,
+                "seeds": [{"seed": 0, "hv_mixed": 0.71, "hv_homogeneous": 0.69, "pick": pick}],
+                "reduction_mean": 0.4,
+                "test_delta_pp_mean": -0.12,
             }
         },
         "budget": {**TINY.to_dict()},
         "wall_seconds": 61.0,
     }
     text = render_readme(summary)
-    assert "| ecg | 95.12% | 5.00 kB | 2.00 kB (-60%) | **40.0%** (95.00%, 3.00 kB)" in text
+    assert "| ecg | 0 | **40.0%** (3.00 kB) | 95.00% / 95.20% | 95.00% [93.0, 96.5] | 95.12% | **-0.12**" in text
     assert "python -m gruq x" in text
+    assert "| ecg | met (-0.12 pp) | **not met** (40.0% vs 55.0%) | met |" in text
 
 
 def test_spread_subset_keeps_both_ends_and_spreads():
@@ -157,11 +213,10 @@ def test_app_page_reads_the_report(run, monkeypatch):
     at = _page(monkeypatch, out)
     assert at.title[0].value.startswith("Reproduce")
     table = at.dataframe[0].value
-    assert list(table["task"]) == ["vowels"]
-    assert table["reduction within 0.5 pp %"][0] == round(
-        summary["tasks"]["vowels"]["within_0.5pp"]["reduction"] * 100, 1
-    )
-    assert summary["tasks"]["vowels"]["within_0.5pp"]["check"] in [c.value for c in at.code]
+    assert list(table["task"]) == ["vowels", "vowels"]
+    seeds = summary["tasks"]["vowels"]["seeds"]
+    assert list(table["reduction %"]) == [round(s["pick"]["reduction"] * 100, 1) for s in seeds]
+    assert [s["pick"]["check"] for s in seeds] == [c.value for c in at.code]
 
 
 def test_app_page_without_a_report_says_how_to_make_one(tmp_path, monkeypatch):

@@ -98,7 +98,8 @@ def test_search_prints_one_json_object_and_runs_lists_the_run(tmp_path: Path) ->
     [line] = out.stdout.splitlines()
     res = json.loads(line)
     assert set(res) == {"run_id", "evaluations", "hypervolume", "front"} and len(res["hypervolume"]) == 3
-    assert res["front"] and all(set(m) == {"bits", "accuracy", "size_bytes", "bops"} for m in res["front"])
+    keys = {"bits", "accuracy", "size_bytes", "bops", "model", "check"}
+    assert res["front"] and all(set(m) == keys for m in res["front"])
     assert "run 1" in out.stderr  # the progress bar
     # another process, same seed: the same result
     assert res == in_process(

@@ -248,7 +248,8 @@ def test_the_read_functions_give_what_the_app_shows(store_with_run: tuple[Path, 
     res = result(db, run_id)
     assert res["hypervolume"] == [0.5, 0.6] and res["evaluations"] == 3
     assert [m["size_bytes"] for m in res["front"]] == sorted(m["size_bytes"] for m in res["front"])
-    assert set(res["front"][0]) == {"bits", "accuracy", "size_bytes", "bops"}
+    assert set(res["front"][0]) == {"bits", "accuracy", "size_bytes", "bops", "model", "check"}
+    assert res["front"][0]["model"] == "post-training" and "--split val" in res["front"][0]["check"]
 
 
 def test_an_unknown_run_is_a_clear_error(store_with_run: tuple[Path, int]) -> None:

@@ -13,6 +13,8 @@ from gruq.limits import MAX_EPOCHS
 if TYPE_CHECKING:
     from tqdm import tqdm
 
+SPLITS = ("train", "val", "test", "select", "holdout")  # as gruq.tasks.base.SPLITS (not imported: no numpy here)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tasks", help="list the tasks and their splits")
@@ -44,21 +46,26 @@ def register(sub: argparse._SubParsersAction) -> None:
             required=True,
             help="one width for all, 17 comma-separated (every layer), or 17 per layer",
         )
-        p.add_argument("--split", choices=("train", "val", "test"), default="test")
-        if name == "evaluate":
-            p.add_argument("--finetune-epochs", type=bounded("--finetune-epochs", 0, MAX_EPOCHS), default=0)
-            p.add_argument("--seed", type=seed, default=0)
-            p.add_argument(
-                "--finetune-samples",
-                type=positive,
-                metavar="N",
-                help="training sequences per fine-tuning epoch, a seeded subset (default: all)",
-            )
-            p.add_argument(
-                "--finetune-select",
-                choices=("val",),
-                help="keep the fine-tuning epoch (0 included) with the best validation accuracy",
-            )
+        p.add_argument(
+            "--split",
+            choices=SPLITS,
+            default="test",
+            help="select and holdout are the test split's two fixed halves (reproduce picks on one, reports the other)",
+        )
+        # evaluate and verify name the same model (gruq.scheme_model)
+        p.add_argument("--finetune-epochs", type=bounded("--finetune-epochs", 0, MAX_EPOCHS), default=0)
+        p.add_argument("--seed", type=seed, default=0)
+        p.add_argument(
+            "--finetune-samples",
+            type=positive,
+            metavar="N",
+            help="training sequences per fine-tuning epoch, a seeded subset (default: all)",
+        )
+        p.add_argument(
+            "--finetune-select",
+            choices=("val",),
+            help="keep the fine-tuning epoch (0 included) with the best validation accuracy",
+        )
         add_json(p)
         p.set_defaults(func=func)
 
@@ -128,8 +135,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         emit(record)
     else:
+        lo, hi = record["ci95"]
         print(
-            f"{record['task']} {args.split}: accuracy {record['accuracy']:.4f}, "
+            f"{record['task']} {args.split} ({record['model']}): accuracy {record['accuracy']:.4f} "
+            f"(95% CI {lo:.4f}-{hi:.4f}, n={record['sequences']}), "
             f"size {record['size_bytes']:.0f} B, {record['bops']} BOPs"
         )
     return 0
@@ -137,11 +146,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from gruq.evaluate import load, verify
+    from gruq.genome import expand
+    from gruq.scheme_model import from_options
 
     data, _ = load(args.task, args.checkpoint)
+    model = from_options(
+        args.task,
+        expand(args.bits, data.layers),
+        args.checkpoint,
+        args.finetune_epochs,
+        args.seed,
+        args.finetune_samples,
+        args.finetune_select,
+    )
     with _bar("verify", len(data.split(args.split))) as bar:
         record = verify(
-            args.task, args.bits, args.split, args.checkpoint, progress=lambda done, total: bar.update(done - bar.n)
+            args.task,
+            args.bits,
+            args.split,
+            args.checkpoint,
+            progress=lambda done, total: bar.update(done - bar.n),
+            model=model,
         )
     if args.json:
         emit(record)

@@ -1,12 +1,15 @@
 """`export`: an integer model, its C99 kernel and check program, and a memory report.
 
     python -m gruq export --task T --bits B|B0,...,B16 --out DIR [--checkpoint P] [--split S] [--json]
-    python -m gruq export --db PATH --run ID --pick K --out DIR [--json]
+    python -m gruq export --db PATH --run ID --pick K --out DIR [--check] [--json]
     ... [--target cortex-m4]   also a bare-metal Cortex-M4 build (make -C DIR run, under QEMU)
                                and its measured flash, RAM, stack and instructions per step
 
 `--pick K` is member K of the run's latest front sorted by size_bytes
-ascending (0 = the smallest). `--check` also compiles and runs the check.
+ascending (0 = the smallest); its model is the one the run's numbers belong to
+(gruq.scheme_model: fine-tuned weights included, checked by hash or by the
+run's accuracy). `--check` also compiles and runs the check program, whose
+"accuracy c/N" line must agree with the reported `test_accuracy`.
 """
 
 from __future__ import annotations
@@ -53,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=seed, default=0, help="fine-tuning seed (with --task)")
     p.add_argument(
+        "--finetune-samples", type=natural, metavar="N", help="training sequences per fine-tuning epoch (with --task)"
+    )
+    p.add_argument(
+        "--finetune-select", choices=("val",), help="keep the fine-tuning epoch best on validation (with --task)"
+    )
+    p.add_argument(
         "--target",
         choices=("host", "cortex-m4"),
         default="host",
@@ -76,26 +85,42 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
         if args.run is None or args.pick is None:
             raise GruqError("--db needs --run ID and --pick K")
         from gruq.export.front import front_member
+        from gruq.scheme_model import load_from_run
 
         member = front_member(args.db, args.run, args.pick)
+        recipe, built = load_from_run(args.db, args.run, tuple(member["bits"]), checkpoint=args.checkpoint)
         return {
             "task": member["task"],
             "checkpoint": args.checkpoint or member["checkpoint"],
             "bits": member["bits"],
-            "finetune_epochs": member["finetune_epochs"],
-            "seed": member["seed"],
+            "finetune_epochs": 0,
+            "seed": 0,
+            "model": recipe,
+            "built": built,
             "front_member": member,
         }
     if args.run is not None or args.pick is not None:
         raise GruqError("--run and --pick need --db PATH")
     if args.task is None or args.bits is None:
         raise GruqError("export needs --task T --bits B (or --db PATH --run ID --pick K)")
+    from gruq.scheme_model import from_options
+
+    model = from_options(
+        args.task,
+        tuple(args.bits),
+        args.checkpoint,
+        args.finetune_epochs,
+        args.seed,
+        args.finetune_samples or None,
+        args.finetune_select,
+    )
     return {
         "task": args.task,
         "checkpoint": args.checkpoint,
         "bits": list(args.bits),
-        "finetune_epochs": args.finetune_epochs,
-        "seed": args.seed,
+        "finetune_epochs": 0,
+        "seed": 0,
+        "model": model,
     }
 
 
@@ -112,6 +137,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         target["finetune_epochs"],
         target["seed"],
         target=args.target,
+        model=target.get("model"),
+        built=target.get("built"),
     )
     if "front_member" in target:
         record["front_member"] = target["front_member"]
@@ -125,6 +152,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             "last_line": check.get("last_line", ""),
             **({} if check["compiled"] else {"compiler_output": check["output"][-2000:]}),
         }
+        printed = _printed_accuracy(check.get("output", ""))
+        if printed is not None:
+            record["check"]["accuracy"] = printed
+            if "engine_accuracy" in record and printed != record["engine_accuracy"]:
+                record["check"]["ok"] = ok = False  # the C program disagrees with the engine
         if args.target == "cortex-m4":
             from gruq.export.targets import cortex_m4
 
@@ -143,9 +175,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _printed_accuracy(output: str) -> float | None:
+    """The check program's "accuracy c/N" line as a fraction (None if absent)."""
+    import re
+
+    m = re.search(r"^accuracy (\d+)/(\d+)$", output, re.M)
+    return int(m[1]) / int(m[2]) if m and int(m[2]) else None
+
+
 def _print(r: dict[str, Any]) -> None:
     ops = r["ops_per_step"]
-    print(f"{r['task']}: exported {r['sequences']} {r['split']} sequences to {r['out']}")
+    print(f"{r['task']}: exported the {r['model']} model, {r['sequences']} {r['split']} sequences to {r['out']}")
+    if "engine_accuracy" in r:
+        lo, hi = r["ci95"]
+        print(
+            f"  accuracy {100 * r['engine_accuracy']:.2f}% (95% CI {100 * lo:.1f}-{100 * hi:.1f}%, n={r['sequences']})"
+        )
     print(
         f"  parameters {r['packed_parameter_bytes']} B packed (size_bytes {r['size_bytes']:g}), "
         f"look-up tables {r['lut_bytes']} B, state {r['state_bytes']} B + scratch {r['scratch_bytes']} B"

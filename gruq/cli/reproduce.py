@@ -1,6 +1,6 @@
 """`reproduce`: the published claim on the four tasks, into a report directory.
 
-    python -m gruq reproduce --out reports/ [--tasks smnist,vowels] [--pop N --gens G
+    python -m gruq reproduce --out reports/ [--seeds K] [--tasks smnist,vowels] [--pop N --gens G
         --finetune-epochs E --finetune-samples N --front-size K --seed S --workers W] [--json]
 
 Progress goes to stderr (tqdm); --json prints summary.json's object on stdout.
@@ -66,7 +66,14 @@ def register(sub: Any) -> None:
         metavar="K",
         help=f"front genomes fine-tuned at most, best spread (default {d.front_size})",
     )
-    p.add_argument("--seed", type=natural, default=d.seed, help=f"search and fine-tuning seed (default {d.seed})")
+    p.add_argument("--seed", type=natural, default=d.seed, help=f"first search and fine-tuning seed (default {d.seed})")
+    p.add_argument(
+        "--seeds",
+        type=positive,
+        default=d.seeds,
+        metavar="K",
+        help=f"run the whole pipeline for K seeds, --seed, --seed+1, ... (default {d.seeds})",
+    )
     p.add_argument(
         "--workers",
         type=positive,
@@ -82,13 +89,14 @@ def reproduce_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from gruq.report import summary_table
-    from gruq.reproduce import Budget, reproduce
+    from gruq.reproduce import Budget, load_task, reproduce
     from gruq.tasks import NAMES
 
     budget = Budget(
         pop=args.pop,
         gens=args.gens,
         seed=args.seed,
+        seeds=args.seeds,
         finetune_epochs=args.finetune_epochs,
         finetune_samples=args.finetune_samples or None,
         finetune_select=None if args.finetune_select == "last" else args.finetune_select,
@@ -121,6 +129,6 @@ def reproduce_command(args: argparse.Namespace) -> int:
     if args.json:
         emit(summary)
     else:
-        print(summary_table(summary))
+        print(summary_table(summary, {t: load_task(args.out, t) for t in summary["tasks"]}))
         print(f"\n{summary['wall_seconds'] / 60:.1f} min; report: {str(args.out).rstrip('/')}/README.md")
     return 0

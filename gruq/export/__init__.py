@@ -121,7 +121,12 @@ def write_export(
     }
     record["size_bytes"] = _whole(record["size_bytes"])
     if labels is not None:
+        from gruq.stats import wilson_acc
+
         record["engine_accuracy"] = float((logits.argmax(axis=1) == np.asarray(labels)).mean())
+        record["ci95"] = list(wilson_acc(record["engine_accuracy"], record["sequences"]))
+        if split == "test":  # what a run's `check` command gives with --split test
+            record["test_accuracy"] = record["engine_accuracy"]
     with staged_dir(out) as tmp:  # all files or none: never a half-written export
         for name, text in c_source.sources(im, shape, x_codes, logits, labels, task, split).items():
             (tmp / name).write_text(text)
@@ -170,25 +175,34 @@ def export(
     finetune_epochs: int = 0,
     seed: int = 0,
     target: str = HOST,
+    *,
+    model=None,
+    built=None,
 ) -> dict[str, Any]:
-    """Export `task`'s checkpoint quantized under `genome`, with every sequence of
-    `split` as a test vector. With `finetune_epochs`, the weights are first
-    fine-tuned for the genome exactly as the evaluator does (gruq.evaluate.tuned,
-    same seed). `target="cortex-m4"` adds the bare-metal build and its measured
-    costs. Returns the memory report and the paths."""
-    from gruq.evaluate import load, tuned
+    """Export the model of scheme `genome` on `task`, with every sequence of `split`
+    as a test vector. The model is `model` (a `gruq.scheme_model.SchemeModel`, e.g.
+    a run's front member, `built` its already built Checkpoint), else the one the
+    options name: post-training, or fine-tuned for `finetune_epochs` exactly as
+    `gruq evaluate` does. Returns the memory report, the paths, the model's label
+    and, when the labels are known, the integer engine's accuracy on the vectors
+    (`engine_accuracy`; also `test_accuracy` for the test split), with its
+    number of sequences and 95% interval. `target="cortex-m4"` adds the
+    bare-metal build and its measured costs."""
+    from gruq.evaluate import load
     from gruq.scheme import build
+    from gruq.scheme_model import from_options, weights_sha256
 
     genome = validate(genome, layers_of(genome))
     tgt = target_module(target)
     if tgt is not None:
         tgt.require()
     out = check_dir(out_dir)  # fail before the slow part
-    data, ckpt = load(task, str(checkpoint) if checkpoint else None)
-    genome = expand(genome, ckpt.model.layers)
+    checkpoint = str(checkpoint) if checkpoint else None
+    data, base = load(model.task if model else task, model.checkpoint if model else checkpoint)
+    genome = expand(genome, base.model.layers)  # 17 genes are used for every layer
+    recipe = model or from_options(task, genome, checkpoint, finetune_epochs, seed)
     part = data.split(split)
-    if finetune_epochs > 0:
-        ckpt = tuned(ckpt, genome, data, finetune_epochs, seed)
+    ckpt = built if built is not None else recipe.build()
     im = build(genome, ckpt.model, ckpt.calibration)
     shape = model_shape(ckpt.model, data.steps)
     if shape.features != data.features or shape.classes < data.classes:
@@ -198,7 +212,9 @@ def export(
         )
     note = {k: v for k, v in data.extra.items() if k != "index"}
     note["source"] = data.source
-    extra = {"finetune": {"epochs": finetune_epochs, "seed": seed}} if finetune_epochs > 0 else None
+    extra: dict[str, Any] = {"model": recipe.label, "recipe": recipe.to_dict(), "weights_sha256": weights_sha256(ckpt)}
+    if recipe.finetuning is not None:
+        extra["finetune"] = {"epochs": recipe.finetuning.epochs, "seed": recipe.finetuning.seed}
     return write_export(
         im,
         shape,
@@ -273,11 +289,14 @@ def export_archive(
     finetune_epochs: int = 0,
     seed: int = 0,
     target: str = HOST,
+    *,
+    model=None,
+    built=None,
 ) -> tuple[bytes, dict[str, Any]]:
     """`export` into a temporary directory; returns the zip of its files and the
     report (whose paths no longer exist): what a download button needs."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="gruq-export-") as tmp:
-        record = export(task, genome, tmp, checkpoint, split, finetune_epochs, seed, target)
+        record = export(task, genome, tmp, checkpoint, split, finetune_epochs, seed, target, model=model, built=built)
         return archive(tmp), record

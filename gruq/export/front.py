@@ -12,10 +12,12 @@ def front_member(db: str | Path, run_id: int, pick: int) -> dict[str, Any]:
     """Member `pick` of run `run_id`'s latest front, the front sorted by size_bytes
     ascending (ties: higher accuracy first, then bits).
 
-    Returns task, bits, accuracy, size_bytes, finetuned_accuracy, and the
-    fine-tuning (epochs, seed) that produced the accuracy the run reported, so
-    the export quantizes the same weights: the final front's fine-tuning when
-    the member has a fine-tuned accuracy, else the per-candidate fine-tuning.
+    Returns task, bits, accuracy, size_bytes, finetuned_accuracy, model (the
+    label of the model its numbers belong to) and check (the `gruq evaluate`
+    command that re-derives its validation accuracy). The model itself is
+    `gruq.scheme_model.load_from_run(db, run_id, bits)`: the final front's
+    fine-tuning when the member has a fine-tuned accuracy, else the
+    per-candidate fine-tuning, else post-training.
     """
     from gruq import store
     from gruq.paths import file_or_absent
@@ -33,8 +35,6 @@ def front_member(db: str | Path, run_id: int, pick: int) -> dict[str, Any]:
         )
     member = front[pick]
     cfg = run.get("config", {})
-    finetuned = member.get("finetuned_accuracy") is not None
-    epochs = int(cfg.get("front_finetune_epochs", 0) if finetuned else cfg.get("finetune_epochs", 0))
     return {
         "task": run["task"],
         "checkpoint": cfg.get("checkpoint"),  # the run's float model (None: the task's own)
@@ -42,8 +42,8 @@ def front_member(db: str | Path, run_id: int, pick: int) -> dict[str, Any]:
         "accuracy": member["accuracy"],
         "size_bytes": member["size_bytes"],
         "finetuned_accuracy": member.get("finetuned_accuracy"),
-        "finetune_epochs": epochs,
-        "seed": int(run.get("seed", cfg.get("seed", 0))),
+        "model": member["model"],
+        "check": member["check"],
         "run_id": run_id,
         "pick": pick,
         "front_size": len(front),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gruq.errors import GruqError
@@ -87,18 +87,33 @@ def model_shape(task: str) -> ModelShape:
     return tasks.load(task).shape
 
 
-@dataclass(frozen=True)
+@dataclass
 class _RealFinetune:
+    """Fine-tunes the final front through `gruq.scheme_model` and keeps, per genome,
+    what the store records about each model (recipe, weights sha256, weights), in `models`."""
+
     task: str
     seed: int
     samples: int | None = None
     checkpoint: str | None = None
+    models: dict = field(default_factory=dict)  # genome -> (recipe dict, weights sha256, weights bytes)
 
     def __call__(self, genomes: Sequence[Genome], epochs: int) -> list[float]:
-        from gruq.evaluate import finetune_front
+        from gruq.evaluate import accuracies, load, tuned_many
+        from gruq.scheme_model import FineTuning, SchemeModel, base_identity, to_blob, weights_sha256
 
-        accuracies = finetune_front(self.task, list(genomes), epochs, self.seed, self.samples, self.checkpoint)
-        return [float(a) for a in accuracies]
+        data, base = load(self.task, self.checkpoint)
+        sha0 = base_identity(self.task, self.checkpoint)
+        models = tuned_many(base, list(genomes), data, epochs, self.seed, self.samples)  # the front together
+        out = []
+        for g, ckpt in zip(genomes, models):
+            recipe = SchemeModel(
+                self.task, g, self.checkpoint, sha0, FineTuning(epochs, self.seed, self.samples, where="front")
+            )
+            sha = weights_sha256(ckpt)
+            self.models[tuple(g)] = (recipe.pinned(sha).to_dict(), sha, to_blob(ckpt))
+            out.append(float(accuracies(ckpt, [g], data.val)[0]))
+        return out
 
 
 def _import(spec: str) -> Callable[..., Evaluator]:

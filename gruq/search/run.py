@@ -186,6 +186,9 @@ class Search:
     toolbox: base.Toolbox = field(init=False)
 
     def run(self) -> None:
+        from gruq.scheme_model import base_identity
+
+        self.store.set_checkpoint(self.run_id, base_identity(self.cfg.task))  # what rebuilt models check
         self.cache = self.store.scored(self.run_id)
         state = self.store.latest_checkpoint(self.run_id)
         stopping = lambda: self.stop.requested  # noqa: E731
@@ -306,6 +309,8 @@ class Search:
         todo = [g for g in front if g not in done]
         if todo:
             accuracies = self.backend.finetune(todo, epochs)
+            for g, (recipe, sha, weights) in getattr(self.backend.finetune, "models", {}).items():
+                self.store.record_model(self.run_id, g, recipe, sha, weights)  # the model behind the accuracy
             self.store.set_finetuned(self.run_id, dict(zip(todo, map(float, accuracies))))
 
     @contextmanager

@@ -6,10 +6,12 @@ functions of `gruq.store.reader`, re-exported here.
 """
 
 from gruq.store.reader import (
+    checkpoint_sha256,
     fronts,
     hypervolume_curve,
     individuals,
     list_runs,
+    model_record,
     population,
     result,
     run_detail,
@@ -20,11 +22,13 @@ __all__ = [
     "RunRow",
     "RunStore",
     "Scored",
+    "checkpoint_sha256",
     "fronts",
     "genome_text",
     "hypervolume_curve",
     "individuals",
     "list_runs",
+    "model_record",
     "parse_genome",
     "population",
     "result",

@@ -81,6 +81,8 @@ def connect(path: str | Path, *, write: bool) -> sqlite3.Connection:
             _configure(conn, writer=True)
             if not ours:
                 _create_schema(conn)
+            else:
+                schema.migrate(conn)  # an older store is upgraded explicitly (v1 -> v2: scheme models)
         else:
             conn = _connect_read_only(path)
             _configure(conn, writer=False)

@@ -110,11 +110,43 @@ def population(db: str | Path, run_id: int, gen: int | None = None) -> list[Geno
     return [tuple(g) for g in json.loads(row[0])["population"]]
 
 
+def model_record(db: str | Path, run_id: int, genome: Genome) -> dict[str, Any] | None:
+    """The recorded model of `genome` in run `run_id`: recipe (dict), weights_sha256,
+    weights (bytes or None); None if none is recorded (or the store predates models)."""
+    with reading(db) as conn:
+        if not _has_models(conn):
+            return None
+        row = conn.execute(
+            "SELECT recipe, weights_sha256, weights FROM models WHERE run_id = ? AND genome = ?",
+            (run_id, ",".join(str(int(b)) for b in genome)),
+        ).fetchone()
+    if row is None:
+        return None
+    return {"recipe": json.loads(row[0]), "weights_sha256": row[1], "weights": row[2]}
+
+
+def checkpoint_sha256(db: str | Path, run_id: int) -> str | None:
+    """The sha256 of the float checkpoint run `run_id` quantized, if recorded (stores of v2 on)."""
+    with reading(db) as conn:
+        _run_row(conn, db, run_id)
+        if not _has_models(conn):
+            return None
+        row = conn.execute("SELECT checkpoint_sha256 FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return row[0] if row else None
+
+
 def result(db: str | Path, run_id: int) -> dict[str, Any]:
     """The `search --json` object: run_id, evaluations, hypervolume (one per generation),
-    front (bits, accuracy, size_bytes, bops; finetuned_accuracy after front fine-tuning)."""
+    front (bits, accuracy, size_bytes, bops; finetuned_accuracy after front fine-tuning;
+    model: which model the member's numbers belong to; check: the `gruq evaluate`
+    command that re-derives the member's validation accuracy exactly, that is
+    finetuned_accuracy when the front was fine-tuned, else accuracy)."""
+    from gruq.scheme_model import for_run
+
     with reading(db) as conn:
-        objective = _objective(_run_row(conn, db, run_id))
+        run_row = _run_row(conn, db, run_id)
+        objective = _objective(run_row)
+        config, task = json.loads(run_row[-1]), run_row[1]
         curve = [
             r[0] for r in conn.execute("SELECT hypervolume FROM generations WHERE run_id = ? ORDER BY gen", (run_id,))
         ]
@@ -125,6 +157,10 @@ def result(db: str | Path, run_id: int) -> dict[str, Any]:
             (run_id,),
         )
         front = [_front_entry(_individual(row)) for row in rows]
+    for m in front:
+        recipe = for_run(config, task, tuple(m["bits"]), "finetuned_accuracy" in m)
+        m["model"] = recipe.label
+        m["check"] = recipe.command("val")
     return {
         "run_id": run_id,
         "evaluations": evaluations,
@@ -141,6 +177,11 @@ def _run_row(conn: sqlite3.Connection, db: str | Path, run_id: int) -> tuple:
     if row is None:
         raise GruqError(f"no run {run_id} in {db}")
     return row
+
+
+def _has_models(conn: sqlite3.Connection) -> bool:
+    """False for a version-1 store opened read-only (not migrated: it records no models)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'models'").fetchone() is not None
 
 
 def _run_summary(conn: sqlite3.Connection, row: tuple) -> dict[str, Any]:

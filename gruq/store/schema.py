@@ -6,7 +6,7 @@ refused rather than misread, and an older one can be migrated explicitly.
 
 from __future__ import annotations
 
-VERSION = 1
+VERSION = 2
 STATUSES = ("queued", "running", "finished", "failed", "cancelled")
 
 # `gruq_schema` marks a file as ours: gruq writes only to files that have it
@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS runs (
     pid INTEGER,
     created_at TEXT NOT NULL,            -- ISO 8601, UTC
     started_at TEXT,
-    finished_at TEXT
+    finished_at TEXT,
+    checkpoint_sha256 TEXT               -- v2: the float checkpoint the run quantized
 );
 
 CREATE TABLE IF NOT EXISTS generations (
@@ -62,6 +63,20 @@ CREATE TABLE IF NOT EXISTS individuals (
 );
 CREATE INDEX IF NOT EXISTS individuals_by_generation ON individuals(run_id, generation);
 
+-- v2: the model behind a scheme's reported accuracy (gruq.scheme_model): its recipe
+-- (JSON), the sha256 of its weights (checked whenever it is rebuilt), and the
+-- fine-tuned weights themselves once computed (numpy .npz bytes), so the app
+-- and export need not fine-tune again.
+CREATE TABLE IF NOT EXISTS models (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    genome TEXT NOT NULL,
+    recipe TEXT NOT NULL,
+    weights_sha256 TEXT NOT NULL,
+    weights BLOB,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, genome)
+);
+
 -- The feasible Pareto front after each generation.
 CREATE TABLE IF NOT EXISTS fronts (
     run_id INTEGER NOT NULL,
@@ -70,3 +85,40 @@ CREATE TABLE IF NOT EXISTS fronts (
     PRIMARY KEY (run_id, gen, genome)
 );
 """
+
+# Explicit migrations: MIGRATIONS[v] turns a version-v store into version v+1.
+MIGRATIONS = {
+    1: (
+        "ALTER TABLE runs ADD COLUMN checkpoint_sha256 TEXT",
+        """CREATE TABLE IF NOT EXISTS models (
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            genome TEXT NOT NULL,
+            recipe TEXT NOT NULL,
+            weights_sha256 TEXT NOT NULL,
+            weights BLOB,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (run_id, genome)
+        )""",
+    ),
+}
+
+
+def migrate(conn) -> int:
+    """Bring an older store up to VERSION in one transaction per step; returns the version
+    found. Runs only on read-write connections (readers of old stores cope with the
+    missing parts: no recorded models)."""
+    version = int(conn.execute("SELECT max(version) FROM gruq_schema").fetchone()[0])
+    while version < VERSION:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            now = int(conn.execute("SELECT max(version) FROM gruq_schema").fetchone()[0])
+            if now == version:  # another process may have migrated meanwhile
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute("UPDATE gruq_schema SET version = ?", (version + 1,))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        version = int(conn.execute("SELECT max(version) FROM gruq_schema").fetchone()[0])
+    return version

@@ -217,6 +217,25 @@ class RunStore:
                 [(a, run_id, genome_text(g)) for g, a in accuracies.items()],
             )
 
+    def set_checkpoint(self, run_id: int, sha256: str | None) -> None:
+        """Record which float checkpoint (its sha256) the run quantizes; models rebuilt later check it."""
+        with self._tx() as c:
+            c.execute("UPDATE runs SET checkpoint_sha256 = ? WHERE id = ?", (sha256, run_id))
+
+    def record_model(
+        self, run_id: int, genome: Genome, recipe: dict[str, Any], weights_sha256: str, weights: bytes | None = None
+    ) -> None:
+        """Record the model behind a scheme's accuracy (see gruq.scheme_model). The first
+        record of a genome's hash wins: a later one may only add the weights."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO models (run_id, genome, recipe, weights_sha256, weights, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, genome) DO UPDATE SET "
+                "weights = coalesce(models.weights, excluded.weights) "
+                "WHERE models.weights_sha256 = excluded.weights_sha256",
+                (run_id, genome_text(genome), json.dumps(recipe, sort_keys=True), weights_sha256, weights, now()),
+            )
+
     def finetuned(self, run_id: int) -> dict[Genome, float]:
         with translated(self.path):
             rows = self.conn.execute(

@@ -20,6 +20,27 @@ class Split:
         return len(self.y)
 
 
+SPLITS = ("train", "val", "test", "select", "holdout")
+HALVES = ("select", "holdout")
+HALVES_SEED = 0  # fixed: the halves are part of the task, like its splits
+
+
+def test_halves(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the test split's two stratified halves (select: the first, smaller-or-equal one).
+
+    Why: the float checkpoints chose their epoch on validation, and the search
+    ranks genomes on validation, so validation accuracies of the final front
+    are optimistically biased. The test split was never used to choose
+    anything; `gruq reproduce` makes its final pick on the `select` half and
+    reports only the `holdout` half. Everything else (the app, export,
+    evaluate --split test) still reads the whole test split.
+    """
+    from gruq.tasks.split import rng, stratified_split
+
+    n = len(y)
+    return stratified_split(y, [n // 2, n - n // 2], rng(HALVES_SEED))
+
+
 @dataclass(frozen=True)
 class Task:
     """A sequence classification task and the model shape gruq uses for it.
@@ -55,10 +76,15 @@ class Task:
         )
 
     def split(self, name: str) -> Split:
+        """A split by name: train, val, test, or one of the test split's two fixed halves,
+        select and holdout (see `test_halves`)."""
         from gruq.errors import GruqError
 
+        if name in HALVES:
+            idx = test_halves(self.test.y)[HALVES.index(name)]
+            return Split(self.test.X[idx], self.test.y[idx])
         if name not in ("train", "val", "test"):
-            raise GruqError(f"unknown split {name!r}; splits are train, val, test")
+            raise GruqError(f"unknown split {name!r}; splits are {', '.join(SPLITS)}")
         return getattr(self, name)
 
     def summary(self) -> dict:
