@@ -99,3 +99,21 @@ def test_setup_never_installs_into_a_shared_venv():
     assert "pip install -q --no-deps --no-build-isolation -e ." in text
     assert "! [ -L .venv ]" in text
     assert sys.prefix  # the suite itself runs in .venv
+
+
+def test_help_works_where_none_of_the_dependencies_is_installed(tmp_path_factory, tmp_path):
+    """`pip install --no-deps` into a bare venv (no numpy, no torch): `gruq --help` still
+    answers, since registering the commands imports none of the dependencies."""
+    src = project_copy(tmp_path_factory.mktemp("bsrc"))
+    wheels = tmp_path_factory.mktemp("wheels")
+    r = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", src, "-w", wheels])
+    assert r.returncode == 0, r.stderr
+    bare = tmp_path_factory.mktemp("bare") / "venv"
+    venv.EnvBuilder(with_pip=False).create(bare)
+    (wheel,) = wheels.glob("gruq-*.whl")
+    r = run([sys.executable, "-m", "pip", "--python", bare / "bin" / "python", "install", "-q", "--no-deps", wheel])
+    assert r.returncode == 0, r.stderr
+    assert run([bare / "bin" / "python", "-c", "import numpy"]).returncode != 0  # really bare
+    r = run([bare / "bin" / "gruq", "--help"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: gruq ") and "search" in r.stdout

@@ -14,15 +14,27 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from gruq.errors import GruqError
 from gruq.paths import input_file
-from gruq.tasks.base import Split, Task
-from gruq.tasks.split import check_seed
+
+if TYPE_CHECKING:
+    from gruq.tasks.base import Split, Task
 
 NAMES = ("smnist", "vowels", "har", "ecg")
 
 __all__ = ["NAMES", "Split", "Task", "load", "summaries"]
+
+
+def __getattr__(name: str) -> Any:
+    """Split and Task on first use: importing the task names alone needs no numpy
+    (the command line's --help works in an environment without the dependencies)."""
+    if name in ("Split", "Task"):
+        from gruq.tasks import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @lru_cache(maxsize=16)
@@ -50,6 +62,8 @@ def _looks_like_path(name: str) -> bool:
 
 def load(name_or_path: str, seed: int = 0) -> Task:
     """A task by name (one of NAMES) or from a .npz file, with the splits of `seed`."""
+    from gruq.tasks.split import check_seed
+
     seed = check_seed(seed)
     if not isinstance(name_or_path, (str, Path)):
         raise GruqError(f"a task is a name ({', '.join(NAMES)}) or a path to a .npz file, not {name_or_path!r}")
