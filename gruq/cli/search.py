@@ -93,13 +93,7 @@ def _register_search(sub: Any) -> None:
         "results do not depend on it",
     )
     p.add_argument("--chunk-size", type=int, metavar="N", help="genomes scored per batch (default 16)")
-    p.add_argument(
-        "--db",
-        type=path("file_or_absent"),
-        default=DEFAULT_DB,
-        metavar="PATH",
-        help=f"the run store (default {DEFAULT_DB})",
-    )
+    _add_db(p)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--resume", type=int, metavar="ID", help="continue stored run ID (after a crash or cancel)")
     which.add_argument("--run-id", type=int, metavar="ID", help="start queued run ID (used by the app's launcher)")
@@ -107,8 +101,7 @@ def _register_search(sub: Any) -> None:
     p.set_defaults(func=search_command)
 
 
-def _register_runs(sub: Any) -> None:
-    p = sub.add_parser("runs", help="list the runs in a store")
+def _add_db(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--db",
         type=path("file_or_absent"),
@@ -116,6 +109,11 @@ def _register_runs(sub: Any) -> None:
         metavar="PATH",
         help=f"the run store (default {DEFAULT_DB})",
     )
+
+
+def _register_runs(sub: Any) -> None:
+    p = sub.add_parser("runs", help="list the runs in a store")
+    _add_db(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=runs_command)
 
@@ -127,7 +125,7 @@ def _register_runner(sub: Any) -> None:
         description="Wait for queued runs in the store and start each in its own forked process; "
         "exits when the process that started it is gone.",
     )
-    p.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"the run store (default {DEFAULT_DB})")
+    _add_db(p)
     p.set_defaults(func=runner_command)
 
 
