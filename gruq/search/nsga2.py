@@ -102,6 +102,7 @@ def first_population(toolbox: base.Toolbox, cons: Constraints, n: int) -> list:
     return initial_population(toolbox, cons, n, toolbox.probes())
 
 
+@threadpool_limits.wrap(limits=1, user_api="blas")  # tiny matrices; threads only contend (measured)
 def propose(
     toolbox: base.Toolbox,
     cons: Constraints,
@@ -122,19 +123,6 @@ def propose(
     exploring where the surrogate is wrong. Fewer than `k` when the space
     has no more new genomes.
     """
-    with threadpool_limits(limits=1, user_api="blas"):  # tiny matrices; threads only contend (measured)
-        return _propose(toolbox, cons, population, front, cache, k, cxpb)
-
-
-def _propose(
-    toolbox: base.Toolbox,
-    cons: Constraints,
-    population: list,
-    front: Sequence,
-    cache: dict[Genome, float],
-    k: int,
-    cxpb: float,
-) -> list:
     first = [g for g in dict.fromkeys(toolbox.probes()) if g not in cache][:k]
     k -= len(first)
     model = guided.Surrogate(cons, cache)
