@@ -11,6 +11,7 @@ connected, and the script is not running.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
@@ -369,16 +370,18 @@ def _centre(point) -> tuple[float, float]:
 
 
 def _hover(page, trace: int, avoid: tuple[int, ...] = ()) -> str:
-    """Move the mouse onto the last point of a scatter trace that has no point of the
-    traces `avoid` under it (a homogeneous genome on the front is also a
-    baseline diamond; hovering there shows whichever Plotly finds first); the hover
-    label's text."""
+    """Move the mouse onto the point of a scatter trace farthest from every point of the
+    traces `avoid` (a homogeneous genome on the front is also a baseline diamond, and
+    Plotly shows whichever marker under the mouse it finds first); the hover label's text."""
     traces = page.locator(".js-plotly-plot .scatterlayer .trace")
+    for t in (trace, *avoid):  # .all() does not wait: wait until the chart has drawn each trace
+        traces.nth(t).locator("path.point").first.wait_for()
     taken = [_centre(p) for t in avoid for p in traces.nth(t).locator("path.point").all()]
-    near = lambda c: any(abs(c[0] - x) < 2 and abs(c[1] - y) < 2 for x, y in taken)  # noqa: E731
-    points = [c for c in map(_centre, traces.nth(trace).locator("path.point").all()) if not near(c)]
-    assert points, f"every point of trace {trace} sits on a point of traces {avoid}"
-    x, y = points[-1]
+    points = [_centre(p) for p in traces.nth(trace).locator("path.point").all()]
+    assert points, f"trace {trace} has no point"
+    clearance = lambda c: min((math.dist(c, t) for t in taken), default=math.inf)  # noqa: E731
+    x, y = max(points, key=clearance)
+    assert clearance((x, y)) > 0, f"every point of trace {trace} sits on a point of traces {avoid}"
     page.mouse.move(0, 0)
     page.mouse.move(x, y)
     page.wait_for_selector(".hoverlayer .hovertext", timeout=10_000)
