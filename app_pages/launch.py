@@ -267,6 +267,8 @@ FIELDS = {
 def form_wording(exc: SettingError) -> str:
     """gruq's refusal of a setting, in the words of this form (the CLI words it with its flags)."""
     f = exc.facts
+    if exc.setting == "pins":
+        return "Every operator is pinned to one width: there is only one scheme, so there is nothing to search."
     if "smallest_bytes" not in f:
         return str(exc)
     asked = f"{f['max_size_bytes'] / KB:.2f} kB"

@@ -60,7 +60,7 @@ def controls(r: dict) -> list[dict]:
     c = st.columns([3, 1.1, 1.1, 0.8])
     c[0].progress(
         p["fraction"],
-        text=f"**{status_text}** · generation {p['done']} of {p['planned']} done · {r['evaluations']} schemes scored",
+        text=f"**{status_text}** · generation {p['done']} of {p['planned']} done · {r['evaluations']} scheme{'s' if r['evaluations'] != 1 else ''} scored",
     )
     c[1].metric("elapsed", views.duration(p["elapsed"]))
     c[2].metric("remaining (estimate)", views.duration(p["remaining"]) if status in ACTIVE else "—")
@@ -272,7 +272,7 @@ def live() -> None:
         if len(front):
             alike = int(front["alike"].sum())
             st.markdown(
-                f"**The front: {len(front)} trade-offs** (validation accuracy"
+                f"**The front: {len(front)} trade-off{'s' if len(front) != 1 else ''}** (validation accuracy"
                 + (f" on {n_val} sequences" if n_val else "")
                 + (", after the final fine-tuning" if front_tuned else "")
                 + "; bits per operator, in the order of the Learn page's table; select a row to inspect it)"

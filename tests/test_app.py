@@ -160,6 +160,8 @@ def test_launch_says_when_every_operator_is_pinned(empty_db) -> None:
     at.run()
     assert not at.exception
     assert any("Every operator is pinned" in w.value for w in at.warning)
+    assert any("nothing to search" in e.value for e in at.error)
+    assert at.button(key="launch").disabled  # one scheme: score it, do not search it
 
 
 @needs_vowels

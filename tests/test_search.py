@@ -284,6 +284,13 @@ def test_a_size_limit_below_every_allowed_genome_is_refused_naming_the_smallest_
     assert not (tmp_path / "s.db").exists()  # refused before anything was stored
 
 
+def test_a_search_with_every_operator_pinned_is_refused_before_anything_is_stored(tmp_path: Path) -> None:
+    with pytest.raises(GruqError, match="every operator is pinned to one width"):
+        search(tmp_path / "s.db", pins=dict.fromkeys(OPS, 4))
+    search(tmp_path / "s.db", pins=dict.fromkeys(OPS[1:], 4))  # one free operator: a search
+    assert (tmp_path / "s.db").exists()
+
+
 def test_stored_configs_reject_unknown_settings() -> None:
     with pytest.raises(GruqError, match="unknown search setting"):
         SearchConfig.from_dict({"task": "fake", "popsize": 8})

@@ -95,6 +95,13 @@ def _max_size(cfg: SearchConfig, shape: ModelShape) -> float | None:
 
 
 def _check_reachable(cfg: SearchConfig, cons: Constraints) -> None:
+    if cons.free_genes == 0:
+        raise SettingError(
+            "every operator is pinned to one width (--pin, --bits-range): there is one scheme and nothing to "
+            "search; score it with gruq evaluate --bits",
+            "pins",
+            genome=tuple(cons.low),
+        )
     smallest = size_bytes(cons.low, cons.shape)
     if cons.max_size is not None and smallest > cons.max_size + EPS:
         setting, asked = _asked_size(cfg, cons.max_size)
