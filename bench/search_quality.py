@@ -182,18 +182,25 @@ def run_random(view: MethodView, seed: int, budget: int, batch: int = POP) -> di
     return {}
 
 
-def run_optuna(view: MethodView, seed: int, budget: int, pop: int = POP) -> dict[str, Any]:
-    """Optuna's NSGAIISampler on the same scoring function, one population per ask/tell batch."""
+def _optuna_study(view: MethodView, sampler: Any) -> tuple[Any, dict[str, Any], float]:
+    """A two-objective Optuna study with the baselines queued first, its search space and
+    the all-8-bit size that normalises the second objective."""
     import optuna
     from optuna.distributions import IntDistribution
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    size8 = size_bytes(homogeneous(MAX_BITS), view.shape)
-    sampler = optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     for g in baselines():
         study.enqueue_trial(dict(zip(OPS, g)))
     space = {op: IntDistribution(MIN_BITS, MAX_BITS) for op in OPS}
+    return study, space, size_bytes(homogeneous(MAX_BITS), view.shape)
+
+
+def run_optuna(view: MethodView, seed: int, budget: int, pop: int = POP) -> dict[str, Any]:
+    """Optuna's NSGAIISampler on the same scoring function, one population per ask/tell batch."""
+    import optuna
+
+    study, space, size8 = _optuna_study(view, optuna.samplers.NSGAIISampler(population_size=pop, seed=seed))
     trials = 0
     while len(view.asked) < budget and trials < OPTUNA_MAX_TRIALS_FACTOR * budget:
         batch = [study.ask(space) for _ in range(pop)]
@@ -208,15 +215,8 @@ def run_optuna(view: MethodView, seed: int, budget: int, pop: int = POP) -> dict
 def run_tpe(view: MethodView, seed: int, budget: int) -> dict[str, Any]:
     """Optuna's multivariate TPESampler on both objectives, one trial at a time (TPE's strongest use)."""
     import optuna
-    from optuna.distributions import IntDistribution
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    size8 = size_bytes(homogeneous(MAX_BITS), view.shape)
-    sampler = optuna.samplers.TPESampler(multivariate=True, seed=seed)
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
-    for g in baselines():
-        study.enqueue_trial(dict(zip(OPS, g)))
-    space = {op: IntDistribution(MIN_BITS, MAX_BITS) for op in OPS}
+    study, space, size8 = _optuna_study(view, optuna.samplers.TPESampler(multivariate=True, seed=seed))
     trials = 0
     while len(view.asked) < budget and trials < OPTUNA_MAX_TRIALS_FACTOR * budget:
         t = study.ask(space)

@@ -16,9 +16,10 @@ from gruq.cli.args import path
 from gruq.errors import GruqError
 
 DEFAULT_DB = "runs/gruq.db"
-# Settings of a new run; --resume takes the stored ones instead.
-NEW_RUN_OPTIONS = (
+# Settings of a new run, named as SearchConfig's fields; --resume takes the stored ones instead.
+NEW_RUN_SETTINGS = (
     "task",
+    "checkpoint",
     "pop",
     "gens",
     "budget",
@@ -28,13 +29,13 @@ NEW_RUN_OPTIONS = (
     "max_size_kb",
     "max_size_pct",
     "min_accuracy",
-    "bits_range",
-    "pin",
     "finetune_epochs",
     "front_finetune_epochs",
     "finetune_samples",
     "chunk_size",
 )
+NEW_RUN_OPTIONS = (*NEW_RUN_SETTINGS, "bits_range", "pin")  # flags a resumed run refuses
+COMPUTE = ("workers", "scheduler")  # where a run computes: a resume may change them
 
 
 def register(sub: Any) -> None:
@@ -171,27 +172,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if not args.task:
         raise GruqError("search needs --task (or --resume ID to continue a stored run)")
     settings: dict[str, Any] = {
-        name: getattr(args, name)
-        for name in (
-            "task",
-            "checkpoint",
-            "pop",
-            "gens",
-            "budget",
-            "seed",
-            "objective",
-            "max_size_bytes",
-            "max_size_kb",
-            "max_size_pct",
-            "min_accuracy",
-            "finetune_epochs",
-            "front_finetune_epochs",
-            "finetune_samples",
-            "workers",
-            "scheduler",
-            "chunk_size",
-        )
-        if getattr(args, name) is not None
+        name: getattr(args, name) for name in (*NEW_RUN_SETTINGS, *COMPUTE) if getattr(args, name) is not None
     }
     if args.budget is not None and args.gens is None:
         settings["gens"] = None  # the budget alone decides when the run ends
