@@ -175,3 +175,19 @@ def test_a_model_it_cannot_train_is_refused_not_trained_wrongly() -> None:
     deeper.gru = nn.GRU(3, 8, num_layers=2, batch_first=True)
     with pytest.raises(GruqError, match="one-layer"):
         Population(deeper, s.calib, [homogeneous(4)])
+
+
+# weights_sha256 of two fixed vowels recipes, recorded on the one-layer code before stacked
+# fine-tuning existed: one-layer numbers (reproduce's reports, recorded recipe hashes) must not move.
+MIXED = (2, 6, 4, 3, 5, 8, 4, 2, 7, 8, 6, 5, 3, 2, 6, 4, 8)
+PINNED = [
+    ((4,) * 17, {"finetune_epochs": 1, "seed": 0, "samples": 64}, "b7054fd964d0ed29b153db74809b6deefd711bbed0b5fb8b0271b9aee4fc365b"),
+    (MIXED, {"finetune_epochs": 2, "seed": 7, "samples": 48, "select": "val"}, "31a3ba0579a7f4c9bea54f589ab9611a1cfc1a46dab2980e7697a40ce412b09b"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("genome", "options", "sha"), PINNED)
+def test_one_layer_fine_tuning_gives_the_weights_it_always_gave(genome, options, sha) -> None:
+    from gruq.scheme_model import from_options, weights_sha256
+
+    assert weights_sha256(from_options("vowels", genome, **options).build()) == sha
