@@ -69,23 +69,24 @@ import torch
 from gruq.errors import GruqError
 from gruq.fakequant import _lut
 from gruq.fixedpoint import Format, round_shift
-from gruq.genome import HEAD_BITS, INPUT_BITS, Genome
+from gruq.genome import HEAD_BITS, INPUT_BITS, Genome, cells, validate
 from gruq.model import Calibration, GRUClassifier
 from gruq.ops import GATE_OF_LINEAR, INDEX, INPUT_LINEAR, LINEAR, OPS
-from gruq.scheme import formats
+from gruq.scheme import Formats, formats, layer_formats
 
 F32, F64, I32 = torch.float32, torch.float64, torch.int32
 ALIGN = 64  # floats: each genome's parameter slice starts 256-byte aligned, as a tensor of its own would
 INT32_LO, INT32_HI = -(2.0**31), 2.0**31 - 1
-PARAMETERS = (  # what the cell below trains, in GRUClassifier's order
-    "gru.weight_ih_l0",
-    "gru.weight_hh_l0",
-    "gru.bias_ih_l0",
-    "gru.bias_hh_l0",
-    "head.weight",
-    "head.bias",
-)
 BLOCK_ELEMENTS = 1 << 15  # target genomes x sequences x hidden of one step's tensors: they then stay in cache
+
+
+def parameters(layers: int = 1) -> tuple[str, ...]:
+    """What the cells below train, in GRUClassifier's order: each layer's four GRU tensors, then the head."""
+    kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    return (*(f"gru.{kind}_l{k}" for k in range(layers) for kind in kinds), "head.weight", "head.bias")
+
+
+PARAMETERS = parameters(1)  # the one-layer classifier's
 
 
 def block_genomes(batch: int, hidden: int) -> int:
@@ -137,9 +138,10 @@ class _Tables:
     rows: tuple[int, int, int]  # Lz + 2, Ln + 2, Lh
 
 
-def _tables(genome: Genome, calib: Calibration) -> _Tables:
-    """The tables of `genome` under `calib` (weights do not enter: they are fixed for a whole fine-tuning)."""
-    return _tables_of(tuple(genome), calib.x, tuple(sorted(calib.ops.items())))
+def _tables(genes: Genome, calib: Calibration, layer: int = 0) -> _Tables:
+    """The tables of one layer's 17 `genes` under `calib` (weights do not enter: they are fixed for a
+    whole fine-tuning; neither does the layer's input format)."""
+    return _tables_of(tuple(genes), calib.x, tuple(sorted(calib.layers[layer].items())))
 
 
 @lru_cache(maxsize=1024)
@@ -235,42 +237,30 @@ def _quantize(v: torch.Tensor, frac: torch.Tensor, lo, hi):
     return torch.minimum(torch.maximum(r, lo), hi), (r >= lo) & (r <= hi)
 
 
-class Population:
-    """P copies of a model's weights, one per genome, trained together with Adam.
+class _Layer:
+    """Layer k of a `Population`: the one cell, for every genome of the group. It holds the
+    group's constants of this layer (tables, clamp bounds and formats: fixed for the whole
+    fine-tuning), quantizes the layer's weights each step, and runs the layer forward over a
+    whole sequence and backward. Layer k > 0 reads layer k - 1's add_h codes, in add_h's
+    format (no requantization), as `Simulation` and the engine do; its backward hands the
+    gradient of its input codes down to layer k - 1 (the straight-through path of that input)."""
 
-    `step(X, y)` runs one optimizer step of every genome on its own mini-batch
-    (X: (P, N, T, F), y: (P, N)); `model(p)` is genome p's current float model.
-    """
-
-    BETAS, EPS, CLIP = (0.9, 0.999), 1e-8, 1.0  # torch.optim.Adam's defaults; train.py's gradient clipping
-
-    def __init__(self, model: GRUClassifier, calib: Calibration, genomes: Sequence[Genome]) -> None:
-        self.base, self.calib, self.genomes = model, calib, [tuple(g) for g in genomes]
-        self.P, self.H, self.F = len(self.genomes), model.hidden, model.gru.input_size
+    def __init__(self, pop: Population, k: int, fm: Sequence[Formats]) -> None:
+        self.k, self.P, self.H = k, pop.P, pop.H
+        self.F = pop.F if k == 0 else pop.H  # input width: the model's features, or the layer below's h
         self.K = -(-(self.F + 1 + self.H) // 4) * 4  # [x | 1 | h | 0]: a multiple of 4 keeps (K, 4H) blocks aligned
-        self.HQ = -(-(self.H + 1) // 16) * 16  # [h | 1 | 0] of the head's gradient, likewise
-        self.C = model.head.out_features
-        self.layout, self.L = _layout(model)
-        if [n for n, _, _ in self.layout] != list(PARAMETERS):
-            raise GruqError(
-                "quantization-aware fine-tuning handles the one-layer GRU classifier "
-                f"({', '.join(PARAMETERS)}); this model has {', '.join(n for n, _, _ in self.layout)}"
-            )
-        flat = torch.zeros(self.L, dtype=F32)
-        for (_, _, at), p in zip(self.layout, model.parameters()):
-            flat[at : at + p.numel()] = p.detach().reshape(-1)
-        self.flat = flat.repeat(self.P, 1).contiguous()  # (P, L)
-        self.m, self.v = torch.zeros_like(self.flat), torch.zeros_like(self.flat)
-        self.steps = 0
-        self._constants()
+        self.names = parameters(pop.layers)[4 * k : 4 * k + 4]  # weight_ih, weight_hh, bias_ih, bias_hh
+        self.param = pop.param
+        self.genes = [cells(g)[k] for g in pop.genomes]
+        self.out = [f.out for f in fm]
+        # input fraction bits: the 8-bit input's (one for the group), or each genome's h below
+        self.x_frac = fm[0].x.frac if k == 0 else _col([f.x.frac for f in fm])
+        self._constants(pop.calib)
 
     # -- constants of the group (fixed for the whole fine-tuning) --------------------------------------
-    def _constants(self) -> None:
+    def _constants(self, calib: Calibration) -> None:
         P, H = self.P, self.H
-        fm = [formats(g, self.calib, {OPS[op]: 0 for op in LINEAR} | {"head": 0}) for g in self.genomes]
-        self.out = [f.out for f in fm]
-        self.x_frac = fm[0].x.frac
-        tabs = [_tables(g, self.calib) for g in self.genomes]
+        tabs = [_tables(g, calib, self.k) for g in self.genes]
         cat = lambda name: torch.from_numpy(np.concatenate([getattr(t, name) for t in tabs]))  # noqa: E731
         self.t_sig_r64 = cat("sig_r")  # forward
         self.t_sig_r_fwd = self.t_sig_r64.to(F32)
@@ -296,31 +286,13 @@ class Population:
         self.h_lo = _col([o["add_h"].lo for o in self.out], F32)
         self.h_hi = _col([o["add_h"].hi for o in self.out], F32)
         self.c_n = _col([2.0 ** (o["add_n"].frac - o["mul_rn"].frac) for o in self.out], F32)
-        self.bits = {name: _col([g[INDEX[name]] for g in self.genomes]) for name in OPS}
+        self.bits = {name: _col([g[INDEX[name]] for g in self.genes]) for name in OPS}
         self.frac = {name: _col([o[name].frac for o in self.out]) for name in self.out[0]}
 
-    # -- the weights ---------------------------------------------------------------------------------
-    def param(self, name: str, flat: torch.Tensor | None = None) -> torch.Tensor:
-        """Genome-stacked view (P, *shape) of one parameter of `flat` (default: the weights)."""
-        flat = self.flat if flat is None else flat
-        for n, shape, at in self.layout:
-            if n == name:
-                return flat[:, at : at + shape.numel()].view(self.P, *shape)
-        raise KeyError(name)
-
-    def model(self, p: int) -> GRUClassifier:
-        """Genome p's current weights as a float model (a new module)."""
-        m = GRUClassifier(self.F, self.H, self.C)
-        with torch.no_grad():
-            for (_, shape, at), q in zip(self.layout, m.parameters()):
-                q.copy_(self.flat[p, at : at + shape.numel()].view(shape))
-        return m.eval()
-
-    def _quantized(self) -> dict:
-        """This step's weight codes, folded scales and STE factors (per genome; see the module)."""
+    def quantized(self) -> dict:
+        """This step's weight codes, folded scales and STE factors of the layer (per genome; see the module)."""
         P, H, F = self.P, self.H, self.F
-        w_ih, w_hh = self.param("gru.weight_ih_l0").to(F64), self.param("gru.weight_hh_l0").to(F64)
-        b_ih, b_hh = self.param("gru.bias_ih_l0").to(F64), self.param("gru.bias_hh_l0").to(F64)
+        w_ih, w_hh, b_ih, b_hh = (self.param(n).to(F64) for n in self.names)
         fr, bits = self.frac, self.bits
         q: dict = {}
         for op in LINEAR:  # weight codes, per genome format from its own max |w| (scheme.weight_exponents)
@@ -333,13 +305,6 @@ class Population:
             acc = fw + (self.x_frac if op in INPUT_LINEAR else fr["add_h"])
             q[name, "b"], q[name, "bm"] = _quantize(b, acc, INT32_LO, INT32_HI)
             q[name, "fw"], q[name, "acc"] = fw, acc
-        hw, hb = self.param("head.weight").to(F64), self.param("head.bias").to(F64).unsqueeze(1)
-        fh = HEAD_BITS - 1 - _ceil_log2(hw.abs().amax(dim=(1, 2))).view(P, 1, 1)
-        hi = 2.0 ** (HEAD_BITS - 1) - 1
-        q["head", "w"], q["head", "wm"] = _quantize(hw, fh, -hi - 1, hi)
-        lf = fh + fr["add_h"]
-        q["head", "b"], q["head", "bm"] = _quantize(hb, lf, INT32_LO, INT32_HI)
-        q["head", "fw"], q["head", "acc"] = fh, lf
         # exponents of the folded scales (see _Fast._parts), per genome (P, 1, 1)
         k = 8 - bits["add_r"]
         e = {
@@ -376,10 +341,8 @@ class Population:
         w4[:, F + 1 : F + 1 + H, : 3 * H] = torch.cat([T("lin_hr", "hr"), T("lin_hz", "hz"), T("lin_hn", "hn")], 2)
         q["w4"] = _aligned(w4)  # (P, K, 4H)
         q["whT"] = _aligned(w4[:, F + 1 : F + 1 + H, : 3 * H].transpose(1, 2))  # (P, 3H, H)
-        q["wo"] = _aligned(q["head", "w"])  # (P, C, H)
-        q["woT"] = _aligned(q["wo"].transpose(1, 2))
-        q["bo"] = q["head", "b"].to(F32)  # (P, 1, C)
-        q["logit"] = torch.exp2(-lf).to(F32)
+        if self.k > 0:  # d loss / d input codes = d [u_r | u_z | lin' | u_n] @ wxT, for the layer below
+            q["wxT"] = _aligned(w4[:, :F].transpose(1, 2))  # (P, 4H, F)
         # mul_rn = floor(sig_r lin' + 1/2) in float32 when exact for every genome (as _Fast's bound
         # for float64): then float32 and float64 give the same codes, so the choice, made for the
         # whole group, cannot change any genome's result.
@@ -390,38 +353,29 @@ class Population:
         q["rn_f32"] = bool((bound < 2.0**24).all())
         return q
 
-    def input_codes(self, X: torch.Tensor) -> torch.Tensor:
-        """8-bit input codes (as `Simulation.input_codes`), float32."""
-        y = X.to(F32) * 2.0**self.x_frac
-        fl = torch.floor(y)
-        r = fl + (y - fl >= 0.5).to(F32)
-        lim = 2.0 ** (INPUT_BITS - 1)
-        return r.clamp_(-lim, lim - 1)
+    # -- forward and backward over a sequence ----------------------------------------------------------
+    def inputs(self, T: int, Np: int) -> torch.Tensor:
+        """The layer's [x_t | 1 | h_t | 0] of every step (T + 1, P, Np, K), zero but the ones; h_0 = 0.
+        The caller writes x; `forward` writes h."""
+        xh = torch.zeros(T + 1, self.P, Np, self.K, dtype=F32)
+        xh[..., self.F] = 1.0
+        return xh
 
-    # -- forward and backward ----------------------------------------------------------------------------
-    def loss_and_grad(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy of each genome on its batch (P,), and the gradients (P, L) of the flat weights."""
-        q = self._quantized()
-        with torch.no_grad():
-            saved, logits = self._forward(q, X)
-            losses, dlogit = self._loss(logits * q["logit"], y)
-            grad = self._backward(q, saved, dlogit.mul_(q["logit"]))
-        return losses, grad
+    def h(self, xh: torch.Tensor) -> torch.Tensor:
+        """The add_h codes (T + 1, P, Np, H) held in `xh` after `forward` (step 0: h_0)."""
+        return xh[..., self.F + 1 : self.F + 1 + self.H]
 
-    def _forward(self, q: dict, X: torch.Tensor) -> tuple[dict, torch.Tensor]:
-        """Logit codes (P, Np, C) of every genome on its own batch X (P, N, T, F), and what backward needs.
+    def forward(self, q: dict, xh: torch.Tensor) -> dict:
+        """Run the layer over every step of `xh` (its inputs written in): the h codes go into `xh`;
+        returns what backward needs.
 
         Time-major buffers (T, P, Np, ...): each step's slice is one contiguous,
         aligned (P, Np, ...) block, so MKL multiplies all genomes in one batched
         call, slice by slice. Np = N rounded up to a multiple of 16: the extra
         sequences (zero input) keep every genome's block 64-byte aligned; they
-        get no gradient (see _loss)."""
-        P, H, F, K = self.P, self.H, self.F, self.K
-        _, N, T, _ = X.shape
-        Np = -(-N // 16) * 16
-        xh = torch.zeros(T + 1, P, Np, K, dtype=F32)  # [x_t | 1 | h_t | 0] of every step; h_0 = 0
-        xh[:T, :, :N, :F] = self.input_codes(X).permute(2, 0, 1, 3)
-        xh[..., F] = 1.0
+        get no gradient (see Population._loss)."""
+        P, H, F = self.P, self.H, self.F
+        T, Np = xh.shape[0] - 1, xh.shape[2]
         acc = torch.empty(T, P, Np, 4 * H, dtype=F32)  # [u_r | u_z | lin' | u_n] of every step (lin' is kept)
         i_rz = torch.empty(P, Np, 2 * H, dtype=I32)
         i_n, i_h = torch.empty(P, Np, H, dtype=I32), torch.empty(P, Np, H, dtype=I32)
@@ -462,33 +416,26 @@ class Population:
             nxt = xh[t + 1, ..., F + 1 : F + 1 + H]
             torch.minimum(torch.maximum(m1, self.h_lo, out=nxt), self.h_hi, out=nxt)
             torch.eq(m1, nxt, out=m_h[t])
-        logits = torch.empty(P, Np, self.C, dtype=F32)
-        logits.copy_(q["bo"].expand(P, Np, self.C)).baddbmm_(xh[T, ..., F + 1 : F + 1 + H], q["woT"])
-        saved = {"xh": xh, "acc": acc, "g_r": g_r, "i_zn": i_zn, "i_zh": i_zh, "m_rn": m_rn, "m_h": m_h, "N": N}
-        return saved, logits
+        return {"xh": xh, "acc": acc, "g_r": g_r, "i_zn": i_zn, "i_zh": i_zh, "m_rn": m_rn, "m_h": m_h}
 
-    @staticmethod
-    def _loss(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy per genome over its N real sequences, and its gradient with respect to the
-        real logits z (P, Np, C); rows past N (padding) get no gradient."""
-        P, N = y.shape
-        logp = torch.log_softmax(z[:, :N], dim=2)
-        losses = -torch.gather(logp, 2, y.view(P, N, 1)).view(P, N).sum(1) / N
-        grad = torch.softmax(z, dim=2)
-        grad[:, N:] = 0.0
-        grad[:, :N].scatter_add_(2, y.view(P, N, 1), torch.full((P, N, 1), -1.0, dtype=z.dtype))
-        return losses, grad.mul_(1.0 / N)
-
-    def _backward(self, q: dict, saved: dict, dlogit: torch.Tensor) -> torch.Tensor:
-        P, H, F, K = self.P, self.H, self.F, self.K
+    def backward(
+        self, q: dict, saved: dict, g: torch.Tensor, above: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Gradients of the folded GEMM weights (P, K, 4H) and, for k > 0, of the input codes
+        (T, P, Np, F). `g` (P, Np, H, overwritten) is d loss / d h_T from the head (zero below
+        the top layer); `above[t]` (T, P, Np, H), when given, is d loss / d (this layer's h after
+        step t) through the layer above: its input at step t."""
+        P, H, K = self.P, self.H, self.K
         xh, acc = saved["xh"], saved["acc"]
         T, Np = acc.shape[0], acc.shape[2]
         da = acc  # overwritten step by step, backwards: d[u_r | u_z | lin' | u_n]
-        g, g_next = torch.empty(P, Np, H, dtype=F32), torch.empty(P, Np, H, dtype=F32)
-        torch.bmm(dlogit, q["wo"], out=g)  # d loss / d h_T
+        g_next = torch.empty(P, Np, H, dtype=F32)
         dw4 = torch.zeros(P, K, 4 * H, dtype=F32)
+        dx = torch.empty(T, P, Np, self.F, dtype=F32) if self.k > 0 else None
         gg, a, b, qq = (torch.empty(P, Np, H, dtype=F32) for _ in range(4))
         for t in range(T - 1, -1, -1):
+            if above is not None:
+                g.add_(above[t])
             d = da[t]
             torch.mul(g, saved["m_h"][t], out=gg)
             i_zn, i_zh, g_r = saved["i_zn"][t].view(-1), saved["i_zh"][t].view(-1), saved["g_r"][t].view(-1)
@@ -506,20 +453,18 @@ class Population:
             torch.mul(qq, a, out=d[..., 2 * H : 3 * H])
             g_next.baddbmm_(d[..., : 3 * H], q["whT"])
             dw4.baddbmm_(xh[t].transpose(1, 2), d)
+            if dx is not None:
+                torch.bmm(d, q["wxT"], out=dx[t])
             g, g_next = g_next, g
-        hT1 = torch.zeros(P, Np, self.HQ, dtype=F32)
-        hT1[..., :H], hT1[..., H] = xh[T, ..., F + 1 : F + 1 + H], 1.0
-        dwo = torch.bmm(hT1.transpose(1, 2), dlogit)  # (P, HQ, C): [h_T | 1 | 0]^T d logits
-        return self._to_params(q, dw4, dwo)
+        return dw4, dx
 
-    def _to_params(self, q: dict, dw4: torch.Tensor, dwo: torch.Tensor) -> torch.Tensor:
-        """Gradients of the folded GEMM weights -> of the codes -> of the float weights (exact scalings)."""
+    def to_params(self, q: dict, dw4: torch.Tensor, grad: torch.Tensor) -> None:
+        """Gradients of the folded GEMM weights -> of the codes -> of the layer's float weights in `grad`
+        (exact scalings)."""
         H, F, s = self.H, self.F, q["s"]
-        grad = torch.zeros_like(self.flat)
         cols = {"lin_xr": 0, "lin_xz": 1, "lin_xn": 3, "lin_hr": 0, "lin_hz": 1, "lin_hn": 2}
         scale = {"lin_xr": "xr", "lin_hr": "hr", "lin_xz": "xz", "lin_hz": "hz", "lin_xn": "xn", "lin_hn": "hn"}
-        w_ih, w_hh = self.param("gru.weight_ih_l0", grad), self.param("gru.weight_hh_l0", grad)
-        b_ih, b_hh = self.param("gru.bias_ih_l0", grad), self.param("gru.bias_hh_l0", grad)
+        w_ih, w_hh, b_ih, b_hh = (self.param(n, grad) for n in self.names)
         for op in LINEAR:
             name = OPS[op]
             c, gate = cols[name], GATE_OF_LINEAR[op]
@@ -531,7 +476,145 @@ class Population:
             rows = slice(gate * H, (gate + 1) * H)
             (w_ih if op in INPUT_LINEAR else w_hh)[:, rows] = dw.to(F32)
             (b_ih if op in INPUT_LINEAR else b_hh)[:, rows] = db.to(F32)
-        dwo = dwo.to(F64)
+
+
+class Population:
+    """P copies of a model's weights, one per genome, trained together with Adam.
+
+    `step(X, y)` runs one optimizer step of every genome on its own mini-batch
+    (X: (P, N, T, F), y: (P, N)); `model(p)` is genome p's current float model.
+    A stacked model runs the one cell per layer (`_Layer`), layer after layer,
+    each on the add_h codes of the layer below; the head reads the last one's.
+    """
+
+    BETAS, EPS, CLIP = (0.9, 0.999), 1e-8, 1.0  # torch.optim.Adam's defaults; train.py's gradient clipping
+
+    def __init__(self, model: GRUClassifier, calib: Calibration, genomes: Sequence[Genome]) -> None:
+        self.base, self.calib, self.layers = model, calib, model.layers
+        self.genomes = [validate(g, self.layers) for g in genomes]
+        self.P, self.H, self.F = len(self.genomes), model.hidden, model.gru.input_size
+        self.HQ = -(-(self.H + 1) // 16) * 16  # [h | 1 | 0] of the head's gradient: a multiple of 16 keeps it aligned
+        self.C = model.head.out_features
+        self.layout, self.L = _layout(model)
+        expected = parameters(self.layers)
+        if [n for n, _, _ in self.layout] != list(expected) or model.gru.bidirectional or model.gru.proj_size:
+            raise GruqError(
+                "quantization-aware fine-tuning handles the GRU classifier of stacked unidirectional layers "
+                f"({', '.join(expected)}); this model has {', '.join(n for n, _, _ in self.layout)}"
+            )
+        flat = torch.zeros(self.L, dtype=F32)
+        for (_, _, at), p in zip(self.layout, model.parameters()):
+            flat[at : at + p.numel()] = p.detach().reshape(-1)
+        self.flat = flat.repeat(self.P, 1).contiguous()  # (P, L)
+        self.m, self.v = torch.zeros_like(self.flat), torch.zeros_like(self.flat)
+        self.steps = 0
+        dummy = {OPS[op]: 0 for op in LINEAR} | {"head": 0}  # weight formats follow the weights, step by step
+        fm = [layer_formats(g, calib, [dummy] * self.layers) for g in self.genomes]
+        self.x_frac = fm[0][0].x.frac
+        self.cells = [_Layer(self, k, [f[k] for f in fm]) for k in range(self.layers)]
+        self.h_frac = self.cells[-1].frac["add_h"]  # the head reads the last layer's h
+
+    # -- the weights ---------------------------------------------------------------------------------
+    def param(self, name: str, flat: torch.Tensor | None = None) -> torch.Tensor:
+        """Genome-stacked view (P, *shape) of one parameter of `flat` (default: the weights)."""
+        flat = self.flat if flat is None else flat
+        for n, shape, at in self.layout:
+            if n == name:
+                return flat[:, at : at + shape.numel()].view(self.P, *shape)
+        raise KeyError(name)
+
+    def model(self, p: int) -> GRUClassifier:
+        """Genome p's current weights as a float model (a new module)."""
+        m = GRUClassifier(self.F, self.H, self.C, self.layers)
+        with torch.no_grad():
+            for (_, shape, at), q in zip(self.layout, m.parameters()):
+                q.copy_(self.flat[p, at : at + shape.numel()].view(shape))
+        return m.eval()
+
+    def _quantized(self) -> dict:
+        """This step's codes, scales and STE factors: each layer's ("cells") and the head's."""
+        P = self.P
+        q: dict = {"cells": [cell.quantized() for cell in self.cells]}
+        hw, hb = self.param("head.weight").to(F64), self.param("head.bias").to(F64).unsqueeze(1)
+        fh = HEAD_BITS - 1 - _ceil_log2(hw.abs().amax(dim=(1, 2))).view(P, 1, 1)
+        hi = 2.0 ** (HEAD_BITS - 1) - 1
+        q["head", "w"], q["head", "wm"] = _quantize(hw, fh, -hi - 1, hi)
+        lf = fh + self.h_frac
+        q["head", "b"], q["head", "bm"] = _quantize(hb, lf, INT32_LO, INT32_HI)
+        q["head", "fw"], q["head", "acc"] = fh, lf
+        q["wo"] = _aligned(q["head", "w"])  # (P, C, H)
+        q["woT"] = _aligned(q["wo"].transpose(1, 2))
+        q["bo"] = q["head", "b"].to(F32)  # (P, 1, C)
+        q["logit"] = torch.exp2(-lf).to(F32)
+        return q
+
+    def input_codes(self, X: torch.Tensor) -> torch.Tensor:
+        """8-bit input codes (as `Simulation.input_codes`), float32."""
+        y = X.to(F32) * 2.0**self.x_frac
+        fl = torch.floor(y)
+        r = fl + (y - fl >= 0.5).to(F32)
+        lim = 2.0 ** (INPUT_BITS - 1)
+        return r.clamp_(-lim, lim - 1)
+
+    # -- forward and backward ----------------------------------------------------------------------------
+    def loss_and_grad(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy of each genome on its batch (P,), and the gradients (P, L) of the flat weights."""
+        q = self._quantized()
+        with torch.no_grad():
+            saved, logits = self._forward(q, X)
+            losses, dlogit = self._loss(logits * q["logit"], y)
+            grad = self._backward(q, saved, dlogit.mul_(q["logit"]))
+        return losses, grad
+
+    def _forward(self, q: dict, X: torch.Tensor) -> tuple[list[dict], torch.Tensor]:
+        """Logit codes (P, Np, C) of every genome on its own batch X (P, N, T, F), and what backward
+        needs, per layer: layer 0 on the input codes, layer k + 1 on layer k's h codes of every step
+        (the sequences padded to Np, see `_Layer.forward`)."""
+        P, H = self.P, self.H
+        _, N, T, _ = X.shape
+        Np = -(-N // 16) * 16
+        saved: list[dict] = []
+        for k, (cell, qc) in enumerate(zip(self.cells, q["cells"])):
+            xh = cell.inputs(T, Np)
+            if k == 0:
+                xh[:T, :, :N, : self.F] = self.input_codes(X).permute(2, 0, 1, 3)
+            else:
+                xh[:T, :, :N, :H] = self.cells[k - 1].h(saved[-1]["xh"])[1:, :, :N]
+            saved.append(cell.forward(qc, xh))
+        logits = torch.empty(P, Np, self.C, dtype=F32)
+        logits.copy_(q["bo"].expand(P, Np, self.C)).baddbmm_(self.cells[-1].h(saved[-1]["xh"])[T], q["woT"])
+        saved[0]["N"] = N
+        return saved, logits
+
+    @staticmethod
+    def _loss(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy per genome over its N real sequences, and its gradient with respect to the
+        real logits z (P, Np, C); rows past N (padding) get no gradient."""
+        P, N = y.shape
+        logp = torch.log_softmax(z[:, :N], dim=2)
+        losses = -torch.gather(logp, 2, y.view(P, N, 1)).view(P, N).sum(1) / N
+        grad = torch.softmax(z, dim=2)
+        grad[:, N:] = 0.0
+        grad[:, :N].scatter_add_(2, y.view(P, N, 1), torch.full((P, N, 1), -1.0, dtype=z.dtype))
+        return losses, grad.mul_(1.0 / N)
+
+    def _backward(self, q: dict, saved: list[dict], dlogit: torch.Tensor) -> torch.Tensor:
+        """Gradients (P, L) of the flat weights: the head's, then each layer's from the top down,
+        each handing the gradient of its input codes to the layer below."""
+        P, H = self.P, self.H
+        Np = dlogit.shape[1]
+        g = torch.empty(P, Np, H, dtype=F32)
+        torch.bmm(dlogit, q["wo"], out=g)  # d loss / d h_T of the last layer
+        grad = torch.zeros_like(self.flat)
+        above = None
+        for k in range(self.layers - 1, -1, -1):
+            if k < self.layers - 1:
+                g = torch.zeros(P, Np, H, dtype=F32)  # below the top, h_T reaches the loss through `above` only
+            dw4, above = self.cells[k].backward(q["cells"][k], saved[k], g, above)
+            self.cells[k].to_params(q["cells"][k], dw4, grad)
+        hT1 = torch.zeros(P, Np, self.HQ, dtype=F32)
+        hT1[..., :H], hT1[..., H] = self.cells[-1].h(saved[-1]["xh"])[-1], 1.0
+        dwo = torch.bmm(hT1.transpose(1, 2), dlogit).to(F64)  # (P, HQ, C): [h_T | 1 | 0]^T d logits
         hw, hb = self.param("head.weight", grad), self.param("head.bias", grad)
         hw.copy_(dwo[:, :H].transpose(1, 2) * torch.exp2(q["head", "fw"]) * q["head", "wm"])
         hb.copy_((dwo[:, H : H + 1] * torch.exp2(q["head", "acc"]) * q["head", "bm"]).squeeze(1))

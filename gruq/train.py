@@ -154,12 +154,7 @@ def finetune_many(
     per-genome lists: "loss" (mean training loss) and, with `select`, "select".
     Returns one Checkpoint per genome, in order; with 0 epochs, `ckpt` itself.
     """
-    if ckpt.model.layers > 1:  # the batched QAT path is the one-layer cell's (gruq.qat)
-        raise GruqError(
-            f"quantization-aware fine-tuning takes one-layer models; this one has {ckpt.model.layers} stacked "
-            "GRU layers (evaluate, verify and search without fine-tuning take it)"
-        )
-    genomes = [validate(g) for g in genomes]
+    genomes = [validate(g, ckpt.model.layers) for g in genomes]
     if len(seeds) != len(genomes):
         raise GruqError(f"fine-tuning needs one seed per genome; got {len(seeds)} for {len(genomes)}")
     if samples is not None and samples < 1:

@@ -152,8 +152,8 @@ def test_mul_rn_in_float64_when_float32_is_not_exact_and_groups_still_agree() ->
     float64 for mul_rn; the float32 genomes beside it must not notice, and codes stay exact."""
     s = small(features=3, hidden=40, classes=3, steps=4, n=20, seed=4)
     wide, narrow = homogeneous(8), homogeneous(4)
-    assert not Population(s.model, s.calib, [wide])._quantized()["rn_f32"]
-    assert Population(s.model, s.calib, [narrow])._quantized()["rn_f32"]
+    assert not Population(s.model, s.calib, [wide])._quantized()["cells"][0]["rn_f32"]
+    assert Population(s.model, s.calib, [narrow])._quantized()["cells"][0]["rn_f32"]
     X = torch.as_tensor(s.X)
     pop = Population(s.model, s.calib, [narrow, wide])
     _, logits = pop._forward(pop._quantized(), X.expand(2, *X.shape))
@@ -171,10 +171,10 @@ def test_a_model_it_cannot_train_is_refused_not_trained_wrongly() -> None:
     from gruq.model import GRUClassifier
 
     s = small()
-    deeper = GRUClassifier(3, 8, 4)
-    deeper.gru = nn.GRU(3, 8, num_layers=2, batch_first=True)
-    with pytest.raises(GruqError, match="one-layer"):
-        Population(deeper, s.calib, [homogeneous(4)])
+    both_ways = GRUClassifier(3, 8, 4)
+    both_ways.gru = nn.GRU(3, 8, batch_first=True, bidirectional=True)
+    with pytest.raises(GruqError, match="unidirectional"):
+        Population(both_ways, s.calib, [homogeneous(4)])
 
 
 # weights_sha256 of two fixed vowels recipes, recorded on the one-layer code before stacked
