@@ -3,7 +3,9 @@
 Its gradients are the reference path's straight-through gradients (autograd
 through `Simulation(..., ste=True)`, float64), its forward codes the engine's,
 and a genome's fine-tuned weights are the same, bit for bit, whether it is
-trained alone or in any group, at any position.
+trained alone or in any group, at any position. All of it for stacked models
+too (the one cell per layer, layer k + 1 on layer k's add_h codes), and
+one-layer fine-tuning gives the weights it gave before stacking existed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import MODELS, small
+from conftest import MODELS, STACKED, small
 from torch import nn
 
 from gruq.errors import GruqError
@@ -23,9 +25,18 @@ from gruq.tasks.base import Split
 from gruq.train import finetune, finetune_many
 
 
-def random_genomes(n: int, seed: int) -> list[tuple[int, ...]]:
+def random_genomes(n: int, seed: int, layers: int = 1) -> list[tuple[int, ...]]:
     rng = np.random.default_rng(seed)
-    return [tuple(int(b) for b in rng.integers(2, 9, 17)) for _ in range(n)]
+    return [tuple(int(b) for b in rng.integers(2, 9, 17 * layers)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def every(models, stacked):
+    """The one-layer and the stacked random models, by name."""
+    return {**models, **stacked}
+
+
+EVERY = list(MODELS) + list(STACKED)
 
 
 def reference_gradients(model, calib, genome, X, y) -> tuple[float, list[torch.Tensor]]:
@@ -43,12 +54,13 @@ def _copy(model):
     return copy.deepcopy(model)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_gradients_match_the_reference_straight_through_path(models, name) -> None:
-    s = models[name]
+@pytest.mark.parametrize("name", EVERY)
+def test_gradients_match_the_reference_straight_through_path(every, name) -> None:
+    s = every[name]
+    L = s.model.layers
     X = torch.as_tensor(s.X[:16])
     y = torch.as_tensor(np.arange(16) % s.model.head.out_features)
-    genomes = random_genomes(6, seed=len(name)) + [homogeneous(2), homogeneous(8)]
+    genomes = random_genomes(6, seed=len(name), layers=L) + [homogeneous(2, L), homogeneous(8, L)]
     pop = Population(s.model, s.calib, genomes)
     losses, grad = pop.loss_and_grad(X.expand(len(genomes), *X.shape), y.expand(len(genomes), *y.shape))
     for p, g in enumerate(genomes):
@@ -60,12 +72,12 @@ def test_gradients_match_the_reference_straight_through_path(models, name) -> No
             assert float((mine - r).abs().max()) <= 1e-5 * scale, (g, pname)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_forward_codes_are_the_exact_paths(models, name) -> None:
+@pytest.mark.parametrize("name", EVERY)
+def test_forward_codes_are_the_exact_paths(every, name) -> None:
     """The logits of the training path are the exact simulation's (so the engine's)."""
-    s = models[name]
+    s = every[name]
     X = torch.as_tensor(s.X)
-    genomes = random_genomes(5, seed=3)
+    genomes = random_genomes(5, seed=3, layers=s.model.layers)
     pop = Population(s.model, s.calib, genomes)
     q = pop._quantized()
     _, logits = pop._forward(q, X.expand(len(genomes), *X.shape))
@@ -75,7 +87,7 @@ def test_forward_codes_are_the_exact_paths(models, name) -> None:
 
 
 def toy(name: str = "F1-H5-C2", n: int = 37) -> tuple[Checkpoint, Split]:
-    s = small(**{**MODELS[name], "n": n})
+    s = small(**{**MODELS, **STACKED}[name], n=n)
     y = np.arange(n) % s.model.head.out_features
     return Checkpoint(model=s.model, calibration=s.calib, meta={}), Split(X=s.X, y=y)
 
@@ -85,11 +97,11 @@ def same(a: Checkpoint, b: Checkpoint) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", EVERY)
 def test_a_genome_trains_to_the_same_weights_alone_or_in_any_group(name) -> None:
     # odd shapes on purpose: H = 5 and a batch of 11 put genome slices off 64-byte boundaries
     ckpt, train = toy(name)
-    genomes, seeds = random_genomes(5, seed=11), [3, 4, 5, 6, 7]
+    genomes, seeds = random_genomes(5, seed=11, layers=ckpt.model.layers), [3, 4, 5, 6, 7]
     alone = [finetune(ckpt, g, train, 2, s, batch=11) for g, s in zip(genomes, seeds)]
     together = finetune_many(ckpt, genomes, train, 2, seeds, batch=11)
     reversed_ = finetune_many(ckpt, genomes[::-1], train, 2, seeds[::-1], batch=11)[::-1]

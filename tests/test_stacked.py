@@ -218,13 +218,20 @@ def test_a_genome_of_the_wrong_length_is_refused(stacked):
         build(homogeneous(8), s.model, s.calib)
 
 
-def test_fine_tuning_a_stacked_model_is_refused_in_one_line(stacked):
+def test_fine_tuning_a_stacked_model_trains_every_layer_and_lowers_its_loss(stacked):
     from gruq.model import Checkpoint
     from gruq.tasks.base import Split
     from gruq.train import finetune_many
 
     s = stacked["L2-F3-H8-C4"]
     ckpt = Checkpoint(model=s.model, calibration=s.calib, meta={})
-    with pytest.raises(GruqError, match="one-layer models; this one has 2") as info:
-        finetune_many(ckpt, [homogeneous(8, 2)], Split(s.X, np.arange(len(s.X)) % 4), 1, [0])
-    assert "\n" not in str(info.value)
+    seen: list[list[float]] = []
+    genomes = [homogeneous(4, 2), (3,) * 17 + (6,) * 17]
+    train = Split(s.X, np.arange(len(s.X)) % 4)
+    tuned = finetune_many(ckpt, genomes, train, 3, [0, 1], progress=lambda e, n, m: seen.append(m["loss"]))
+    before = s.model.state_dict()
+    for t in tuned:
+        assert t.model.layers == 2 and t.calibration == s.calib
+        for name, value in t.model.state_dict().items():
+            assert not torch.equal(value, before[name]), name
+    assert all(last < first for first, last in zip(seen[0], seen[-1]))
