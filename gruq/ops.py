@@ -75,6 +75,24 @@ def layer_names(layers: int = 1) -> tuple[str, ...]:
     return tuple(layer_prefix(k, layers) + name for k in range(layers) for name in OPS)
 
 
+def parse_gene(name: str) -> tuple[int | None, str]:
+    """An operator as a setting names it (--pin, --bits-range): `lin_xr`, every layer's (layer
+    None), or `l1.lin_xr`, one layer's; a readable error naming what is allowed otherwise.
+    Whether the layer exists depends on the model (`gruq.search.constraints`)."""
+    import re
+
+    from gruq.errors import GruqError
+
+    m = re.fullmatch(r"l(\d+)\.(\w+)", name)
+    layer, op = (int(m[1]), m[2]) if m else (None, name)
+    if op not in INDEX or (layer is not None and layer >= MAX_LAYERS):
+        raise GruqError(
+            f"unknown operator {name!r}; operators are {', '.join(OPS)} (every layer), or one layer's "
+            f"as l0.lin_xr ... l{MAX_LAYERS - 1}.add_h"
+        )
+    return layer, op
+
+
 def op_index(name: str) -> int:
     """Index of an operator by name, with a readable error for a typo."""
     from gruq.errors import GruqError

@@ -73,9 +73,19 @@ def _register_search(sub: Any) -> None:
     size.add_argument("--max-size-pct", type=float, metavar="P", help="largest model size, %% of the all-8-bit model")
     p.add_argument("--min-accuracy", type=float, metavar="A", help="lowest validation accuracy allowed, 0..1")
     p.add_argument(
-        "--bits-range", action="append", metavar="OP=LO-HI", help="allowed widths of an operator (repeatable)"
+        "--bits-range",
+        action="append",
+        metavar="OP=LO-HI",
+        help="allowed widths of an operator (repeatable); on a stacked model OP alone means every layer's, "
+        "l1.OP layer 1's only",
     )
-    p.add_argument("--pin", action="append", metavar="OP=B", help="fix an operator's width (repeatable)")
+    p.add_argument(
+        "--pin",
+        action="append",
+        metavar="OP=B",
+        help="fix an operator's width (repeatable); on a stacked model OP alone (lin_xr=4) pins it in every "
+        "layer, l1.OP=B in layer 1 only (it wins over OP=B)",
+    )
     p.add_argument("--finetune-epochs", type=int, metavar="E", help="fine-tuning epochs per candidate (default 0)")
     p.add_argument("--front-finetune-epochs", type=int, metavar="E", help="fine-tune the final front (default 0)")
     p.add_argument(

@@ -15,7 +15,7 @@ from typing import Any
 from gruq import limits
 from gruq.errors import GruqError
 from gruq.genome import MAX_BITS, MIN_BITS
-from gruq.ops import op_index
+from gruq.ops import parse_gene
 
 OBJECTIVES = ("size", "bops")
 
@@ -42,6 +42,7 @@ class SearchConfig:
     max_size_kb: float | None = None
     max_size_pct: float | None = None
     min_accuracy: float | None = None
+    # by operator: `lin_xr` means every layer's, `l1.lin_xr` one layer's (it wins over the unprefixed one)
     bits_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     pins: dict[str, int] = field(default_factory=dict)
     finetune_epochs: int = 0  # per candidate, inside the evaluator
@@ -137,20 +138,20 @@ def check(cfg: SearchConfig) -> None:
     for op, (lo, hi) in cfg.bits_ranges.items():
         _check_range(op, lo, hi)
     for op, b in cfg.pins.items():
-        _check_pin(op, b, cfg.bits_ranges.get(op))
+        _check_pin(op, b, cfg.bits_ranges.get(op) or cfg.bits_ranges.get(parse_gene(op)[1]))
 
 
 def parse_range(text: str) -> tuple[str, tuple[int, int]]:
-    """`--bits-range OP=LO-HI` -> (op, (lo, hi)); checked by `check`."""
-    m = re.fullmatch(r"\s*(\w+)\s*=\s*(-?\d+)\s*-\s*(-?\d+)\s*", text)
+    """`--bits-range OP=LO-HI` -> (op, (lo, hi)); checked by `check`. OP may name one layer: l1.lin_hn."""
+    m = re.fullmatch(r"\s*([\w.]+)\s*=\s*(-?\d+)\s*-\s*(-?\d+)\s*", text)
     if not m:
         raise GruqError(f"--bits-range takes OP=LO-HI, for example lin_hn=4-8; got {text!r}")
     return m[1], (int(m[2]), int(m[3]))
 
 
 def parse_pin(text: str) -> tuple[str, int]:
-    """`--pin OP=B` -> (op, b); checked by `check`."""
-    m = re.fullmatch(r"\s*(\w+)\s*=\s*(-?\d+)\s*", text)
+    """`--pin OP=B` -> (op, b); checked by `check`. OP may name one layer: l1.add_h."""
+    m = re.fullmatch(r"\s*([\w.]+)\s*=\s*(-?\d+)\s*", text)
     if not m:
         raise GruqError(f"--pin takes OP=B, for example add_h=8; got {text!r}")
     return m[1], int(m[2])
@@ -197,7 +198,7 @@ def _check_sizes(cfg: SearchConfig) -> None:
 
 
 def _check_range(op: str, lo: Any, hi: Any) -> None:
-    op_index(op)
+    parse_gene(op)
     text = f"--bits-range {op}={lo}-{hi}"
     _require(_is_int(lo) and _is_int(hi), f"{text}: widths must be integers")
     _require(lo <= hi, f"{text} is reversed: the low width must not exceed the high one")
@@ -205,7 +206,7 @@ def _check_range(op: str, lo: Any, hi: Any) -> None:
 
 
 def _check_pin(op: str, b: Any, allowed: tuple[int, int] | None) -> None:
-    op_index(op)
+    parse_gene(op)
     _require(_is_int(b), f"--pin {op}={b!r}: the width must be an integer")
     lo, hi = allowed or (MIN_BITS, MAX_BITS)
     where = f"its --bits-range {lo}-{hi}" if allowed else f"the widths gruq supports, {lo}-{hi}"

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gruq.errors import SettingError
+from gruq.errors import GruqError, SettingError
 from gruq.genome import MAX_BITS, MIN_BITS, Genome, ModelShape, bops, homogeneous, size_bytes
-from gruq.ops import INDEX, LINEAR, N_OPS, OPS
+from gruq.ops import INDEX, LINEAR, N_OPS, layer_names, parse_gene
 from gruq.search.config import SearchConfig
 
 EPS = 1e-9  # sizes are multiples of 1/8 byte; compare limits with a hair of slack
@@ -72,16 +72,45 @@ class Constraints:
 
 def resolve(cfg: SearchConfig, shape: ModelShape) -> Constraints:
     """Constraints for `cfg` on a model of `shape`; refuse limits no genome can meet.
-    A stacked model has 17 genes per layer; a range or pin applies to its operator in every layer."""
+
+    A stacked model has 17 genes per layer: a range or pin of `lin_xr` applies to
+    that operator in every layer, one of `l1.lin_xr` to layer 1 only, and wins
+    over the unprefixed one (ranges first, then pins, which must lie inside the
+    range of their gene)."""
     low, high = [MIN_BITS] * (N_OPS * shape.layers), [MAX_BITS] * (N_OPS * shape.layers)
-    for layer in range(0, N_OPS * shape.layers, N_OPS):
-        for op, (lo, hi) in cfg.bits_ranges.items():
-            low[layer + INDEX[op]], high[layer + INDEX[op]] = lo, hi
-        for op, b in cfg.pins.items():
-            low[layer + INDEX[op]] = high[layer + INDEX[op]] = b
+    ranged: dict[int, tuple[str, int, int]] = {}
+    for name, (lo, hi) in _general_first(cfg.bits_ranges):
+        for i in _genes(name, shape, f"--bits-range {name}={lo}-{hi}"):
+            low[i], high[i] = lo, hi
+            ranged[i] = (name, lo, hi)
+    for name, b in _general_first(cfg.pins):
+        for i in _genes(name, shape, f"--pin {name}={b}"):
+            if i in ranged and not ranged[i][1] <= b <= ranged[i][2]:
+                r, lo, hi = ranged[i]
+                raise GruqError(f"--pin {name}={b} is outside --bits-range {r}={lo}-{hi}")
+            low[i] = high[i] = b
     cons = Constraints(shape, cfg.objective, tuple(low), tuple(high), _max_size(cfg, shape), cfg.min_accuracy)
     _check_reachable(cfg, cons)
     return cons
+
+
+def _general_first(settings: dict) -> list[tuple[str, object]]:
+    """Every-layer settings (`lin_xr`) before one-layer ones (`l1.lin_xr`), which then override them."""
+    return sorted(settings.items(), key=lambda item: parse_gene(item[0])[0] is not None)
+
+
+def _genes(name: str, shape: ModelShape, given: str) -> list[int]:
+    """The genome positions a setting's operator name covers; a layer the model lacks is refused."""
+    layer, op = parse_gene(name)
+    if layer is None:
+        return [k * N_OPS + INDEX[op] for k in range(shape.layers)]
+    if layer >= shape.layers:
+        allowed = ", ".join(f"l{k}.{op}" for k in range(shape.layers))
+        raise GruqError(
+            f"{given} names layer {layer}, but this model has {shape.layers} GRU layer"
+            f"{'s' if shape.layers > 1 else ''}: allowed {allowed}, or {op} for every layer"
+        )
+    return [layer * N_OPS + INDEX[op]]
 
 
 def _max_size(cfg: SearchConfig, shape: ModelShape) -> float | None:
@@ -106,7 +135,9 @@ def _check_reachable(cfg: SearchConfig, cons: Constraints) -> None:
     if cons.max_size is not None and smallest > cons.max_size + EPS:
         setting, asked = _asked_size(cfg, cons.max_size)
         # only the weights' widths set the size: name the ranges and pins that raised them
-        narrowed = {OPS[i]: (cons.low[i], cons.high[i]) for i in LINEAR if cons.low[i] > MIN_BITS}
+        names = layer_names(cons.shape.layers)
+        linear = [k + i for k in range(0, len(names), N_OPS) for i in LINEAR]
+        narrowed = {names[i]: (cons.low[i], cons.high[i]) for i in linear if cons.low[i] > MIN_BITS}
         why = "every operator at its lowest allowed width"
         if narrowed:
             why += "; raised by " + ", ".join(
