@@ -11,6 +11,7 @@ the integer engine and the simulation must agree on every code.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -262,6 +263,45 @@ def test_a_small_search_on_the_imported_model_finishes_and_its_front_is_rederiva
         assert ev.accuracy([tuple(member["bits"])]) == [member["accuracy"]]
         again = evaluate.evaluate(task, member["bits"], "val", checkpoint=ckpt)
         assert (again["accuracy"], again["size_bytes"]) == (member["accuracy"], member["size_bytes"])
+
+
+def test_fine_tuning_an_imported_model_gives_the_same_weights_batched_or_one_at_a_time(imported):
+    from gruq.scheme_model import weights_sha256
+
+    _, tmp, record = imported
+    data, ckpt = evaluate.load(str(tmp / "data.npz"), str(tmp / "my.ckpt"))
+    L = record["layers"]
+    genomes = [homogeneous(3, L), tuple(int(b) for b in np.random.default_rng(L).integers(2, 9, 17 * L))]
+    together = evaluate.tuned_many(ckpt, genomes, data, 1, seed=5, samples=48)
+    alone = [evaluate.tuned(ckpt, g, data, 1, 5, 48) for g in genomes]
+    assert [weights_sha256(t) for t in together] == [weights_sha256(a) for a in alone]
+    assert weights_sha256(together[0]) != weights_sha256(ckpt)
+    assert all(t.model.layers == L for t in together)
+
+
+def test_a_fine_tuning_search_on_a_stacked_import_keeps_per_layer_pins_and_its_checks_rederive(imported):
+    """`--pin lin_xr=3` pins every layer's lin_xr, `--pin l1.add_h=8` layer 1's add_h only; every
+    candidate is fine-tuned (1 epoch), and a front member's check command re-derives its accuracy."""
+    _, tmp, record = imported
+    L = record["layers"]
+    if L == 1:
+        pytest.skip("per-layer pins need a stacked model")
+    args = ["search", "--task", str(tmp / "data.npz"), "--checkpoint", str(tmp / "my.ckpt"), "--pop", "4"]
+    args += ["--gens", "2", "--seed", "2", "--finetune-epochs", "1", "--finetune-samples", "48"]
+    args += ["--pin", "lin_xr=3", "--pin", "l1.add_h=8", "--db", str(tmp / "ft.db"), "--json"]
+    r = subprocess.run([sys.executable, "-m", "gruq", *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr
+    front = json.loads(r.stdout)["front"]
+    assert front
+    for member in front:
+        g = member["bits"]
+        assert [g[17 * k] for k in range(L)] == [3] * L and g[17 + 16] == 8, g
+        assert member["model"] == "fine-tuned 1 epoch"
+    check = shlex.split(front[-1]["check"])
+    assert check[:3] == ["python", "-m", "gruq"] and "--finetune-epochs" in check
+    r = subprocess.run([sys.executable, *check[1:]], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["accuracy"] == front[-1]["accuracy"]
 
 
 def test_export_check_of_an_imported_model_is_identical_for_every_layer_count(imported):

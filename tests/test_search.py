@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from test_search_fake import SHAPE, FakeEvaluator
 
 from gruq.errors import GruqError
-from gruq.genome import MAX_BITS, MIN_BITS, bops, homogeneous, size_bytes
+from gruq.genome import MAX_BITS, MIN_BITS, ModelShape, bops, homogeneous, size_bytes
 from gruq.ops import OPS
 from gruq.search import nsga2, run
 from gruq.search.backend import Backend
@@ -115,6 +115,41 @@ def test_a_population_size_that_is_not_a_multiple_of_four_runs(tmp_path: Path) -
 
 
 # -- fronts and constraints ---------------------------------------------------------------
+
+
+def test_a_pin_names_one_layer_or_every_layer_of_a_stacked_model() -> None:
+    """`lin_xr` is every layer's lin_xr; `l1.lin_xr` layer 1's only, and it wins over `lin_xr`."""
+    shape = ModelShape(features=12, hidden=32, classes=9, steps=29, layers=3)
+    cfg = SearchConfig(
+        task="fake",
+        pins={"l1.lin_xr": 6, "lin_xr": 4, "l2.add_h": 8},
+        bits_ranges={"lin_hn": (3, 5), "l0.lin_hn": (6, 7)},
+    )
+    cons = resolve(cfg, shape)
+    at = lambda layer, op: 17 * layer + OPS.index(op)  # noqa: E731
+    assert [(cons.low[at(k, "lin_xr")], cons.high[at(k, "lin_xr")]) for k in range(3)] == [(4, 4), (6, 6), (4, 4)]
+    assert [(cons.low[at(k, "add_h")], cons.high[at(k, "add_h")]) for k in range(3)] == [(2, 8), (2, 8), (8, 8)]
+    assert [(cons.low[at(k, "lin_hn")], cons.high[at(k, "lin_hn")]) for k in range(3)] == [(6, 7), (3, 5), (3, 5)]
+    assert sum(lo < hi for lo, hi in zip(cons.low, cons.high)) == 17 * 3 - 4
+
+
+@pytest.mark.parametrize(
+    ("settings_", "message"),
+    [
+        ({"pins": {"l2.lin_xr": 4}}, r"--pin l2.lin_xr=4 names layer 2, but this model has 2 GRU layers: "
+         r"allowed l0.lin_xr, l1.lin_xr, or lin_xr for every layer"),
+        ({"bits_ranges": {"l5.add_h": (4, 8)}}, r"unknown operator 'l5.add_h'; operators are lin_xr, .* add_h "
+         r"\(every layer\), or one layer's as l0.lin_xr ... l3.add_h"),
+        ({"pins": {"l1.lin_xq": 4}}, "unknown operator 'l1.lin_xq'"),
+        ({"pins": {"lin_xr": 4}, "bits_ranges": {"l1.lin_xr": (5, 8)}}, r"--pin lin_xr=4 is outside --bits-range "
+         r"l1.lin_xr=5-8"),
+    ],
+)  # fmt: skip
+def test_a_pin_the_stacked_model_cannot_take_is_refused_saying_what_is_allowed(settings_, message) -> None:
+    shape = ModelShape(features=12, hidden=32, classes=9, steps=29, layers=2)
+    with pytest.raises(GruqError, match=message) as info:
+        resolve(SearchConfig(task="fake", **settings_), shape)
+    assert "\n" not in str(info.value)
 
 
 @st.composite

@@ -178,6 +178,8 @@ def one_error_line(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
         (["--pin", "add_h=9"], "--pin add_h=9 is outside"),
         (["--bits-range", "add_h=6-8", "--pin", "add_h=4"], "outside its --bits-range 6-8"),
         (["--pin", "adh=4"], "unknown operator 'adh'"),
+        (["--pin", "l1.lin_xq=4"], "unknown operator 'l1.lin_xq'"),
+        (["--pin", "l1.lin_xr=4"], "names layer 1, but this model has 1 GRU layer: allowed l0.lin_xr, or lin_xr"),
         (["--max-size-kb", "0.5"], r"--max-size-kb 0.5 \(500 bytes\) is below the smallest size"),
         (["--max-size-kb", "5", "--max-size-pct", "50"], "not allowed with argument"),
         (["--min-accuracy", "97"], "--min-accuracy is a fraction from 0 to 1"),
