@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from gruq.errors import GruqError
-from gruq.genome import Genome, validate
+from gruq.genome import Genome, layers_of, validate
 
 WHERE = ("per-candidate", "front")
 CACHE_MODELS = 32  # built fine-tuned models kept per process (a few hundred kB each)
@@ -352,7 +352,7 @@ def from_run(
     """
     from gruq import store
 
-    genome = validate(genome)
+    genome = validate(genome, layers_of(tuple(genome)))  # 17 genes per layer
     run = store.run_detail(db, run_id)
     scored = {tuple(m["bits"]): m for m in store.individuals(db, run_id)}
     member = scored.get(genome)

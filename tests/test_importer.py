@@ -281,7 +281,10 @@ def test_fine_tuning_an_imported_model_gives_the_same_weights_batched_or_one_at_
 
 def test_a_fine_tuning_search_on_a_stacked_import_keeps_per_layer_pins_and_its_checks_rederive(imported):
     """`--pin lin_xr=3` pins every layer's lin_xr, `--pin l1.add_h=8` layer 1's add_h only; every
-    candidate is fine-tuned (1 epoch), and a front member's check command re-derives its accuracy."""
+    candidate is fine-tuned (1 epoch), and a front member's model is re-derived exactly: by its check
+    command, and from the run (what export --db --run --pick takes)."""
+    from gruq.scheme_model import load_from_run
+
     _, tmp, record = imported
     L = record["layers"]
     if L != 2:
@@ -291,8 +294,12 @@ def test_a_fine_tuning_search_on_a_stacked_import_keeps_per_layer_pins_and_its_c
     args += ["--pin", "lin_xr=3", "--pin", "l1.add_h=8", "--db", str(tmp / "ft.db"), "--json"]
     r = subprocess.run([sys.executable, "-m", "gruq", *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr
-    front = json.loads(r.stdout)["front"]
+    res = json.loads(r.stdout)
+    front = res["front"]
     assert front
+    # the run's own record of a member: rebuilt, checked against the accuracy the run reported
+    recipe, ckpt = load_from_run(tmp / "ft.db", res["run_id"], tuple(front[0]["bits"]))
+    assert recipe.finetuning is not None and recipe.finetuning.epochs == 1 and ckpt.model.layers == L
     for member in front:
         g = member["bits"]
         assert [g[17 * k] for k in range(L)] == [3] * L and g[17 + 16] == 8, g
