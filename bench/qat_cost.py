@@ -17,11 +17,13 @@ minimum kept; each fine-tuning figure is the minimum over `repeats` runs too.
 The same ratios in CPU time are reported: on a busy machine wall times mostly
 measure the other load.
 
-The model is the task's checkpoint (assets/<task>.pt); the genomes are random
-(2..8 bits per gene, seeded), the first of them is the single genome.
+The model is the task's checkpoint (assets/<task>.pt), or `checkpoint` (a
+stacked or imported one: both epochs then train that model, L layers); the
+genomes are random (2..8 bits per gene, 17 per layer, seeded), the first of
+them is the single genome.
 
-Run as a script: `python bench/qat_cost.py [--task smnist] [--genomes 16]
-[--samples N] [--repeats 1]` prints one JSON object.
+Run as a script: `python bench/qat_cost.py [--task smnist] [--checkpoint PATH]
+[--genomes 16] [--samples N] [--repeats 1]` prints one JSON object.
 """
 
 from __future__ import annotations
@@ -51,9 +53,9 @@ GENOMES = 16
 REPEATS = 1
 
 
-def random_genomes(n: int, seed: int = 0) -> list[Genome]:
+def random_genomes(n: int, seed: int = 0, layers: int = 1) -> list[Genome]:
     rng = np.random.default_rng(seed)
-    return [tuple(int(b) for b in rng.integers(MIN_BITS, MAX_BITS + 1, N_OPS)) for _ in range(n)]
+    return [tuple(int(b) for b in rng.integers(MIN_BITS, MAX_BITS + 1, N_OPS * layers)) for _ in range(n)]
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
@@ -64,20 +66,26 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
 
 
 def qat_cost(
-    task: str, genomes: int = GENOMES, samples: int | None = None, repeats: int = REPEATS, seed: int = 0
+    task: str,
+    genomes: int = GENOMES,
+    samples: int | None = None,
+    repeats: int = REPEATS,
+    seed: int = 0,
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
-    """Time a float epoch, a fine-tuning epoch of one genome and of `genomes` together, on `task`."""
+    """Time a float epoch, a fine-tuning epoch of one genome and of `genomes` together, on `task`
+    (its own model, or `checkpoint`'s)."""
     from gruq.evaluate import load
     from gruq.fakequant import single_thread
     from gruq.train import _batches, finetune_batch, finetune_many
 
     if genomes < 1 or repeats < 1:
         raise GruqError("qat_cost needs at least one genome and one repeat")
-    data, ckpt = load(task)
+    data, ckpt = load(task, checkpoint)
     train = data.train
     sequences = len(train) if samples is None else min(samples, len(train))
     batch = finetune_batch(sequences)
-    pop = random_genomes(genomes, seed)
+    pop = random_genomes(genomes, seed, ckpt.model.layers)
 
     def float_epoch() -> None:
         model = copy.deepcopy(ckpt.model).train()
@@ -121,6 +129,8 @@ def qat_cost(
         "batch": batch,
         "steps": data.steps,
         "hidden": ckpt.model.hidden,
+        "layers": ckpt.model.layers,
+        "checkpoint": checkpoint,
         "threads": 1,
         "repeats": repeats,
         "load_average": load_avg,
@@ -130,12 +140,13 @@ def qat_cost(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Cost of a quantization-aware fine-tuning epoch relative to float.")
     p.add_argument("--task", default="smnist")
+    p.add_argument("--checkpoint", default=None, help="the float model (a stacked one, say); default the task's")
     p.add_argument("--genomes", type=int, default=GENOMES)
     p.add_argument("--samples", type=int, default=None, help="training sequences per epoch (default: all)")
     p.add_argument("--repeats", type=int, default=REPEATS)
     args = p.parse_args(argv)
     try:
-        print(json.dumps(qat_cost(args.task, args.genomes, args.samples, args.repeats)))
+        print(json.dumps(qat_cost(args.task, args.genomes, args.samples, args.repeats, checkpoint=args.checkpoint)))
     except GruqError as exc:
         print(f"qat_cost: {exc}", file=sys.stderr)
         return 2

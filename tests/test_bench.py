@@ -262,6 +262,16 @@ def test_bench_qat_json_shape_with_a_tiny_budget() -> None:
     assert "hypervolume" not in out  # --qat measures only the fine-tuning cost
 
 
+def test_bench_qat_measures_a_stacked_checkpoint_on_its_own_layers() -> None:
+    """`bench --qat --checkpoint`: the float and the fine-tuning epochs both train that (two-layer) model."""
+    from bench import qat_cost
+
+    out = qat_cost.qat_cost("vowels", 2, 32, checkpoint=str(ROOT / "assets" / "vowels_2layer.pt"))
+    assert (out["layers"], out["genomes"], out["sequences"]) == (2, 2, 32)
+    assert out["qat_cost_ratio"] > 0 and out["qat_batched_cost_ratio"] > 0
+    assert [len(g) for g in qat_cost.random_genomes(2, 0, layers=2)] == [34, 34]
+
+
 def test_search_quality_mode_reports_every_task_budget_method_and_held_out_figure() -> None:
     proc = gruq(
         "bench", "--search-quality", "--json", "--tasks", "fake", "--seeds", "2", "--budgets", "16", "32", "--pop", "8"

@@ -19,11 +19,12 @@ budget.
   on the search task (vowels).
 - quick_run_seconds: bench/quick_run.py, wall time of a quick default search.
 
-    python -m gruq bench --qat [--tasks T ...] [--json]
+    python -m gruq bench --qat [--tasks T ...] [--checkpoint PATH] [--json]
 
 - qat_cost_ratio / qat_batched_cost_ratio (per task, and nothing else):
   bench/qat_cost.py, one fine-tuning epoch of one genome / of 16 genomes
-  together, over one float nn.GRU training epoch on the same data.
+  together, over one float nn.GRU training epoch on the same data; with
+  --checkpoint, of that model (a stacked one: both epochs train its L layers).
 
 A task that cannot run (its checkpoint is not trained yet) is reported under
 "skipped" with the reason. Timings depend on the machine and its load: the
@@ -43,7 +44,7 @@ from types import ModuleType
 from typing import Any
 
 from gruq.cli import emit
-from gruq.cli.args import positive
+from gruq.cli.args import path, positive
 from gruq.errors import GruqError
 
 DEFAULT_TASK = "vowels"
@@ -108,6 +109,12 @@ def register(sub: Any) -> None:
         metavar="N",
         default=[200, 400],
         help="budgets of --search-quality (default 200 400)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=path("input_file"),
+        metavar="PATH",
+        help="with --qat: the float model to fine-tune (a stacked or imported one) instead of each task's own",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     # Hidden: for tests and for re-runs.
@@ -214,6 +221,10 @@ def _ratios(module: ModuleType, args: argparse.Namespace, out: dict[str, Any], s
     out["eval_cost_threads"] = args.threads
 
 
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _qat_command(args: argparse.Namespace) -> int:
     """`bench --qat`: bench/qat_cost.py on every task of --tasks, both ratios measured in one run per task."""
     from tqdm import tqdm
@@ -224,7 +235,9 @@ def _qat_command(args: argparse.Namespace) -> int:
     skipped: dict[str, str] = {}
     for task in tqdm(list(dict.fromkeys(args.tasks)), desc="qat cost", unit="task", file=sys.stderr):
         try:
-            result = module.qat_cost(task, args.qat_genomes, args.qat_samples, args.qat_repeats)
+            result = module.qat_cost(
+                task, args.qat_genomes, args.qat_samples, args.qat_repeats, checkpoint=_str(args.checkpoint)
+            )
         except GruqError as exc:
             skipped[task] = str(exc)
             continue
