@@ -35,6 +35,16 @@ respect to add_z, add_n and h is a product of such factors depending only on
 (add_z, add_n) or (add_z, h), so it is read from a table too (`_Tables`); what
 depends on three codes (add_h's own saturation, mul_rn's) is a saved mask.
 
+**Stacked layers.** A model of L layers runs the one cell (`_Layer`) once per
+layer, over the whole sequence: layer k + 1's input at step t is layer k's
+add_h codes after step t, in add_h's format (as `Simulation` and the engine;
+a layer's steps depend only on its own earlier steps and on the layer below at
+the same step, so layer after layer computes the same codes as step after
+step). Backward runs the layers from the top down; layer k + 1 hands layer k
+the gradient of its input codes, d[u_r | u_z | lin' | u_n] times its folded
+input weights, which joins layer k's gradient of h at that step (before
+add_h's saturation mask, as the reference path's rounding does).
+
 **Group independence, bit for bit.** A genome's trained weights must not
 depend on which genomes share its batch (the search's Evaluator contract, and
 issue 9 rebuilds a fine-tuned model alone). Every operation here is one of:
