@@ -66,6 +66,22 @@ MARGIN = 0.005  # the claim: within 0.5 pp of all-8-bit
 SEARCH_SPLIT, SELECT_SPLIT, REPORT_SPLIT = "val", "select", "holdout"
 EPS = 1e-9  # accuracies are multiples of 1/N: compare thresholds with a hair of slack
 
+# Fitness of the search (issue 12): post-training accuracy on val ("ptq"), or val accuracy after one
+# quantization-aware fine-tuning epoch of `Budget.search_finetune_samples` sequences ("finetuned").
+FITNESSES = ("ptq", "finetuned")
+FITNESS_CHOICES = (*FITNESSES, "compare")
+SEARCH_FINETUNE_SAMPLES = 512
+# CPU seconds of one "finetuned" scoring / one "ptq" scoring, per task, at SEARCH_FINETUNE_SAMPLES
+# sequences per epoch: recorded once on this machine (reports/README.md says how; `measure_cost_ratio`
+# re-measures it), so that a run's budget never depends on a clock.
+COST_RATIO = {"smnist": 3.8, "vowels": 12.5, "har": 2.7, "ecg": 4.1}
+
+
+def cost_ratio(task: str, samples: int = SEARCH_FINETUNE_SAMPLES) -> float:
+    """The recorded cost ratio of a fine-tuned scoring, scaled to `samples` sequences per epoch:
+    scoring costs 1, the epoch's training the rest, in proportion to the sequences it sees."""
+    return 1 + (COST_RATIO[task] - 1) * samples / SEARCH_FINETUNE_SAMPLES
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -86,6 +102,9 @@ class Budget:
     finetune_select: str | None = "val"  # keep the epoch (0 included) best on validation; None: the last
     front_size: int = 10  # front members fine-tuned at most (best-spread subset of a larger front)
     workers: int = 2  # processes for scoring and fine-tuning; results do not depend on it
+    fitness: str = "compare"  # the search's fitness: "ptq", "finetuned" or "compare" (both; the better on select)
+    search_finetune_samples: int = SEARCH_FINETUNE_SAMPLES  # sequences of the one epoch per candidate ("finetuned")
+    finetuned_pop: int = 16  # population of the fine-tuned-fitness search (its budget is scorings, see below)
 
     def __post_init__(self) -> None:
         checks = (
@@ -96,6 +115,8 @@ class Budget:
             ("workers", self.workers, 1),
             ("seed", self.seed, 0),
             ("seeds", self.seeds, 1),
+            ("search_finetune_samples", self.search_finetune_samples, 1),
+            ("finetuned_pop", self.finetuned_pop, 4),
         )
         for name, value, low in checks:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -110,6 +131,19 @@ class Budget:
             )
         if self.finetune_select not in (None, "val"):
             raise GruqError(f"budget finetune_select must be 'val' or None; got {self.finetune_select!r}")
+        if self.fitness not in FITNESS_CHOICES:
+            raise GruqError(f"budget fitness must be one of {', '.join(FITNESS_CHOICES)}; got {self.fitness!r}")
+
+    @property
+    def variants(self) -> list[str]:
+        """The searches run per task and seed: one fitness, or both to compare."""
+        return list(FITNESSES) if self.fitness == "compare" else [self.fitness]
+
+    def finetuned_scorings(self, task: str) -> int:
+        """The fine-tuned-fitness search's budget in scorings: the post-training search's
+        nominal pop x gens scorings divided by the recorded cost ratio (`cost_ratio`), so
+        both searches get the same time without a run's result depending on a clock."""
+        return max(self.finetuned_pop, round(self.pop * self.gens / cost_ratio(task, self.search_finetune_samples)))
 
     @property
     def seed_list(self) -> list[int]:
@@ -121,6 +155,8 @@ class Budget:
 
         return {
             **asdict(self),
+            "finetuned_cost_ratio": {t: cost_ratio(t, self.search_finetune_samples) for t in NAMES},
+            "finetuned_scorings": {t: self.finetuned_scorings(t) for t in NAMES},
             "objective": "size",
             "search_split": SEARCH_SPLIT,
             "select_split": SELECT_SPLIT,
@@ -152,6 +188,34 @@ class Budget:
     def from_dict(cls, data: dict[str, Any]) -> Budget:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def measure_cost_ratio(task: str, samples: int = SEARCH_FINETUNE_SAMPLES, genomes: int = 16, seed: int = 0) -> float:
+    """CPU seconds of scoring `genomes` random genomes on val after one fine-tuning epoch of `samples`
+    sequences / of scoring them post-training, both in chunks of 4 (as the searches score) on one
+    thread: how COST_RATIO was recorded. Not called by a run (a run's budget must not depend on a clock)."""
+    import random
+
+    import torch
+
+    from gruq.evaluate import Evaluator, load
+
+    load(task)  # loading is not scoring
+    rng = random.Random(seed)
+    population = [tuple(rng.randint(MIN_BITS, MAX_BITS) for _ in range(17)) for _ in range(genomes)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cost = []
+        for epochs in (0, 1):
+            ev = Evaluator(task, "val", finetune_epochs=epochs, seed=seed, finetune_samples=samples)
+            start = time.process_time()
+            for i in range(0, genomes, 4):
+                ev.accuracy(population[i : i + 4])
+            cost.append(time.process_time() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return cost[1] / cost[0]
 
 
 def check_command(task: str, bits: Sequence[int], budget: Budget, seed: int | None = None) -> str:
@@ -293,6 +357,50 @@ def _mean(xs: Sequence[bool]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def _search(task: str, budget: Budget, fitness: str, seed: int, db: Path, shape: ModelShape, search_bar: bool) -> dict:
+    """One search of a task and seed with one fitness; its front (sorted by size) and what it cost.
+
+    "ptq": NSGA-II for pop x gens generations, post-training accuracy on val.
+    "finetuned": the same search, each candidate scored on val after one fine-tuning
+    epoch, for `Budget.finetuned_scorings` distinct scorings (the same time, by the
+    recorded cost ratio), population `Budget.finetuned_pop`."""
+    from gruq.search import run as search_run
+    from gruq.search.config import SearchConfig
+
+    common = {"task": task, "seed": seed, "objective": "size", "workers": budget.workers, "chunk_size": 4}
+    if fitness == "ptq":
+        cfg = SearchConfig(pop=budget.pop, gens=budget.gens, **common)
+    else:
+        cfg = SearchConfig(
+            pop=budget.finetuned_pop,
+            gens=None,
+            budget=budget.finetuned_scorings(task),
+            finetune_epochs=1,
+            finetune_samples=budget.search_finetune_samples,
+            **common,
+        )
+    started, cpu = time.perf_counter(), _cpu()
+    result = search_run.start(db, cfg, progress=search_bar)
+    front = [{**_genome_row(m["bits"], shape), "fitness_val": m["accuracy"]} for m in result["front"]]
+    front.sort(key=lambda r: (r["size_bytes"], -r["fitness_val"], r["bits"]))
+    return {
+        "fitness": fitness,
+        "front": front,
+        "run_id": result["run_id"],
+        "evaluations": result["evaluations"],
+        "hypervolume_val": result["hypervolume"],
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": _cpu() - cpu,
+    }
+
+
+def _better(results: dict[str, dict]) -> str:
+    """The fitness whose candidates did better on select: the larger pick reduction, then the
+    larger select hypervolume of its fine-tuned front, then the cheaper (post-training) one."""
+    order = {f: i for i, f in enumerate(FITNESSES)}
+    return max(results, key=lambda f: (results[f]["pick_reduction"], results[f]["hv_select"], -order[f]))
+
+
 def run_task(
     task: str,
     budget: Budget,
@@ -302,10 +410,8 @@ def run_task(
     search_bar: bool = False,
     seed: int | None = None,
 ) -> dict:
-    """Search, fine-tune, pick and score one task for one seed; returns its record."""
+    """Search (once per fitness), fine-tune, pick and score one task for one seed; returns its record."""
     from gruq.evaluate import accuracies, load
-    from gruq.search import run as search_run
-    from gruq.search.config import SearchConfig
 
     seed = budget.seed if seed is None else seed
     notify = progress or (lambda *a: None)
@@ -315,33 +421,32 @@ def run_task(
     size2 = size_bytes(homogeneous(MIN_BITS), shape)
     sizes = {s: len(data.split(s)) for s in (SEARCH_SPLIT, SELECT_SPLIT, REPORT_SPLIT)}
 
-    # 1. search on validation, post-training quantization
-    started, cpu = time.perf_counter(), _cpu()
-    notify(task, "search", 0, budget.gens)
-    cfg = SearchConfig(
-        task=task, pop=budget.pop, gens=budget.gens, seed=seed, objective="size", workers=budget.workers, chunk_size=4
-    )
-    db = out / "search.db"
-    result = search_run.start(db, cfg, progress=search_bar)
-    notify(task, "search", budget.gens, budget.gens)
-    search_seconds, search_cpu = time.perf_counter() - started, _cpu() - cpu
-    front = [{**_genome_row(m["bits"], shape), "ptq_val": m["accuracy"]} for m in result["front"]]
-    front.sort(key=lambda r: (r["size_bytes"], -r["ptq_val"], r["bits"]))
+    # 1. the searches on validation, one per fitness
+    searches: dict[str, dict] = {}
+    for i, fitness in enumerate(budget.variants):
+        notify(task, "search", i, len(budget.variants))
+        searches[fitness] = _search(task, budget, fitness, seed, out / "search.db", shape, search_bar)
+    notify(task, "search", len(budget.variants), len(budget.variants))
 
     # 2. which front members are fine-tuned (chosen on the search's own val scores)
-    chosen = set(spread_subset([(r["size_bytes"] / size8, r["ptq_val"]) for r in front], budget.front_size))
-    for i, r in enumerate(front):
-        r["selected"] = i in chosen
+    for s in searches.values():
+        front = s["front"]
+        chosen = set(spread_subset([(r["size_bytes"] / size8, r["fitness_val"]) for r in front], budget.front_size))
+        for i, r in enumerate(front):
+            r["selected"] = i in chosen
     base = [{**_genome_row(homogeneous(b), shape), "label": f"all {b}-bit"} for b in range(MIN_BITS, MAX_BITS + 1)]
     todo: list[Genome] = list(
-        dict.fromkeys([tuple(r["bits"]) for r in base] + [tuple(r["bits"]) for r in front if r["selected"]])
+        dict.fromkeys(
+            [tuple(r["bits"]) for r in base]
+            + [tuple(r["bits"]) for s in searches.values() for r in s["front"] if r["selected"]]
+        )
     )
 
     # 3. post-training figures, for the comparison
-    holdout = data.split(REPORT_SPLIT)
-    ptq_test = dict(zip(todo, accuracies(ckpt, todo, holdout)))
-    base_g = [tuple(r["bits"]) for r in base]
-    ptq_val_base = dict(zip(base_g, accuracies(ckpt, base_g, data.val)))
+    fronts = [r for s in searches.values() for r in s["front"]]
+    every = list(dict.fromkeys([tuple(r["bits"]) for r in fronts + base]))
+    ptq_val = dict(zip(every, accuracies(ckpt, every, data.val)))
+    ptq_test = dict(zip(todo, accuracies(ckpt, todo, data.split(REPORT_SPLIT))))
 
     # 4. fine-tune every candidate once (the same recipe), score on val, select, holdout
     started_ft = time.perf_counter()
@@ -353,10 +458,9 @@ def run_task(
         notify(task, "finetune", len(tuned), len(jobs))
     finetune_seconds = time.perf_counter() - started_ft
 
-    for r in base:
-        r["ptq_val"] = ptq_val_base[tuple(r["bits"])]
-    for r in front + base:
+    for r in fronts + base:
         g = tuple(r["bits"])
+        r["ptq_val"] = ptq_val[g]
         r["ptq_test"] = ptq_test.get(g)
         t = tuned.get(g)
         r["ft_val"] = _mean(t[SEARCH_SPLIT]) if t else None
@@ -365,15 +469,41 @@ def run_task(
         r["ft_cpu_seconds"] = t["cpu_seconds"] if t else None
         r["weights_sha256"] = t["weights_sha256"] if t else None
 
-    # 5. the pick, on select; figures of merit, on holdout
+    # 5. per fitness: the pick, on select; figures of merit, on holdout; the better fitness, on select
     def candidate(r: dict) -> dict:
         t = tuned[tuple(r["bits"])]
         return {**r, "correct": {s: t[s] for s in (SELECT_SPLIT, REPORT_SPLIT)}}
 
-    fronted = [r for r in front if r["selected"]]
-    candidates = [candidate(r) for r in fronted + base]
     ref = candidate(base[-1])
-    chosen_c = smallest_within(candidates, "ft_select", ref["ft_select"], MARGIN)
+    results: dict[str, dict] = {}
+    for fitness, s in searches.items():
+        fronted = [r for r in s["front"] if r["selected"]]
+        candidates = [candidate(r) for r in fronted + base]
+        pick = make_pick(
+            smallest_within(candidates, "ft_select", ref["ft_select"], MARGIN), ref, size8, task, budget, seed
+        )
+        peek = smallest_within(candidates, "ft_test", ref["ft_test"], MARGIN)
+        results[fitness] = {
+            "pick": pick,
+            "pick_reduction": pick["reduction"],  # decided on select
+            "hv_select": hypervolume([(r["ft_select"], r["size_bytes"]) for r in fronted], size8),
+            "hv_mixed": hypervolume([(r["ft_test"], r["size_bytes"]) for r in fronted], size8),
+            "hv_mixed_ptq": hypervolume([(r["ptq_test"], r["size_bytes"]) for r in fronted], size8),
+            "hv_union": hypervolume([(r["ft_test"], r["size_bytes"]) for r in fronted + base], size8),
+            # for comparison only (never a reported claim): the pick test data would have made
+            "pick_if_chosen_on_test": {"bits": peek["bits"], "reduction": 1 - peek["size_bytes"] / size8},
+            "search": {
+                "run_id": s["run_id"],
+                "evaluations": s["evaluations"],
+                "hypervolume_val": s["hypervolume_val"],
+                "front_members": len(s["front"]),
+                "finetuned_members": len(fronted),
+                "seconds": s["seconds"],
+                "cpu_seconds": s["cpu_seconds"],
+            },
+        }
+    used = _better(results)
+    best = results[used]
     record: dict[str, Any] = {
         "task": task,
         "seed": seed,
@@ -388,24 +518,21 @@ def run_task(
         "size8": size8,
         "size_cap": size2,
         "cap_reduction": 1 - size2 / size8,
-        "hv_mixed": hypervolume([(r["ft_test"], r["size_bytes"]) for r in fronted], size8),
+        "fitness": {
+            "used": used,
+            "decided_on": SELECT_SPLIT,
+            "rule": "larger pick reduction on select, then larger select hypervolume of the fine-tuned front",
+            "variants": results,
+        },
+        "hv_mixed": best["hv_mixed"],
         "hv_homogeneous": hypervolume([(r["ft_test"], r["size_bytes"]) for r in base], size8),
-        "hv_union": hypervolume([(r["ft_test"], r["size_bytes"]) for r in fronted + base], size8),
-        "hv_mixed_ptq": hypervolume([(r["ptq_test"], r["size_bytes"]) for r in fronted], size8),
+        "hv_union": best["hv_union"],
+        "hv_mixed_ptq": best["hv_mixed_ptq"],
         "hv_homogeneous_ptq": hypervolume([(r["ptq_test"], r["size_bytes"]) for r in base], size8),
-        "pick": make_pick(chosen_c, ref, size8, task, budget, seed),
+        "pick": best["pick"],
+        "pick_if_chosen_on_test": best["pick_if_chosen_on_test"],
     }
-    # for comparison only (never a reported claim): the pick test data would have made
-    peek = smallest_within(candidates, "ft_test", ref["ft_test"], MARGIN)
-    record["pick_if_chosen_on_test"] = {"bits": peek["bits"], "reduction": 1 - peek["size_bytes"] / size8}
-    record["search"] = {
-        "run_id": result["run_id"],
-        "db": str(db),
-        "evaluations": result["evaluations"],
-        "hypervolume_val": result["hypervolume"],
-        "front_members": len(front),
-        "finetuned_members": len(fronted),
-    }
+    record["search"] = {**best["search"], "db": str(out / "search.db"), "fitness": used}
     record["finetune"] = {
         "batch": budget.batch(len(data.train)),
         "train_sequences": len(data.train),
@@ -414,13 +541,16 @@ def run_task(
         else min(budget.finetune_samples, len(data.train)),
     }
     record["seconds"] = {
-        "search": search_seconds,
+        "search": sum(s["seconds"] for s in searches.values()),
         "finetune": finetune_seconds,
-        "search_cpu": search_cpu,
+        "search_cpu": sum(s["cpu_seconds"] for s in searches.values()),
         "finetune_cpu": sum(v["cpu_seconds"] for v in tuned.values()),
         "finetune_jobs": len(jobs),
+        **{f"search_{f}": s["seconds"] for f, s in searches.items()},
+        **{f"search_cpu_{f}": s["cpu_seconds"] for f, s in searches.items()},
     }
-    record["front"], record["baselines"] = front, base
+    record["front"], record["baselines"] = searches[used]["front"], base
+    record["fronts"] = {f: s["front"] for f, s in searches.items()}
     return record
 
 
@@ -433,15 +563,53 @@ def summary_entry(records: Sequence[dict]) -> dict:
             "hv_mixed": r["hv_mixed"],
             "hv_homogeneous": r["hv_homogeneous"],
             "pick": {k: r["pick"][k] for k in PICK_KEYS},
+            "fitness": fitness_entry(r),
         }
         for r in records
     ]
+    variants = list(seeds[0]["fitness"]["variants"])
     return {
         "size8": first["size8"],
         "size_cap": first["size_cap"],
         "seeds": seeds,
         "reduction_mean": statistics.fmean(s["pick"]["reduction"] for s in seeds),
         "test_delta_pp_mean": statistics.fmean(s["pick"]["test_delta_pp"] for s in seeds),
+        # beyond the issue's keys: each fitness's own figures, as if it had been the only one
+        "fitness": {
+            f: {
+                "reduction_mean": statistics.fmean(s["fitness"]["variants"][f]["reduction"] for s in seeds),
+                "test_delta_pp_mean": statistics.fmean(s["fitness"]["variants"][f]["test_delta_pp"] for s in seeds),
+                "hv_mixed_mean": statistics.fmean(s["fitness"]["variants"][f]["hv_mixed"] for s in seeds),
+                "used_on_seeds": [s["seed"] for s in seeds if s["fitness"]["used"] == f],
+            }
+            for f in variants
+        },
+    }
+
+
+def fitness_entry(record: dict) -> dict:
+    """summary.json's per-seed comparison of the searches' fitnesses: which one was used (decided
+    on select), and for each its pick, hypervolumes and the time its search took (wall and CPU)."""
+    fit = record["fitness"]
+    return {
+        "used": fit["used"],
+        "decided_on": fit["decided_on"],
+        "variants": {
+            f: {
+                "bits": v["pick"]["bits"],
+                "reduction": v["pick"]["reduction"],
+                "select_accuracy": v["pick"]["select_accuracy"],
+                "test_accuracy": v["pick"]["test_accuracy"],
+                "test_delta_pp": v["pick"]["test_delta_pp"],
+                "check": v["pick"]["check"],
+                "hv_select": v["hv_select"],
+                "hv_mixed": v["hv_mixed"],
+                "evaluations": v["search"]["evaluations"],
+                "search_seconds": v["search"]["seconds"],
+                "search_cpu_seconds": v["search"]["cpu_seconds"],
+            }
+            for f, v in fit["variants"].items()
+        },
     }
 
 
@@ -453,6 +621,7 @@ FRONT_COLUMNS = (
     "size_bytes",
     "bops",
     "selected",
+    "fitness_val",
     "ptq_val",
     "ptq_test",
     "ft_val",
@@ -475,7 +644,8 @@ def _write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None
 
 def write_task(out: Path, task: str, records: Sequence[dict]) -> None:
     """reports/tasks/<task>/: result.json ({"task", "seeds": [record, ...]}), and per seed
-    front_seed<S>.csv, baselines_seed<S>.csv (ptq_test and ft_test: holdout half of test)."""
+    front_seed<S>.csv (the front of the fitness used), front_seed<S>_<fitness>.csv (each fitness's,
+    when they were compared), baselines_seed<S>.csv (ptq_test and ft_test: holdout half of test)."""
     d = out / "tasks" / task
     d.mkdir(parents=True, exist_ok=True)
     for old in list(d.glob("front*.csv")) + list(d.glob("baselines*.csv")):
@@ -483,6 +653,9 @@ def write_task(out: Path, task: str, records: Sequence[dict]) -> None:
     (d / "result.json").write_text(json.dumps({"task": task, "seeds": list(records)}, indent=1) + "\n")
     for r in records:
         _write_csv(d / f"front_seed{r['seed']}.csv", r["front"], FRONT_COLUMNS)
+        fronts = r.get("fronts", {})
+        for fitness, rows in fronts.items() if len(fronts) > 1 else ():
+            _write_csv(d / f"front_seed{r['seed']}_{fitness}.csv", rows, FRONT_COLUMNS)
         _write_csv(d / f"baselines_seed{r['seed']}.csv", r["baselines"], BASE_COLUMNS)
 
 

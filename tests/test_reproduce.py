@@ -11,12 +11,24 @@ from pathlib import Path
 import pytest
 
 from gruq.errors import GruqError
-from gruq.report import render_readme, summary_table
-from gruq.reproduce import Budget, reproduce, smallest_within, spread_subset
+from gruq.report import command_line, render_readme, summary_table
+from gruq.reproduce import COST_RATIO, Budget, cost_ratio, reproduce, smallest_within, spread_subset
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = Budget(pop=8, gens=2, seed=0, seeds=2, finetune_epochs=1, finetune_samples=96, front_size=3, workers=1)
-TASK_KEYS = {"size8", "size_cap", "seeds", "reduction_mean", "test_delta_pp_mean"}
+TINY = Budget(
+    pop=8,
+    gens=2,
+    seed=0,
+    seeds=2,
+    finetune_epochs=1,
+    finetune_samples=96,
+    front_size=3,
+    workers=1,
+    fitness="compare",
+    search_finetune_samples=48,
+    finetuned_pop=4,
+)
+TASK_KEYS = {"size8", "size_cap", "seeds", "reduction_mean", "test_delta_pp_mean", "fitness"}  # the issue's, + fitness
 PICK_KEYS = {
     "bits",
     "selected_on",
@@ -50,7 +62,7 @@ def test_summary_has_exactly_the_issue_schema(run):
     assert t["size8"] == 5316.0 and t["size_cap"] == 2148.0  # H=32, 12 features, 9 classes
     assert [s["seed"] for s in t["seeds"]] == [0, 1]
     for s in t["seeds"]:
-        assert set(s) == {"seed", "hv_mixed", "hv_homogeneous", "pick"}
+        assert set(s) == {"seed", "hv_mixed", "hv_homogeneous", "pick", "fitness"}
         assert 0 <= s["hv_homogeneous"] <= 1 and 0 <= s["hv_mixed"] <= 1
         p = s["pick"]
         assert set(p) == PICK_KEYS
@@ -88,6 +100,52 @@ def test_the_pick_is_the_smallest_within_half_a_point_on_select(run):
         assert record["pick"]["bits"] == want["bits"]
         assert record["pick"]["test_accuracy"] == want["ft_test"]  # reported on holdout, not chosen on it
         assert record["sequences"] == {"val": 100, "select": 150, "holdout": 150}
+
+
+def test_both_fitnesses_are_searched_and_the_better_on_select_is_used(run):
+    out, summary, _ = run
+    records = json.loads((out / "tasks" / "vowels" / "result.json").read_text())["seeds"]
+    for s, record in zip(summary["tasks"]["vowels"]["seeds"], records):
+        fit = s["fitness"]
+        assert set(fit["variants"]) == {"ptq", "finetuned"} and fit["decided_on"] == "select"
+        v = fit["variants"]
+        # the used fitness's pick is the reported pick; it is the smaller on select (ties: select hv, then ptq)
+        assert v[fit["used"]]["bits"] == s["pick"]["bits"] and v[fit["used"]]["check"] == s["pick"]["check"]
+        key = {f: (v[f]["reduction"], v[f]["hv_select"], f == "ptq") for f in v}
+        assert key[fit["used"]] == max(key.values())
+        # the fine-tuned-fitness search spent its budget in scorings, derived from the recorded cost ratio
+        assert (
+            v["finetuned"]["evaluations"] == TINY.finetuned_scorings("vowels") == round(16 / cost_ratio("vowels", 48))
+        )
+        assert v["ptq"]["evaluations"] <= TINY.pop * TINY.gens
+        for f in v:
+            assert v[f]["search_seconds"] > 0 and v[f]["search_cpu_seconds"] > 0
+            assert v[f]["bits"] == record["fitness"]["variants"][f]["pick"]["bits"]
+            assert set(record["fronts"][f][0]) >= {"fitness_val", "ptq_val", "selected"}
+        assert record["front"] == record["fronts"][fit["used"]]
+        assert (out / "tasks" / "vowels" / f"front_seed{s['seed']}_finetuned.csv").is_file()
+    means = summary["tasks"]["vowels"]["fitness"]
+    for f in ("ptq", "finetuned"):
+        want = [s["fitness"]["variants"][f]["reduction"] for s in summary["tasks"]["vowels"]["seeds"]]
+        assert means[f]["reduction_mean"] == pytest.approx(sum(want) / 2)
+    assert sorted(means["ptq"]["used_on_seeds"] + means["finetuned"]["used_on_seeds"]) == [0, 1]
+    readme = (out / "README.md").read_text()
+    assert "## Search fitness: post-training accuracy against one fine-tuning epoch, at equal time" in readme
+    assert "## How the default budget was chosen" in readme
+
+
+def test_the_finetuned_search_budget_is_scorings_from_the_recorded_cost_ratio():
+    b = Budget(pop=32, gens=20, search_finetune_samples=512, finetuned_pop=16)
+    for task, r in COST_RATIO.items():
+        assert b.finetuned_scorings(task) == max(16, round(640 / r))  # no clock involved: the same on any machine
+    assert cost_ratio("smnist", 1024) - 1 == pytest.approx(2 * (cost_ratio("smnist", 512) - 1))
+    assert Budget(pop=4, gens=1, finetuned_pop=16).finetuned_scorings("har") == 16  # at least one population
+    d = b.to_dict()
+    assert d["finetuned_scorings"]["smnist"] == b.finetuned_scorings("smnist") and d["fitness"] == "compare"
+    assert Budget.from_dict(d) == b
+    assert "--fitness compare --search-finetune-samples 512 --finetuned-pop 16" in command_line(d)
+    assert command_line(Budget(fitness="ptq").to_dict()).endswith("--fitness ptq")
+    assert Budget(fitness="ptq").variants == ["ptq"] and b.variants == ["ptq", "finetuned"]
 
 
 def test_check_commands_reproduce_accuracy_and_size_exactly(run):
@@ -184,6 +242,10 @@ def test_smallest_within_prefers_small_then_accurate():
 def test_bad_budget_and_task_are_gruq_errors(tmp_path):
     with pytest.raises(GruqError):
         Budget(pop=2)
+    with pytest.raises(GruqError, match="fitness"):
+        Budget(fitness="val")
+    with pytest.raises(GruqError, match="finetuned_pop"):
+        Budget(finetuned_pop=2)
     with pytest.raises(GruqError):
         reproduce(tmp_path, ["nope"], TINY)
     done = subprocess.run(

@@ -1,7 +1,8 @@
 """`reproduce`: the published claim on the four tasks, into a report directory.
 
     python -m gruq reproduce --out reports/ [--seeds K] [--tasks smnist,vowels] [--pop N --gens G
-        --finetune-epochs E --finetune-samples N --front-size K --seed S --workers W] [--json]
+        --finetune-epochs E --finetune-samples N --front-size K --seed S --workers W
+        --fitness ptq|finetuned|compare --search-finetune-samples N --finetuned-pop N] [--json]
 
 Progress goes to stderr (tqdm); --json prints summary.json's object on stdout.
 """
@@ -22,7 +23,7 @@ def _tasks(text: str) -> list[str]:
 
 
 def register(sub: Any) -> None:
-    from gruq.reproduce import Budget
+    from gruq.reproduce import FITNESS_CHOICES, Budget
 
     d = Budget()
     p = sub.add_parser(
@@ -66,6 +67,29 @@ def register(sub: Any) -> None:
         metavar="K",
         help=f"front genomes fine-tuned at most, best spread (default {d.front_size})",
     )
+    p.add_argument(
+        "--fitness",
+        choices=FITNESS_CHOICES,
+        default=d.fitness,
+        help="the search's fitness: post-training accuracy (ptq), accuracy after one fine-tuning epoch "
+        "(finetuned, the same search time: see --search-finetune-samples), or both, using the better on "
+        f"select (compare; default {d.fitness})",
+    )
+    p.add_argument(
+        "--search-finetune-samples",
+        type=positive,
+        default=d.search_finetune_samples,
+        metavar="N",
+        help=f"training sequences of the one fine-tuning epoch per candidate of the finetuned search "
+        f"(default {d.search_finetune_samples})",
+    )
+    p.add_argument(
+        "--finetuned-pop",
+        type=bounded("--finetuned-pop", 4, MAX_POP),
+        default=d.finetuned_pop,
+        metavar="N",
+        help=f"population of the finetuned search (default {d.finetuned_pop})",
+    )
     p.add_argument("--seed", type=natural, default=d.seed, help=f"first search and fine-tuning seed (default {d.seed})")
     p.add_argument(
         "--seeds",
@@ -102,6 +126,9 @@ def reproduce_command(args: argparse.Namespace) -> int:
         finetune_select=None if args.finetune_select == "last" else args.finetune_select,
         front_size=args.front_size,
         workers=args.workers,
+        fitness=args.fitness,
+        search_finetune_samples=args.search_finetune_samples,
+        finetuned_pop=args.finetuned_pop,
     )
     bars: dict[tuple[str, str], tqdm] = {}
 
