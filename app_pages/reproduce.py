@@ -10,7 +10,7 @@ import streamlit as st
 
 import ui
 from gruq.errors import GruqError
-from gruq.report import command_line, figure_paths
+from gruq.report import FITNESS_NAMES, command_line, figure_paths
 from gruq.reproduce import load_summary, load_task
 
 ui.setup("Reproduce")
@@ -28,7 +28,9 @@ st.markdown(
     "Does giving each GRU operator its own bit width beat using the same width everywhere? Per task and seed, an "
     "NSGA-II search ranks schemes on **validation** data; the front and the all-2-bit ... all-8-bit models get the "
     "same fine-tuning; the pick (the smallest within 0.5 pp of all-8-bit) is made on the **select** half of the test "
-    "split, and the figures below are on the other, **holdout** half, never used to choose. "
+    "split, and the figures below are on the other, **holdout** half, never used to choose. With both search "
+    "fitnesses (post-training accuracy, accuracy after one fine-tuning epoch, at equal time), the one whose pick is "
+    "smaller on select is used (reports/README.md compares them). "
     f"Made with `{command_line(b)}` in **{summary['wall_seconds'] / 60:.1f} min**."
 )
 rows = []
@@ -47,6 +49,7 @@ for task, t in summary["tasks"].items():
                 "delta pp": round(p["test_delta_pp"], 2),
                 "hv mixed": round(s["hv_mixed"], 4),
                 "hv homogeneous": round(s["hv_homogeneous"], 4),
+                "search fitness": FITNESS_NAMES.get(s.get("fitness", {}).get("used", "ptq"), "post-training"),
             }
         )
 st.dataframe(pd.DataFrame(rows), hide_index=True)

@@ -278,6 +278,8 @@ def test_app_page_reads_the_report(run, monkeypatch):
     assert list(table["task"]) == ["vowels", "vowels"]
     seeds = summary["tasks"]["vowels"]["seeds"]
     assert list(table["reduction %"]) == [round(s["pick"]["reduction"] * 100, 1) for s in seeds]
+    names = {"ptq": "post-training", "finetuned": "1 fine-tuning epoch"}
+    assert list(table["search fitness"]) == [names[s["fitness"]["used"]] for s in seeds]
     assert [s["pick"]["check"] for s in seeds] == [c.value for c in at.code]
 
 
