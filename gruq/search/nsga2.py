@@ -134,16 +134,18 @@ def propose(
                 taken[g] = float(p)
 
     members = [tuple(ind) for ind in front]
-    moves = guided.neighbours(members, cons)
+    moves = guided.neighbours(members, cons) + guided.swaps(members, cons)
     if moves:
         new, old = zip(*moves)
-        shift = model.predict(list(new)) - model.predict(list(old))
-        offer(new, [cache[m] + d for m, d in zip(old, shift)])
+        offer(new, model.moved(list(new), list(old), [cache[m] for m in old]))
     plan = model.plan()
     offer(plan, model.predict(plan))
     children = list(dict.fromkeys(model.settle(ind) for ind in vary(toolbox, population, cxpb)))
     offer(children, model.predict(children))
-    explore = [g for g in children if g in taken and g not in first]
+    if len(cache) < guided.EXPLORE_UNTIL:
+        explore = [g for g in children if g in taken and g not in first]
+    else:
+        explore = [g for g in guided.descents(members, cache, model, cons) if g not in first]
     n_explore = min(len(explore), k // guided.EXPLORE_SHARE)
     pool = [g for g in taken if g not in first]
     exploit = guided.pick(pool, [taken[g] for g in pool], [ind.fitness.values for ind in front], cons, k - n_explore)
