@@ -117,9 +117,16 @@ def test_swaps_move_a_bit_from_one_cost_gene_to_another_within_bounds() -> None:
 def test_settling_puts_free_genes_at_the_width_the_surrogate_finds_most_accurate() -> None:
     cons = constraints()
     peak = homogeneous(8)[:2] + (5,) + homogeneous(8)[3:]  # add_r at 5 bits is best here
-    cache = {g: 0.9 + (0.01 if g[2] == 5 else 0.0) for g in [homogeneous(8), peak, homogeneous(2)]}
+    cache = {g: 0.9 + (0.02 if g[2] == 5 else 0.0) for g in [homogeneous(8), peak, homogeneous(2)]}
     settled = guided.Surrogate(cons, cache).settle(homogeneous(3))
     assert settled[2] == 5 and all(settled[i] == 3 for i in LINEAR)
+
+
+def test_a_free_gene_stays_at_its_highest_width_when_a_lower_one_is_better_by_noise_only() -> None:
+    cons = constraints()
+    peak = homogeneous(8)[:2] + (5,) + homogeneous(8)[3:]
+    cache = {g: 0.9 + (0.001 if g[2] == 5 else 0.0) for g in [homogeneous(8), peak, homogeneous(2)]}
+    assert guided.Surrogate(cons, cache).settle(homogeneous(3))[2] == 8
 
 
 def test_the_first_pick_is_the_largest_gain_and_the_next_fills_another_gap() -> None:

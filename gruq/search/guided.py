@@ -46,6 +46,7 @@ from gruq.genome import Genome
 from gruq.search.constraints import Constraints
 
 RIDGE = 1e-6  # keeps the least squares well posed before every (gene, width) has been seen
+SETTLE_MARGIN = 0.1  # logit units: about 0.5 points of accuracy near 95%
 CLIP = 0.005  # accuracies are clipped into [CLIP, 1 - CLIP] before the logit: 0 and 1 stay finite
 EXPLORE_SHARE = 4  # one pick in EXPLORE_SHARE goes to NSGA-II offspring, predicted best first
 EXPLORE_UNTIL = 200  # ... until this many genomes are scored; then those picks go to the front's greedy steps
@@ -178,11 +179,15 @@ class Surrogate:
         return 0.0 if k is None else float(self.weights[k])
 
     def settle(self, genome: Sequence[int]) -> Genome:
-        """`genome` with each gene that costs nothing at the width the surrogate finds most accurate."""
+        """`genome` with each gene that costs nothing at its highest width, or at a lower one the
+        surrogate finds clearly more accurate (by SETTLE_MARGIN on the logit scale: a lower width
+        that is better by noise alone would only add quantization error)."""
         g = list(genome)
         for i in self.genes:
             if i not in self.costly:
-                g[i] = max(range(self.cons.high[i], self.cons.low[i] - 1, -1), key=lambda b: self.term(i, b))
+                hi = self.cons.high[i]
+                best = max(range(hi, self.cons.low[i] - 1, -1), key=lambda b: self.term(i, b))
+                g[i] = best if self.term(i, best) > self.term(i, hi) + SETTLE_MARGIN else hi
         return tuple(g)
 
     def plan(self) -> list[Genome]:
