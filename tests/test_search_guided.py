@@ -114,6 +114,24 @@ def test_swaps_move_a_bit_from_one_cost_gene_to_another_within_bounds() -> None:
     assert len(swaps) == 5 + 5  # each of the two takers from each of the five other cost genes
 
 
+def test_each_front_member_takes_the_one_bit_reduction_predicted_to_lose_least_per_byte() -> None:
+    cons = constraints()
+    cache = {g: additive(g) for g in [homogeneous(b) for b in range(2, 9)] + guided.probes(cons)}
+    model = guided.Surrogate(cons, cache)
+    front = [homogeneous(6), homogeneous(4)]
+    steps = guided.descents(front, cache, model, cons)
+    assert len(steps) == 2 and all(g not in cache and cons.size_ok(g) for g in steps)
+    for m in front:
+        (step,) = [g for g in steps if sum(a != b for a, b in zip(g, m)) == 1]
+        moves = [m[:i] + (m[i] - 1,) + m[i + 1 :] for i in LINEAR]
+        moves = [g for g in moves if g not in cache]
+
+        def per_byte(g, m=m):
+            return (cache[m] - additive(g)) / (cons.cost(m) - cons.cost(g))
+
+        assert per_byte(step) == pytest.approx(min(map(per_byte, moves)), abs=1e-4)
+
+
 def test_settling_puts_free_genes_at_the_width_the_surrogate_finds_most_accurate() -> None:
     cons = constraints()
     peak = homogeneous(8)[:2] + (5,) + homogeneous(8)[3:]  # add_r at 5 bits is best here

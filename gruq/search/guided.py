@@ -27,7 +27,11 @@ holds them (the generational loop and the DEAP operators stay in
   crossover and mutation offspring keep exploring. Each generation scores
   the candidates with the largest predicted hypervolume gain, chosen one at
   a time as if each pick's prediction were true (so picks spread along the
-  front instead of piling into one gap).
+  front instead of piling into one gap). Besides one-bit moves, front
+  members get size-neutral swaps (a bit from one cost gene to another); once
+  EXPLORE_UNTIL genomes are scored, the exploring picks go to each member's
+  greedy step instead (`descents`: the one-bit reduction predicted to lose
+  least accuracy per byte, greedy bit reduction from every front member).
 
 Everything here is a function of the constraints, the scored genomes (read
 in sorted order) and the `random` module's state, so a run stays

@@ -115,13 +115,16 @@ def propose(
     """The next generation's offspring: `k` new genomes, the most promising first.
 
     Three sources (see `gruq.search.guided`): the surrogate's predicted
-    front, one-bit moves of the front's members, and DEAP offspring of the
-    population (DCD tournament, crossover, mutation), all with the genes that
-    cost nothing settled at their highest width. The candidates of largest
+    front, one-bit moves and size-neutral swaps of the front's members, and
+    DEAP offspring of the population (DCD tournament, crossover, mutation),
+    all with the genes that cost nothing settled. The candidates of largest
     predicted hypervolume gain take all but one slot in EXPLORE_SHARE; the
     remaining slots go to offspring in DEAP's order, so the search keeps
-    exploring where the surrogate is wrong. Fewer than `k` when the space
-    has no more new genomes.
+    exploring where the surrogate is wrong, until EXPLORE_UNTIL genomes are
+    scored; from then on they go to the front members' greedy steps
+    (`guided.descents`). The switch depends on the scored genomes only, never
+    on the budget, so a shorter budget run stays the start of a longer one.
+    Fewer than `k` when the space has no more new genomes.
     """
     first = [g for g in dict.fromkeys(toolbox.probes()) if g not in cache][:k]
     k -= len(first)
