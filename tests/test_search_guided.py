@@ -71,10 +71,11 @@ def test_probes_respect_pins_ranges_and_the_size_limit() -> None:
 
 
 def additive(g) -> float:
-    return 0.9 - sum(0.01 * (8 - b) * (1 + i % 3) for i, b in enumerate(g))
+    """An accuracy whose logit is additive in the genes: losses compound as accuracy falls."""
+    return float(guided.expit(2.5 - sum(0.02 * (8 - b) * (1 + i % 3) for i, b in enumerate(g))))
 
 
-def test_the_surrogate_fits_an_additive_accuracy_and_plans_a_non_dominated_front() -> None:
+def test_the_surrogate_fits_an_accuracy_additive_in_logit_and_plans_a_non_dominated_front() -> None:
     cons = constraints()
     cache = {g: additive(g) for g in [homogeneous(b) for b in range(2, 9)] + guided.probes(cons)}
     model = guided.Surrogate(cons, cache)
@@ -86,12 +87,64 @@ def test_the_surrogate_fits_an_additive_accuracy_and_plans_a_non_dominated_front
     assert all(b[1] < a[1] for a, b in zip(points, points[1:]))  # cheaper is always less accurate
 
 
+def test_a_move_is_predicted_from_the_measured_accuracy_of_the_genome_it_moves_from() -> None:
+    cons = constraints()
+    cache = {g: additive(g) for g in [homogeneous(b) for b in range(2, 9)] + guided.probes(cons)}
+    model = guided.Surrogate(cons, cache)
+    old = homogeneous(6)
+    new = old[:4] + (5,) + old[5:]
+    measured = additive(old) - 0.05  # the surrogate is off here: the move keeps the offset, on the logit scale
+    expected = guided.expit(guided.logit(measured) + guided.logit(additive(new)) - guided.logit(additive(old)))
+    assert model.moved([new], [old], [measured]) == pytest.approx([expected], abs=1e-3)
+
+
+def test_swaps_move_a_bit_from_one_cost_gene_to_another_within_bounds() -> None:
+    cons = constraints(bits_ranges={"lin_hn": (7, 8)})
+    member = list(homogeneous(8))
+    member[INDEX["lin_hz"]], member[INDEX["lin_xr"]] = 4, 6
+    member = tuple(member)
+    swaps = guided.swaps([member], cons)
+    assert swaps and all(m == member for _, m in swaps)
+    for g, _ in swaps:
+        changed = [i for i in range(len(g)) if g[i] != member[i]]
+        assert len(changed) == 2 and set(changed) <= set(LINEAR) and sum(g) == sum(member)
+        assert cons.in_bounds(g)
+    # only lin_hz and lin_xr can take a bit; every cost gene above its lowest width can give one
+    assert {(g[INDEX["lin_hz"]], g[INDEX["lin_xr"]]) for g, _ in swaps} == {(3, 7), (5, 5), (5, 6), (4, 7)}
+    assert len(swaps) == 5 + 5  # each of the two takers from each of the five other cost genes
+
+
+def test_each_front_member_takes_the_one_bit_reduction_predicted_to_lose_least_per_byte() -> None:
+    cons = constraints()
+    cache = {g: additive(g) for g in [homogeneous(b) for b in range(2, 9)] + guided.probes(cons)}
+    model = guided.Surrogate(cons, cache)
+    front = [homogeneous(6), homogeneous(4)]
+    steps = guided.descents(front, cache, model, cons)
+    assert len(steps) == 2 and all(g not in cache and cons.size_ok(g) for g in steps)
+    for m in front:
+        (step,) = [g for g in steps if sum(a != b for a, b in zip(g, m)) == 1]
+        moves = [m[:i] + (m[i] - 1,) + m[i + 1 :] for i in LINEAR]
+        moves = [g for g in moves if g not in cache]
+
+        def per_byte(g, m=m):
+            return (cache[m] - additive(g)) / (cons.cost(m) - cons.cost(g))
+
+        assert per_byte(step) == pytest.approx(min(map(per_byte, moves)), abs=1e-4)
+
+
 def test_settling_puts_free_genes_at_the_width_the_surrogate_finds_most_accurate() -> None:
     cons = constraints()
     peak = homogeneous(8)[:2] + (5,) + homogeneous(8)[3:]  # add_r at 5 bits is best here
-    cache = {g: 0.9 + (0.01 if g[2] == 5 else 0.0) for g in [homogeneous(8), peak, homogeneous(2)]}
+    cache = {g: 0.9 + (0.02 if g[2] == 5 else 0.0) for g in [homogeneous(8), peak, homogeneous(2)]}
     settled = guided.Surrogate(cons, cache).settle(homogeneous(3))
     assert settled[2] == 5 and all(settled[i] == 3 for i in LINEAR)
+
+
+def test_a_free_gene_stays_at_its_highest_width_when_a_lower_one_is_better_by_noise_only() -> None:
+    cons = constraints()
+    peak = homogeneous(8)[:2] + (5,) + homogeneous(8)[3:]
+    cache = {g: 0.9 + (0.001 if g[2] == 5 else 0.0) for g in [homogeneous(8), peak, homogeneous(2)]}
+    assert guided.Surrogate(cons, cache).settle(homogeneous(3))[2] == 8
 
 
 def test_the_first_pick_is_the_largest_gain_and_the_next_fills_another_gap() -> None:

@@ -115,13 +115,16 @@ def propose(
     """The next generation's offspring: `k` new genomes, the most promising first.
 
     Three sources (see `gruq.search.guided`): the surrogate's predicted
-    front, one-bit moves of the front's members, and DEAP offspring of the
-    population (DCD tournament, crossover, mutation), all with the genes that
-    cost nothing settled at their highest width. The candidates of largest
+    front, one-bit moves and size-neutral swaps of the front's members, and
+    DEAP offspring of the population (DCD tournament, crossover, mutation),
+    all with the genes that cost nothing settled. The candidates of largest
     predicted hypervolume gain take all but one slot in EXPLORE_SHARE; the
     remaining slots go to offspring in DEAP's order, so the search keeps
-    exploring where the surrogate is wrong. Fewer than `k` when the space
-    has no more new genomes.
+    exploring where the surrogate is wrong, until EXPLORE_UNTIL genomes are
+    scored; from then on they go to the front members' greedy steps
+    (`guided.descents`). The switch depends on the scored genomes only, never
+    on the budget, so a shorter budget run stays the start of a longer one.
+    Fewer than `k` when the space has no more new genomes.
     """
     first = [g for g in dict.fromkeys(toolbox.probes()) if g not in cache][:k]
     k -= len(first)
@@ -134,16 +137,18 @@ def propose(
                 taken[g] = float(p)
 
     members = [tuple(ind) for ind in front]
-    moves = guided.neighbours(members, cons)
+    moves = guided.neighbours(members, cons) + guided.swaps(members, cons)
     if moves:
         new, old = zip(*moves)
-        shift = model.predict(list(new)) - model.predict(list(old))
-        offer(new, [cache[m] + d for m, d in zip(old, shift)])
+        offer(new, model.moved(list(new), list(old), [cache[m] for m in old]))
     plan = model.plan()
     offer(plan, model.predict(plan))
     children = list(dict.fromkeys(model.settle(ind) for ind in vary(toolbox, population, cxpb)))
     offer(children, model.predict(children))
-    explore = [g for g in children if g in taken and g not in first]
+    if len(cache) < guided.EXPLORE_UNTIL:
+        explore = [g for g in children if g in taken and g not in first]
+    else:
+        explore = [g for g in guided.descents(members, cache, model, cons) if g not in first]
     n_explore = min(len(explore), k // guided.EXPLORE_SHARE)
     pool = [g for g in taken if g not in first]
     exploit = guided.pick(pool, [taken[g] for g in pool], [ind.fitness.values for ind in front], cons, k - n_explore)
