@@ -17,7 +17,7 @@ import torch
 
 from gruq import engine, tasks
 from gruq.errors import GruqError
-from gruq.fakequant import Simulation
+from gruq.fakequant import Simulation, single_thread
 from gruq.genome import Genome, ModelShape, bops, expand, size_bytes, validate
 from gruq.model import Checkpoint, checkpoint_path, load_checkpoint
 from gruq.scheme import build
@@ -139,7 +139,11 @@ class Evaluator:
         models = tuned_many(
             ckpt, genomes, data, self.finetune_epochs, self.seed, self.finetune_samples, self.finetune_select
         )
-        return [accuracies(m, [g], split)[0] for m, g in zip(models, genomes)]
+        # one small scoring per fine-tuned model: on one thread (the same accuracies), as the fine-tuning
+        # ran; a thread pool per model cost more CPU and wall time than it saved (measured on vowels,
+        # smnist and ecg at load 14-17, issue 12's fine-tuned launch)
+        with single_thread():
+            return [accuracies(m, [g], split)[0] for m, g in zip(models, genomes)]
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_shape": None}

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from bench import quick_run  # noqa: E402
+from bench import qat_floor, quick_run  # noqa: E402
 from bench import search_quality as sq  # noqa: E402
 from gruq.genome import homogeneous  # noqa: E402
 
@@ -270,6 +270,25 @@ def test_bench_qat_measures_a_stacked_checkpoint_on_its_own_layers() -> None:
     assert (out["layers"], out["genomes"], out["sequences"]) == (2, 2, 32)
     assert out["qat_cost_ratio"] > 0 and out["qat_batched_cost_ratio"] > 0
     assert [len(g) for g in qat_cost.random_genomes(2, 0, layers=2)] == [34, 34]
+
+
+def test_a_genome_s_qat_step_does_at_least_the_float_step_s_matrix_work() -> None:
+    """The floor's premise: per sequence step, a genome's fine-tuning products cost no less than
+    float training's, for every task's shape (so 16 genomes cost at least 16 float epochs of flops)."""
+    for features, hidden in ((28, 64), (12, 32), (6, 64), (1, 32)):
+        f = qat_floor.step_flops(features, hidden)
+        assert f["qat_genome"] >= f["float"] > 0
+
+
+def test_qat_floor_reports_the_ratios_it_derives() -> None:
+    """bench/qat_floor.py on a tiny vowels budget: every ratio is the quotient of the figures it reports."""
+    out = qat_floor.qat_floor("vowels", samples=32)
+    f_cpu = out["float_epoch_cpu"]
+    flops = out["flops_per_sequence_step"]["float"] * out["sequences"] * out["steps"]
+    assert out["floor_r16_at_peak"] == pytest.approx(16 * flops / (out["peak_gflops"] * 1e9) / f_cpu)
+    assert out["matmul_only_r16"] == pytest.approx(out["matmul_only_cpu"] / f_cpu)
+    assert out["r16_cpu"] == pytest.approx(out["batched_epoch_cpu"] / f_cpu)
+    assert out["peak_gflops"] > 0 and len(out["load_average"]) == 3
 
 
 def test_search_quality_mode_reports_every_task_budget_method_and_held_out_figure() -> None:
