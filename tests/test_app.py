@@ -517,6 +517,18 @@ def test_explorer_of_a_fine_tuned_front_point_shows_that_model(tuned_run, monkey
     assert any(o.startswith(label) for o in at.selectbox(key="start_vowels_1").options)
 
 
+def test_live_page_says_which_model_the_all_8_bit_reference_is(tuned_run, filled_db, monkeypatch) -> None:
+    """The pick is set against the all-8-bit model: the run's own (fine-tuned like every
+    candidate) or post-training quantization, and the sentence says which."""
+    monkeypatch.setenv("GRUQ_DB", str(tuned_run))
+    pick = next(s.value for s in open_page(LIVE, run="1").success if "Pick this one:" in s.value)
+    assert "all-8-bit model's" in pick or "the same as the all-8-bit model" in pick
+    assert "% (fine-tuned 1 epoch)" in pick or "all-8-bit model (fine-tuned 1 epoch)" in pick
+    monkeypatch.setenv("GRUQ_DB", str(filled_db))
+    pick = next(s.value for s in open_page(LIVE, run="1").success if "Pick this one:" in s.value)
+    assert "% (post-training)" in pick or "all-8-bit model (post-training)" in pick
+
+
 def _shape():
     from gruq.tasks import load
 
