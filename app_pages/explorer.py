@@ -167,9 +167,14 @@ c[3].metric(
     delta_color="inverse" if ops_ < ops8 else "off",
 )
 if source is not None:
+    whose = (
+        "the one on the run's front"
+        if bool(scored[genome].get("on_front"))
+        else "the one the run scored for these bits (they are not on its front)"
+    )
     st.markdown(
         f"**Model: {label}**, the one run {run_id} reported for these bits: its validation accuracy "
-        f"**{100 * val:.1f}%** (n={n['val']}) is the front's, and the C model you download below is this model."
+        f"**{100 * val:.1f}%** (n={n['val']}) is {whose}, and the C model you download below is this model."
         if val is not None
         else f"**Model: {label}** (run {run_id})."
     )

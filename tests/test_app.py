@@ -458,6 +458,19 @@ def test_explorer_what_if_rescores_the_edited_genome(filled_db) -> None:
     assert tuple(at.dataframe[0].value["bits"]) == tuple(g)
 
 
+def test_explorer_says_whether_a_scored_scheme_is_on_the_front(filled_db) -> None:
+    from gruq import store
+
+    members = store.individuals(filled_db, 1)
+    on = next(m["bits"] for m in members if m["on_front"])
+    off = next(m["bits"] for m in members if not m["on_front"])
+    said = texts(open_page(EXPLORER, run="1", bits=",".join(map(str, on))))
+    assert "is the one on the run's front" in said
+    said = texts(open_page(EXPLORER, run="1", bits=",".join(map(str, off))))
+    assert "is the one the run scored for these bits (they are not on its front)" in said
+    assert "front's" not in said
+
+
 def test_explorer_without_runs_starts_from_homogeneous_genomes(empty_db) -> None:
     if not (ROOT / "assets" / "vowels.pt").is_file():
         pytest.fail("assets/vowels.pt is missing")
