@@ -184,12 +184,23 @@ elif run is not None:
         "quantization of the float model, without the run's fine-tuning."
     )
 if val is not None and val8 is not None:
+    if views.cost_of(run["objective"] if run is not None else None) == "bops":  # speak of what the run minimised
+        cost8 = f"{ops8 / 1e6:.2f} M bit operations per sequence"
+        saving = (
+            f"needs {100 * (1 - ops_ / ops8):.0f}% fewer bit operations (at most "
+            f"{100 * (1 - bops(homogeneous(MIN_BITS), shape) / ops8):.0f}%, with 2 bits everywhere)"
+        )
+    else:
+        cost8 = f"{size8 / KB:.2f} kB"
+        saving = (
+            f"is {100 * (1 - size / size8):.0f}% smaller (at most "
+            f"{100 * (1 - size_bytes(homogeneous(MIN_BITS), shape) / size8):.0f}% is possible: biases "
+            "and the classifier are always kept)"
+        )
     st.caption(
         f"The all-8-bit model ({ui.model_label(str(db), full_source, task, full)}): {100 * val8:.1f}% on "
-        f"validation data, {size8 / KB:.2f} kB. This scheme is {100 * (val - val8):+.1f} points from it "
-        f"(one validation sequence is {100 / n['val']:.1f} points) and {100 * (1 - size / size8):.0f}% smaller "
-        f"(at most {100 * (1 - size_bytes(homogeneous(MIN_BITS), shape) / size8):.0f}% is possible: biases "
-        "and the classifier are always kept)."
+        f"validation data, {cost8}. This scheme is {100 * (val - val8):+.1f} points from it "
+        f"(one validation sequence is {100 / n['val']:.1f} points) and {saving}."
     )
 
 st.plotly_chart(figures.cell_diagram(genome), key="explorer_cell", config={"displayModeBar": False})

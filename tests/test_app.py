@@ -542,6 +542,26 @@ def test_live_page_says_which_model_the_all_8_bit_reference_is(tuned_run, filled
     assert "% (post-training)" in pick or "all-8-bit model (post-training)" in pick
 
 
+@pytest.fixture(scope="module")
+def bops_run(tmp_path_factory) -> Path:
+    """A real vowels search that minimised bit operations."""
+    from gruq.search import run
+    from gruq.search.config import SearchConfig
+
+    db = tmp_path_factory.mktemp("bops") / "gruq.db"
+    run.start(db, SearchConfig(task="vowels", objective="bops", pop=4, gens=1, seed=0), progress=False)
+    return db
+
+
+def test_explorer_of_a_bops_run_speaks_of_bit_operations(bops_run, monkeypatch) -> None:
+    monkeypatch.setenv("GRUQ_DB", str(bops_run))
+    monkeypatch.delenv("GRUQ_EVALUATOR", raising=False)
+    at = open_page(EXPLORER, run="1", bits="4")
+    summary = next(c.value for c in at.caption if c.value.startswith("The all-8-bit model"))
+    assert "M bit operations per sequence" in summary and "fewer bit operations (at most" in summary
+    assert "smaller" not in summary and "kB" not in summary
+
+
 def _shape():
     from gruq.tasks import load
 
