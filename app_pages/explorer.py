@@ -133,21 +133,37 @@ n = ui.split_sizes(task)
 size, size8 = size_bytes(genome, shape), size_bytes(full, shape)
 ops_, ops8 = bops(genome, shape), bops(full, shape)
 val = val_start = val8 = test = None
-label = "post-training"
+label, kind8, swapped8, delta = "post-training", "post-training", False, None
+
+
+def reference(run_source: int | None, g: tuple[int, ...]) -> tuple[float, str, bool]:
+    """What to set this scheme's accuracy against: `g`'s validation accuracy, its model, and
+    whether that is not the model the run reported for `g`. A post-training scheme is set
+    against post-training quantization of `g` (cheap), not against the run's fine-tuned model
+    of it: that difference would read as the cost of the edit. Otherwise `g`'s own model."""
+    kind = ui.model_label(str(db), run_source, task, g)
+    if kind != label and label == "post-training":
+        return ui.model_accuracy(str(db), None, task, g, "val"), label, True
+    return ui.model_accuracy(str(db), run_source, task, g, "val"), kind, False
+
+
 with ui.explained():
     with st.spinner("Scoring on validation data..."):
         label = ui.model_label(str(db), source, task, genome)
         val = ui.model_accuracy(str(db), source, task, genome, "val")
-        val_start = ui.model_accuracy(str(db), start_source, task, tuple(start), "val")
-        val8 = ui.model_accuracy(str(db), full_source, task, full, "val")
+        val_start, start_kind, swapped_start = reference(start_source, tuple(start))
+        val8, kind8, swapped8 = reference(full_source, full)
 c = st.columns(4)
+if edited and val is not None and val_start is not None:
+    like = " (both post-training)" if swapped_start else "" if start_kind == label else f" (start: {start_kind})"
+    delta = f"{100 * (val - val_start):+.1f} pp vs start{like}"
 c[0].metric(
     "accuracy, validation",
     f"{100 * val:.1f}%" if val is not None else "—",
-    delta=(f"{100 * (val - val_start):+.1f} pp vs start" if edited and val is not None else None),
+    delta=delta,
     help=(
         f"{n['val']} validation sequences, 95% interval {pct_interval(wilson_acc(val, n['val']))}; "
-        f"all-8-bit: {100 * val8:.1f}%"
+        f"all-8-bit: {100 * val8:.1f}% ({kind8})"
         if val is not None and val8 is not None
         else None
     ),
@@ -198,7 +214,7 @@ if val is not None and val8 is not None:
             "and the classifier are always kept)"
         )
     st.caption(
-        f"The all-8-bit model ({ui.model_label(str(db), full_source, task, full)}): {100 * val8:.1f}% on "
+        f"The all-8-bit model ({kind8}{', like this scheme' if swapped8 else ''}): {100 * val8:.1f}% on "
         f"validation data, {cost8}. This scheme is {100 * (val - val8):+.1f} points from it "
         f"(one validation sequence is {100 / n['val']:.1f} points) and {saving}."
     )

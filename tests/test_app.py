@@ -542,6 +542,34 @@ def test_live_page_says_which_model_the_all_8_bit_reference_is(tuned_run, filled
     assert "% (post-training)" in pick or "all-8-bit model (post-training)" in pick
 
 
+def test_explorer_what_if_sets_post_training_against_post_training(tuned_run, monkeypatch) -> None:
+    """Editing a fine-tuned front point gives bits the run never scored (post-training): the delta
+    and the all-8-bit reference are post-training too, not the run's fine-tuned models, whose
+    difference would read as the cost of the edit."""
+    from gruq import store
+    from gruq.evaluate import evaluate
+
+    def post_training(g):
+        return evaluate("vowels", tuple(g), "val")["accuracy"]
+
+    monkeypatch.setenv("GRUQ_DB", str(tuned_run))
+    monkeypatch.delenv("GRUQ_EVALUATOR", raising=False)
+    front = store.result(tuned_run, 1)["front"]
+    start = next(tuple(m["bits"]) for m in front if m["accuracy"] != post_training(m["bits"]))  # fine-tuning told
+    seen = {tuple(m["bits"]) for m in store.individuals(tuned_run, 1)}
+    i = OPS.index("lin_hn")
+    edited = next(g for b in range(2, 9) if (g := start[:i] + (b,) + start[i + 1 :]) not in seen)
+    at = open_page(EXPLORER, run="1", bits=",".join(map(str, start)))
+    at.slider(key="wi_lin_hn").set_value(edited[i]).run()
+    assert not at.exception
+    delta = metric(at, "accuracy, validation").delta
+    assert delta == f"{100 * (post_training(edited) - post_training(start)):+.1f} pp vs start (both post-training)"
+    summary = next(c.value for c in at.caption if c.value.startswith("The all-8-bit model"))
+    assert summary.startswith(
+        f"The all-8-bit model (post-training, like this scheme): {100 * post_training(homogeneous(8)):.1f}%"
+    )
+
+
 @pytest.fixture(scope="module")
 def bops_run(tmp_path_factory) -> Path:
     """A real vowels search that minimised bit operations."""
