@@ -133,21 +133,37 @@ n = ui.split_sizes(task)
 size, size8 = size_bytes(genome, shape), size_bytes(full, shape)
 ops_, ops8 = bops(genome, shape), bops(full, shape)
 val = val_start = val8 = test = None
-label = "post-training"
+label, kind8, swapped8, delta = "post-training", "post-training", False, None
+
+
+def reference(run_source: int | None, g: tuple[int, ...]) -> tuple[float, str, bool]:
+    """What to set this scheme's accuracy against: `g`'s validation accuracy, its model, and
+    whether that is not the model the run reported for `g`. A post-training scheme is set
+    against post-training quantization of `g` (cheap), not against the run's fine-tuned model
+    of it: that difference would read as the cost of the edit. Otherwise `g`'s own model."""
+    kind = ui.model_label(str(db), run_source, task, g)
+    if kind != label and label == "post-training":
+        return ui.model_accuracy(str(db), None, task, g, "val"), label, True
+    return ui.model_accuracy(str(db), run_source, task, g, "val"), kind, False
+
+
 with ui.explained():
     with st.spinner("Scoring on validation data..."):
         label = ui.model_label(str(db), source, task, genome)
         val = ui.model_accuracy(str(db), source, task, genome, "val")
-        val_start = ui.model_accuracy(str(db), start_source, task, tuple(start), "val")
-        val8 = ui.model_accuracy(str(db), full_source, task, full, "val")
+        val_start, start_kind, swapped_start = reference(start_source, tuple(start))
+        val8, kind8, swapped8 = reference(full_source, full)
 c = st.columns(4)
+if edited and val is not None and val_start is not None:
+    like = " (both post-training)" if swapped_start else "" if start_kind == label else f" (start: {start_kind})"
+    delta = f"{100 * (val - val_start):+.1f} pp vs start{like}"
 c[0].metric(
     "accuracy, validation",
     f"{100 * val:.1f}%" if val is not None else "—",
-    delta=(f"{100 * (val - val_start):+.1f} pp vs start" if edited and val is not None else None),
+    delta=delta,
     help=(
         f"{n['val']} validation sequences, 95% interval {pct_interval(wilson_acc(val, n['val']))}; "
-        f"all-8-bit: {100 * val8:.1f}%"
+        f"all-8-bit: {100 * val8:.1f}% ({kind8})"
         if val is not None and val8 is not None
         else None
     ),
@@ -167,9 +183,14 @@ c[3].metric(
     delta_color="inverse" if ops_ < ops8 else "off",
 )
 if source is not None:
+    whose = (
+        "the one on the run's front"
+        if bool(scored[genome].get("on_front"))
+        else "the one the run scored for these bits (they are not on its front)"
+    )
     st.markdown(
         f"**Model: {label}**, the one run {run_id} reported for these bits: its validation accuracy "
-        f"**{100 * val:.1f}%** (n={n['val']}) is the front's, and the C model you download below is this model."
+        f"**{100 * val:.1f}%** (n={n['val']}) is {whose}, and the C model you download below is this model."
         if val is not None
         else f"**Model: {label}** (run {run_id})."
     )
@@ -179,12 +200,23 @@ elif run is not None:
         "quantization of the float model, without the run's fine-tuning."
     )
 if val is not None and val8 is not None:
+    if views.cost_of(run["objective"] if run is not None else None) == "bops":  # speak of what the run minimised
+        cost8 = f"{ops8 / 1e6:.2f} M bit operations per sequence"
+        saving = (
+            f"needs {100 * (1 - ops_ / ops8):.0f}% fewer bit operations (at most "
+            f"{100 * (1 - bops(homogeneous(MIN_BITS), shape) / ops8):.0f}%, with 2 bits everywhere)"
+        )
+    else:
+        cost8 = f"{size8 / KB:.2f} kB"
+        saving = (
+            f"is {100 * (1 - size / size8):.0f}% smaller (at most "
+            f"{100 * (1 - size_bytes(homogeneous(MIN_BITS), shape) / size8):.0f}% is possible: biases "
+            "and the classifier are always kept)"
+        )
     st.caption(
-        f"The all-8-bit model ({ui.model_label(str(db), full_source, task, full)}): {100 * val8:.1f}% on "
-        f"validation data, {size8 / KB:.2f} kB. This scheme is {100 * (val - val8):+.1f} points from it "
-        f"(one validation sequence is {100 / n['val']:.1f} points) and {100 * (1 - size / size8):.0f}% smaller "
-        f"(at most {100 * (1 - size_bytes(homogeneous(MIN_BITS), shape) / size8):.0f}% is possible: biases "
-        "and the classifier are always kept)."
+        f"The all-8-bit model ({kind8}{', like this scheme' if swapped8 else ''}): {100 * val8:.1f}% on "
+        f"validation data, {cost8}. This scheme is {100 * (val - val8):+.1f} points from it "
+        f"(one validation sequence is {100 / n['val']:.1f} points) and {saving}."
     )
 
 st.plotly_chart(figures.cell_diagram(genome), key="explorer_cell", config={"displayModeBar": False})

@@ -116,9 +116,11 @@ def live() -> None:
     if front_tuned:  # after the final fine-tuning the front's models are the fine-tuned ones: show their numbers
         front = front.assign(accuracy=front["finetuned_accuracy"].fillna(front["accuracy"]))
     n_val = ui.split_sizes(task).get("val")
-    base, base_note = None, ""
+    base, base_note, model8 = None, "", None
     if not points.empty:  # nothing to compare yet while the first generation is scored
         known = views.homogeneous_scores(points)  # the run's first population holds the baselines
+        # which model the all-8-bit figure belongs to: the run's own (as it scored it), else post-training
+        model8 = for_run(cfg, task, homogeneous(MAX_BITS), False).label if MAX_BITS in known else "post-training"
         try:
             if len(known) < MAX_BITS - MIN_BITS + 1:
                 computed = ui.baseline_accuracies(task, 0, int(cfg.get("seed", 0)))
@@ -203,9 +205,10 @@ def live() -> None:
         if acc8 is not None:
             d = s["delta_pp"]
             vs8 = (
-                f", {abs(d):.1f} points {'below' if d < 0 else 'above'} the all-8-bit model's {100 * acc8:.1f}%"
+                f", {abs(d):.1f} points {'below' if d < 0 else 'above'} the all-8-bit model's {100 * acc8:.1f}% "
+                f"({model8})"
                 if abs(d) >= 0.05
-                else ", the same as the all-8-bit model"
+                else f", the same as the all-8-bit model ({model8})"
             )
             if n_val:
                 diff = unpaired_diff(s["accuracy"], n_val, acc8, n_val)

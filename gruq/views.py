@@ -505,29 +505,30 @@ def _time(text: str | None):
 def progress(run: dict, curve: Sequence[dict], now=None) -> dict:
     """Fraction done, elapsed and estimated remaining seconds of a run.
 
-    Elapsed time counts from the launch (the run process's start-up included).
-    The remaining time comes from the pace of finished generations and counts
-    down while a generation runs (it never grows with the time spent inside
-    one); it never drops below the generations still to start.
+    Elapsed time counts the time the run was queued or running (see
+    `run_stretches`): from the launch (the run process's start-up included)
+    to its end, without the time it sat cancelled or failed before a resume.
+    The remaining time comes from the pace of finished generations (over the
+    same stretches) and counts down while a generation runs (it never grows
+    with the time spent inside one); it never drops below the generations
+    still to start.
     """
     from datetime import datetime
 
     now = now or datetime.now(UTC)
     planned = max(int(run["generations"]), 1)
     done = int(run["generations_done"])
-    created = _time(run.get("created_at")) or _time(run.get("started_at"))
-    started, finished = _time(run.get("started_at")), _time(run.get("finished_at"))
-    end = finished if finished and run["status"] not in ("queued", "running") else now
-    elapsed = (end - created).total_seconds() if created else 0.0
+    stretches = run_stretches(run, curve, now)
+    started = _time(run.get("started_at"))
     remaining = None
     if run["status"] == "running" and done and started:
         ends = [_time(c.get("finished_at")) for c in curve[:done]]
         ends = [t for t in ends if t is not None]
         last = ends[-1] if ends else now
         # generation 0 carries the start of the run (baselines, first loads): use the later pace when known
-        per_gen = (ends[-1] - ends[0]).total_seconds() / (len(ends) - 1) if len(ends) > 1 else None
+        per_gen = _overlap(stretches, ends[0], ends[-1]) / (len(ends) - 1) if len(ends) > 1 else None
         if not per_gen:
-            per_gen = max((last - started).total_seconds(), 0.0) / done
+            per_gen = _overlap(stretches, started, last) / done
         left = planned - done
         since = max(0.0, (now - last).total_seconds())
         remaining = max(per_gen * (left - 1), per_gen * left - since, 0.0)
@@ -537,9 +538,52 @@ def progress(run: dict, curve: Sequence[dict], now=None) -> dict:
         "fraction": min(1.0, done / planned),
         "done": done,
         "planned": planned,
-        "elapsed": max(0.0, elapsed),
+        "elapsed": sum(max(0.0, (b - a).total_seconds()) for a, b in stretches),
         "remaining": remaining,
     }
+
+
+ACTIVE = ("queued", "running")
+
+
+def run_stretches(run: dict, curve: Sequence[dict], now) -> list[tuple]:
+    """The (start, end) times during which a run was queued or running, from its
+    recorded changes of status (the store's `events`).
+
+    A launch or a resume starts a stretch (a claim right after it continues
+    it); a finish, a failure or a cancel ends it. A process that died without
+    a word (kill -9) ended its stretch at its last recorded generation, as does
+    a run whose process is gone now. Runs recorded before the store kept their
+    events have one stretch: from the launch to the end.
+    """
+    events = run.get("events") or []
+    generations = [t for t in (_time(c.get("finished_at")) for c in curve) if t is not None]
+
+    def died(start, before):  # the last sign of life of a process that stopped unrecorded
+        return max([start, *(t for t in generations if start <= t <= before)])
+
+    if not events:
+        created = _time(run.get("created_at")) or _time(run.get("started_at"))
+        finished = _time(run.get("finished_at"))
+        end = finished if finished and run["status"] not in ACTIVE else now
+        return [(created, end)] if created else []
+    out, start, previous = [], None, None
+    for event in events:
+        at, status = _time(event["at"]), event["status"]
+        if start is not None and (status not in ACTIVE or (previous, status) != ("queued", "running")):
+            out.append((start, at if status not in ACTIVE else died(start, at)))
+            start = None
+        if start is None and status in ACTIVE:
+            start = at
+        previous = status
+    if start is not None:
+        out.append((start, now if run.get("alive", True) else died(start, now)))
+    return out
+
+
+def _overlap(stretches: Sequence[tuple], a, b) -> float:
+    """Seconds of [a, b] inside the stretches."""
+    return sum(max(0.0, (min(b, e) - max(a, s)).total_seconds()) for s, e in stretches)
 
 
 def stop_note(run: dict) -> str | None:

@@ -458,6 +458,19 @@ def test_explorer_what_if_rescores_the_edited_genome(filled_db) -> None:
     assert tuple(at.dataframe[0].value["bits"]) == tuple(g)
 
 
+def test_explorer_says_whether_a_scored_scheme_is_on_the_front(filled_db) -> None:
+    from gruq import store
+
+    members = store.individuals(filled_db, 1)
+    on = next(m["bits"] for m in members if m["on_front"])
+    off = next(m["bits"] for m in members if not m["on_front"])
+    said = texts(open_page(EXPLORER, run="1", bits=",".join(map(str, on))))
+    assert "is the one on the run's front" in said
+    said = texts(open_page(EXPLORER, run="1", bits=",".join(map(str, off))))
+    assert "is the one the run scored for these bits (they are not on its front)" in said
+    assert "front's" not in said
+
+
 def test_explorer_without_runs_starts_from_homogeneous_genomes(empty_db) -> None:
     if not (ROOT / "assets" / "vowels.pt").is_file():
         pytest.fail("assets/vowels.pt is missing")
@@ -515,6 +528,66 @@ def test_explorer_of_a_fine_tuned_front_point_shows_that_model(tuned_run, monkey
     assert f"**{100 * test:.2f}%**" in text and "n=300" in text  # the same model's test accuracy
     label = f"front: {100 * member['accuracy']:.1f}% validation (fine-tuned 1 epoch)"
     assert any(o.startswith(label) for o in at.selectbox(key="start_vowels_1").options)
+
+
+def test_live_page_says_which_model_the_all_8_bit_reference_is(tuned_run, filled_db, monkeypatch) -> None:
+    """The pick is set against the all-8-bit model: the run's own (fine-tuned like every
+    candidate) or post-training quantization, and the sentence says which."""
+    monkeypatch.setenv("GRUQ_DB", str(tuned_run))
+    pick = next(s.value for s in open_page(LIVE, run="1").success if "Pick this one:" in s.value)
+    assert "all-8-bit model's" in pick or "the same as the all-8-bit model" in pick
+    assert "% (fine-tuned 1 epoch)" in pick or "all-8-bit model (fine-tuned 1 epoch)" in pick
+    monkeypatch.setenv("GRUQ_DB", str(filled_db))
+    pick = next(s.value for s in open_page(LIVE, run="1").success if "Pick this one:" in s.value)
+    assert "% (post-training)" in pick or "all-8-bit model (post-training)" in pick
+
+
+def test_explorer_what_if_sets_post_training_against_post_training(tuned_run, monkeypatch) -> None:
+    """Editing a fine-tuned front point gives bits the run never scored (post-training): the delta
+    and the all-8-bit reference are post-training too, not the run's fine-tuned models, whose
+    difference would read as the cost of the edit."""
+    from gruq import store
+    from gruq.evaluate import evaluate
+
+    def post_training(g):
+        return evaluate("vowels", tuple(g), "val")["accuracy"]
+
+    monkeypatch.setenv("GRUQ_DB", str(tuned_run))
+    monkeypatch.delenv("GRUQ_EVALUATOR", raising=False)
+    front = store.result(tuned_run, 1)["front"]
+    start = next(tuple(m["bits"]) for m in front if m["accuracy"] != post_training(m["bits"]))  # fine-tuning told
+    seen = {tuple(m["bits"]) for m in store.individuals(tuned_run, 1)}
+    i = OPS.index("lin_hn")
+    edited = next(g for b in range(2, 9) if (g := start[:i] + (b,) + start[i + 1 :]) not in seen)
+    at = open_page(EXPLORER, run="1", bits=",".join(map(str, start)))
+    at.slider(key="wi_lin_hn").set_value(edited[i]).run()
+    assert not at.exception
+    delta = metric(at, "accuracy, validation").delta
+    assert delta == f"{100 * (post_training(edited) - post_training(start)):+.1f} pp vs start (both post-training)"
+    summary = next(c.value for c in at.caption if c.value.startswith("The all-8-bit model"))
+    assert summary.startswith(
+        f"The all-8-bit model (post-training, like this scheme): {100 * post_training(homogeneous(8)):.1f}%"
+    )
+
+
+@pytest.fixture(scope="module")
+def bops_run(tmp_path_factory) -> Path:
+    """A real vowels search that minimised bit operations."""
+    from gruq.search import run
+    from gruq.search.config import SearchConfig
+
+    db = tmp_path_factory.mktemp("bops") / "gruq.db"
+    run.start(db, SearchConfig(task="vowels", objective="bops", pop=4, gens=1, seed=0), progress=False)
+    return db
+
+
+def test_explorer_of_a_bops_run_speaks_of_bit_operations(bops_run, monkeypatch) -> None:
+    monkeypatch.setenv("GRUQ_DB", str(bops_run))
+    monkeypatch.delenv("GRUQ_EVALUATOR", raising=False)
+    at = open_page(EXPLORER, run="1", bits="4")
+    summary = next(c.value for c in at.caption if c.value.startswith("The all-8-bit model"))
+    assert "M bit operations per sequence" in summary and "fewer bit operations (at most" in summary
+    assert "smaller" not in summary and "kB" not in summary
 
 
 def _shape():

@@ -270,7 +270,23 @@ def test_evaluate_json_schema(key, bits, split, runs, files):
     assert rec["split"] == split
     assert isinstance(rec["accuracy"], float) and 0 <= rec["accuracy"] <= 1
     assert rec["size_bytes"] == size_bytes(genome, shape_of(files))
+    assert isinstance(rec["size_bytes"], int)  # whole bytes print as 2028, as memory.json has them
     assert rec["bops"] == bops(genome, shape_of(files)) and isinstance(rec["bops"], int)
+
+
+def test_json_prints_whole_byte_counts_as_integers(capsys) -> None:
+    """Every --json output goes through one printer: a byte count that is whole is an int,
+    one that is not (a matrix that does not fill whole bytes) stays a fraction."""
+    from gruq.cli import emit
+
+    emit({"size_bytes": 2028.0, "front": [{"size_bytes": 10.5, "accuracy": 1.0}], "m": {"flash_bytes": [3.0, 4]}})
+    assert json.loads(capsys.readouterr().out) == {
+        "size_bytes": 2028,
+        "front": [{"size_bytes": 10.5, "accuracy": 1.0}],
+        "m": {"flash_bytes": [3, 4]},
+    }
+    emit({"size_bytes": 2028.0, "accuracy": 1.0})
+    assert capsys.readouterr().out == '{"size_bytes": 2028, "accuracy": 1.0}\n'
 
 
 @pytest.mark.parametrize("key", ["verify 2", "verify mixed"])

@@ -100,6 +100,7 @@ def test_search_prints_one_json_object_and_runs_lists_the_run(tmp_path: Path) ->
     assert set(res) == {"run_id", "evaluations", "hypervolume", "front"} and len(res["hypervolume"]) == 3
     keys = {"bits", "accuracy", "size_bytes", "bops", "model", "check"}
     assert res["front"] and all(set(m) == keys for m in res["front"])
+    assert all(isinstance(m["size_bytes"], int) for m in res["front"])  # whole bytes, as evaluate prints them
     assert "run 1" in out.stderr  # the progress bar
     # another process, same seed: the same result
     assert res == in_process(

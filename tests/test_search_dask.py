@@ -178,6 +178,36 @@ def test_a_worker_that_differs_from_the_client_is_refused_in_one_line(tmp_path: 
     assert "is refused: it has gruq 0.0.0-other" in line and "install the same project" in line
 
 
+def test_a_worker_that_differs_and_joins_mid_run_is_refused_and_the_run_goes_on(
+    tmp_path: Path, shared: Cluster, capfd: pytest.CaptureFixture
+) -> None:
+    """It would fail every chunk it got (it used to fail the whole run): it leaves, with one line."""
+    from gruq.search import scoring
+
+    (tmp_path / "other_gruq.py").write_text("import gruq\ngruq.__version__ = '0.0.0-other'\n")
+    chunks = scoring.chunks([(b,) * 17 for b in range(2, 9)] * 4, 2)
+    with dask_map.mapper(FakeEvaluator(), shared.address) as map_fn:
+        late = _dask(
+            "worker",
+            shared.address,
+            "--nthreads",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--preload",
+            str(tmp_path / "other_gruq.py"),
+        )
+        try:
+            late.wait(timeout=120)  # refused, it closes (it used to stay, failing chunks)
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(late.pid, signal.SIGKILL)
+        got = list(map_fn(scoring.score_chunk, chunks))
+    assert got == [FakeEvaluator().accuracy(c) for c in chunks]
+    said = [ln for ln in capfd.readouterr().err.splitlines() if "is refused" in ln]
+    assert said and "it has gruq 0.0.0-other" in said[0] and said[0].endswith("the run goes on without it")
+
+
 def test_a_changed_checkpoint_changes_the_fingerprint(tmp_path: Path) -> None:
     ckpt = tmp_path / "m.pt"
     ckpt.write_bytes(b"one")

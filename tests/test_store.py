@@ -266,3 +266,37 @@ def test_status_changes_are_conditional(store_with_run: tuple[Path, int]) -> Non
         assert store.set_status(run_id, "failed", error="boom", only_from=("running",))
     detail = run_detail(db, run_id)
     assert (detail["status"], detail["error"]) == ("failed", "boom") and detail["finished_at"]
+
+
+def test_every_change_of_status_is_recorded_in_order(db: Path) -> None:
+    """Launch, start, cancel, resume, start again: the Live page's elapsed time leaves out
+    the stretch between the cancel and the resume, so the store must keep when each happened."""
+    with RunStore(db) as store:
+        run_id = store.create_run("fake", {}, seed=0, generations=3)
+        store.claim(run_id, pid=1, allowed=("queued",))
+        assert store.set_status(run_id, "cancelled", only_from=("running",))
+        assert not store.set_status(run_id, "failed", only_from=("running",))  # refused: nothing happened
+        store.set_status(run_id, "queued", only_from=("cancelled",))
+        store.claim(run_id, pid=2, allowed=("queued",))
+        store.set_status(run_id, "finished")
+    events = run_detail(db, run_id)["events"]
+    assert [e["status"] for e in events] == ["queued", "running", "cancelled", "queued", "running", "finished"]
+    assert events[0]["at"] == run_detail(db, run_id)["created_at"]
+    assert [e["at"] for e in events] == sorted(e["at"] for e in events)
+
+
+def test_a_version_2_store_gets_the_events_its_runs_table_knows(store_with_run: tuple[Path, int]) -> None:
+    db, run_id = store_with_run
+    with RunStore(db) as store:
+        store.set_status(run_id, "cancelled")
+    with sqlite3.connect(db) as conn:  # as gruq of schema version 2 left it
+        conn.execute("DROP TABLE run_events")
+        conn.execute("UPDATE gruq_schema SET version = 2")
+    conn.close()
+    assert run_detail(db, run_id)["events"] == []  # read as is: no history
+    RunStore(db).close()  # a writer migrates it
+    detail = run_detail(db, run_id)
+    assert detail["events"] == [
+        {"status": "queued", "at": detail["created_at"]},
+        {"status": "cancelled", "at": detail["finished_at"]},
+    ]

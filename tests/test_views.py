@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -96,6 +96,54 @@ def test_remaining_time_counts_down_while_a_generation_runs() -> None:
     at = [views.progress(run, curve, now=datetime(2026, 1, 1, 0, 0, s, tzinfo=UTC)) for s in (40, 45, 49, 59)]
     assert [p["remaining"] for p in at] == [30, 25, 21, 20]  # down, then never below the 2 generations to start
     assert at[0]["elapsed"] == 40  # from the launch: the run process's start-up counts
+
+
+def _at(seconds: int) -> str:
+    return datetime.fromtimestamp(1_767_225_600 + seconds, UTC).isoformat()  # 2026-01-01 + seconds
+
+
+def test_elapsed_time_leaves_out_the_time_a_run_sat_cancelled() -> None:
+    """Launched at 0, cancelled at 20, resumed an hour later, finished 30 s after: it ran 50 s.
+    The pace of its generations ignores the hour too."""
+    events = [("queued", 0), ("running", 2), ("cancelled", 20), ("queued", 3620), ("running", 3621)]
+    run = {
+        "generations": 6,
+        "generations_done": 4,
+        "status": "running",
+        "alive": True,
+        "created_at": _at(0),
+        "started_at": _at(2),
+        "finished_at": None,
+        "events": [{"status": s, "at": _at(t)} for s, t in events],
+    }
+    curve = [{"gen": g, "finished_at": _at(t)} for g, t in enumerate((10, 20, 3630, 3640))]
+    now = datetime.fromisoformat(_at(3640))
+    p = views.progress(run, curve, now=now)
+    assert p["elapsed"] == 20 + 20
+    assert p["remaining"] == 20  # 10 s per generation (not an hour over the cancel), 2 to go
+    finished = {**run, "status": "finished", "finished_at": _at(3650), "alive": False}
+    finished["events"] = run["events"] + [{"status": "finished", "at": _at(3650)}]
+    assert views.progress(finished, curve, now=now + timedelta(days=1))["elapsed"] == 20 + 30
+
+
+def test_a_killed_run_stopped_running_at_its_last_generation() -> None:
+    """kill -9 leaves the status 'running' with no end: the stretch ends at the last generation
+    committed (the process was still alive then), for a run gone now and for one resumed later."""
+    run = {
+        "generations": 5,
+        "generations_done": 2,
+        "status": "running",
+        "alive": False,
+        "created_at": _at(0),
+        "started_at": _at(0),
+        "finished_at": None,
+        "events": [{"status": "queued", "at": _at(0)}, {"status": "running", "at": _at(1)}],
+    }
+    curve = [{"gen": 0, "finished_at": _at(10)}, {"gen": 1, "finished_at": _at(20)}]
+    later = datetime.fromisoformat(_at(5000))
+    assert views.progress(run, curve, now=later)["elapsed"] == 20
+    resumed = {**run, "alive": True, "events": run["events"] + [{"status": "running", "at": _at(4990)}]}
+    assert views.progress(resumed, curve, now=later)["elapsed"] == 20 + 10
 
 
 def test_status_is_said_as_a_person_would() -> None:

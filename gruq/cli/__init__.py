@@ -26,8 +26,21 @@ class Parser(argparse.ArgumentParser):
 
 
 def emit(obj: dict[str, Any]) -> None:
-    """Print one JSON object on stdout: the --json contract."""
-    sys.stdout.write(json.dumps(obj) + "\n")
+    """Print one JSON object on stdout: the --json contract. Byte counts (keys ending in
+    _bytes) are integers whenever they are whole, as memory.json has them: the library
+    computes sizes as floats (a matrix need not fill whole bytes), and 2028.0 reads as
+    if a fraction were possible."""
+    sys.stdout.write(json.dumps(_whole_bytes(obj)) + "\n")
+
+
+def _whole_bytes(obj: Any, key: str = "") -> Any:
+    if isinstance(obj, dict):
+        return {k: _whole_bytes(v, str(k)) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_whole_bytes(v, key) for v in obj]
+    if key.endswith("_bytes") and isinstance(obj, float) and obj.is_integer():
+        return int(obj)
+    return obj
 
 
 def build_parser() -> Parser:

@@ -49,6 +49,7 @@ WORKERS_TIMEOUT_S = 60.0  # a scheduler with no worker (all gone) for this long 
 CLOSE_TIMEOUT_S = 5.0
 POLL_S = 0.05  # how often a wait looks at the stop flag and the connection
 MAX_LOCAL_WORKERS = 256
+REFUSED_TOPIC = "gruq-refused-worker"  # the events a refused worker sends the run
 
 _LOCAL = re.compile(r"local:(\d+)")
 _TCP = re.compile(r"tcp://(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})")
@@ -151,14 +152,17 @@ def _plugin_class() -> type:
             torch.set_num_threads(1)  # one thread per worker process: more oversubscribes the cores
             self.refused = mismatch(worker.address, fingerprint(self.evaluator), self.expected)
             if self.refused:
-                raise GruqError(self.refused)
+                # a worker joining mid-run would fail every chunk it got: it leaves, the run says why
+                worker.log_event(REFUSED_TOPIC, self.refused)
+                worker.loop.add_callback(worker.close, reason="gruq: refused")
+                raise GruqError(self.refused)  # at the start: the run stops with this one line
 
     return EvaluatorPlugin
 
 
 def _on_worker(plugin_name: str, fn: Callable, chunk: Sequence) -> Any:
     """Run `fn(chunk)` on a Dask worker with the run's evaluator installed."""
-    from distributed import get_worker
+    from distributed import Reschedule, get_worker
 
     from gruq.search import scoring
 
@@ -166,7 +170,7 @@ def _on_worker(plugin_name: str, fn: Callable, chunk: Sequence) -> Any:
     if plugin is None:
         raise GruqError("a Dask worker has not received this run's evaluator")
     if plugin.refused:
-        raise GruqError(plugin.refused)
+        raise Reschedule()  # a refused worker, closing: another one scores the chunk
     scoring.install(plugin.evaluator)
     return fn(chunk)
 
@@ -178,6 +182,7 @@ def _on_worker(plugin_name: str, fn: Callable, chunk: Sequence) -> Any:
 def mapper(evaluator: Any, address: str, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Callable]:
     """A `map` for the toolbox that scores chunks on Dask workers, in order."""
     with _quiet(), _client(address) as client:
+        client.subscribe_topic(REFUSED_TOPIC, _say_refused)
         name = _install(client, evaluator)
         try:
             yield partial(_map, client, name, address, should_stop)
@@ -185,6 +190,11 @@ def mapper(evaluator: Any, address: str, should_stop: Callable[[], bool] = lambd
             with suppress(Exception):
                 if client.status == "running":
                     client.unregister_worker_plugin(name)
+
+
+def _say_refused(event: tuple[float, str]) -> None:
+    """One line on stderr (the run's log) for a worker refused mid-run."""
+    sys.stderr.write(f"gruq: {event[1]}; the run goes on without it\n")
 
 
 @contextmanager

@@ -49,7 +49,9 @@ def list_runs(db: str | Path) -> list[dict[str, Any]]:
 
 def run_detail(db: str | Path, run_id: int) -> dict[str, Any]:
     """One run: run_id, task, seed, status, error, pid, alive, generations (planned),
-    generations_done, evaluations, created_at, started_at, finished_at, config, objective."""
+    generations_done, evaluations, created_at, started_at, finished_at, config, objective,
+    events (every change of status, oldest first: {"status", "at"}; empty in a store
+    older than version 3 opened read-only)."""
     with reading(db) as conn:
         return _run_summary(conn, _run_row(conn, db, run_id))
 
@@ -179,9 +181,20 @@ def _run_row(conn: sqlite3.Connection, db: str | Path, run_id: int) -> tuple:
     return row
 
 
+def _events(conn: sqlite3.Connection, run_id: int) -> list[dict[str, str]]:
+    if not _has_table(conn, "run_events"):
+        return []
+    rows = conn.execute("SELECT status, at FROM run_events WHERE run_id = ? ORDER BY rowid", (run_id,))
+    return [{"status": status, "at": at} for status, at in rows]
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
 def _has_models(conn: sqlite3.Connection) -> bool:
     """False for a version-1 store opened read-only (not migrated: it records no models)."""
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'models'").fetchone() is not None
+    return _has_table(conn, "models")
 
 
 def _run_summary(conn: sqlite3.Connection, row: tuple) -> dict[str, Any]:
@@ -208,6 +221,7 @@ def _run_summary(conn: sqlite3.Connection, row: tuple) -> dict[str, Any]:
         "finished_at": finished,
         "config": cfg,
         "objective": cfg.get("objective", "size"),
+        "events": _events(conn, run_id),
     }
 
 

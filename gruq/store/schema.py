@@ -6,7 +6,7 @@ refused rather than misread, and an older one can be migrated explicitly.
 
 from __future__ import annotations
 
-VERSION = 2
+VERSION = 3
 STATUSES = ("queued", "running", "finished", "failed", "cancelled")
 
 # `gruq_schema` marks a file as ours: gruq writes only to files that have it
@@ -77,6 +77,15 @@ CREATE TABLE IF NOT EXISTS models (
     PRIMARY KEY (run_id, genome)
 );
 
+-- v3: every change of a run's status (queued, running, finished, ...), in order: the time a
+-- run spent cancelled or failed before a resume is not time it ran (gruq.views.progress).
+CREATE TABLE IF NOT EXISTS run_events (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    status TEXT NOT NULL,
+    at TEXT NOT NULL                     -- ISO 8601, UTC
+);
+CREATE INDEX IF NOT EXISTS run_events_by_run ON run_events(run_id);
+
 -- The feasible Pareto front after each generation.
 CREATE TABLE IF NOT EXISTS fronts (
     run_id INTEGER NOT NULL,
@@ -99,6 +108,18 @@ MIGRATIONS = {
             created_at TEXT NOT NULL,
             PRIMARY KEY (run_id, genome)
         )""",
+    ),
+    2: (
+        """CREATE TABLE IF NOT EXISTS run_events (
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            status TEXT NOT NULL,
+            at TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS run_events_by_run ON run_events(run_id)",
+        # what the runs table still knows of their history: the launch, and the last end
+        "INSERT INTO run_events (run_id, status, at) SELECT id, 'queued', created_at FROM runs ORDER BY id",
+        "INSERT INTO run_events (run_id, status, at) SELECT id, status, finished_at FROM runs "
+        "WHERE finished_at IS NOT NULL AND status IN ('finished', 'failed', 'cancelled') ORDER BY id",
     ),
 }
 

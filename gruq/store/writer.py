@@ -86,7 +86,12 @@ class RunStore:
                 "VALUES (?, ?, ?, ?, 'queued', ?)",
                 (task, json.dumps(config, sort_keys=True), seed, generations, now()),
             )
-            return int(cur.lastrowid)
+            run_id = int(cur.lastrowid)
+            c.execute(
+                "INSERT INTO run_events (run_id, status, at) SELECT id, status, created_at FROM runs WHERE id = ?",
+                (run_id,),
+            )
+            return run_id
 
     def run(self, run_id: int) -> RunRow:
         with translated(self.path):
@@ -103,13 +108,17 @@ class RunStore:
         sql = (
             "UPDATE runs SET status = ?, error = ?, finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE id = ?"
         )
-        args: list[Any] = [status, error, ended, now(), run_id]
+        at = now()
+        args: list[Any] = [status, error, ended, at, run_id]
         allowed = tuple(only_from)
         if allowed:
             sql += f" AND status IN ({','.join('?' * len(allowed))})"
             args += allowed
         with self._tx() as c:
-            return c.execute(sql, args).rowcount == 1
+            moved = c.execute(sql, args).rowcount == 1
+            if moved:
+                _record_event(c, run_id, status, at)
+            return moved
 
     def claim(self, run_id: int, pid: int, allowed: Sequence[str]) -> RunRow:
         """Mark the run 'running' in process `pid`, if its status is one of `allowed`.
@@ -117,6 +126,7 @@ class RunStore:
         The check and the update are one transaction, so two processes cannot
         both claim a run.
         """
+        at = now()
         with self._tx() as c:
             row = c.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
@@ -127,8 +137,9 @@ class RunStore:
             c.execute(
                 "UPDATE runs SET status = 'running', pid = ?, error = NULL, finished_at = NULL, "
                 "started_at = coalesce(started_at, ?) WHERE id = ?",
-                (pid, now(), run_id),
+                (pid, at, run_id),
             )
+            _record_event(c, run_id, "running", at)
         return self.run(run_id)
 
     def set_config(self, run_id: int, config: dict[str, Any]) -> None:
@@ -244,3 +255,9 @@ class RunStore:
                 (run_id,),
             )
             return {parse_genome(g): float(a) for g, a in rows}
+
+
+def _record_event(c: sqlite3.Connection, run_id: int, status: str, at: str) -> None:
+    """Log a change of status (in the caller's transaction): how long a run really ran
+    is the sum of its stretches between a start and an end (gruq.views.progress)."""
+    c.execute("INSERT INTO run_events (run_id, status, at) VALUES (?, ?, ?)", (run_id, status, at))
