@@ -239,42 +239,54 @@ def training_panel(task: str) -> None:
 # ---------------------------------------------------------------- cached gruq calls
 
 
+def run_checkpoint(run: dict[str, Any] | None) -> str | None:
+    """The float checkpoint a run quantized (an imported or stacked model), None for the task's own.
+
+    Every page hands it on, so the shapes, baselines, rebuilt models and exports
+    are those of the model the run searched."""
+    return ((run or {}).get("config") or {}).get("checkpoint")
+
+
 @st.cache_data(show_spinner=False)
-def task_shape(task: str) -> dict:
-    """The model shape of a task (as a dict, for the cache): the evaluator's, without loading the model."""
+def task_shape(task: str, checkpoint: str | None = None) -> dict:
+    """The model shape of a task's model (as a dict, for the cache): the evaluator's; the task's
+    own model is not loaded (see gruq.search.backend.model_shape), another checkpoint is."""
     from dataclasses import asdict
 
     from gruq.search.backend import model_shape
 
-    return asdict(model_shape(task))
+    return asdict(model_shape(task, checkpoint))
 
 
-def shape_of(task: str):
+def shape_of(task: str, checkpoint: str | None = None):
     from gruq.genome import ModelShape
 
-    return ModelShape(**task_shape(task))
+    return ModelShape(**task_shape(task, checkpoint))
 
 
 @st.cache_data(show_spinner="Scoring the all-2-bit ... all-8-bit baselines on validation data...")
-def baseline_accuracies(task: str, finetune_epochs: int = 0, seed: int = 0) -> list[float]:
-    """Validation accuracy of the homogeneous 2..8-bit genomes, scored by the same
-    evaluator the search uses (gruq.search.backend)."""
+def baseline_accuracies(
+    task: str, finetune_epochs: int = 0, seed: int = 0, checkpoint: str | None = None
+) -> list[float]:
+    """Validation accuracy of the homogeneous 2..8-bit genomes (every layer), scored by the
+    same evaluator the search uses (gruq.search.backend)."""
     from gruq.genome import MAX_BITS, MIN_BITS, homogeneous
     from gruq.search.backend import default_backend
     from gruq.search.config import SearchConfig
 
-    cfg = SearchConfig(task=task, finetune_epochs=finetune_epochs, seed=seed)
+    cfg = SearchConfig(task=task, finetune_epochs=finetune_epochs, seed=seed, checkpoint=checkpoint)
     evaluator = default_backend(cfg).evaluator
-    return [float(a) for a in evaluator.accuracy([homogeneous(b) for b in range(MIN_BITS, MAX_BITS + 1)])]
+    layers = evaluator.shape.layers
+    return [float(a) for a in evaluator.accuracy([homogeneous(b, layers) for b in range(MIN_BITS, MAX_BITS + 1)])]
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def val_accuracy(task: str, genome: tuple[int, ...]) -> float:
+def val_accuracy(task: str, genome: tuple[int, ...], checkpoint: str | None = None) -> float:
     """What-if scoring: one genome on the validation split (post-training quantization)."""
     from gruq.search.backend import default_backend
     from gruq.search.config import SearchConfig
 
-    return float(default_backend(SearchConfig(task=task)).evaluator.accuracy([genome])[0])
+    return float(default_backend(SearchConfig(task=task, checkpoint=checkpoint)).evaluator.accuracy([genome])[0])
 
 
 @st.cache_data(show_spinner=False)
@@ -291,31 +303,34 @@ def split_sizes(task: str) -> dict[str, int]:
 
 
 @st.cache_resource(show_spinner="Rebuilding this scheme's model...", max_entries=16)
-def scheme_model(db: str, run_id: int | None, task: str, genome: tuple[int, ...]):
+def scheme_model(db: str, run_id: int | None, task: str, genome: tuple[int, ...], checkpoint: str | None = None):
     """(recipe, Checkpoint) of a scheme's model (gruq.scheme_model): the model behind
-    run `run_id`'s numbers for it (fine-tuned weights included, checked), or, with
-    run_id None, post-training quantization of the task's float checkpoint."""
+    run `run_id`'s numbers for it (fine-tuned weights included, checked; the run's
+    config names its float checkpoint), or, with run_id None, post-training
+    quantization of the float `checkpoint` (None: the task's own)."""
     from gruq.scheme_model import SchemeModel, load_from_run
 
     if run_id is None:
-        recipe = SchemeModel(task, genome)
+        recipe = SchemeModel(task, genome, checkpoint)
         return recipe, recipe.build()
     return load_from_run(db, run_id, genome)
 
 
-def model_label(db: str, run_id: int | None, task: str, genome: tuple[int, ...]) -> str:
-    return scheme_model(db, run_id, task, genome)[0].label
+def model_label(db: str, run_id: int | None, task: str, genome: tuple[int, ...], checkpoint: str | None = None) -> str:
+    return scheme_model(db, run_id, task, genome, checkpoint)[0].label
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def model_accuracy(db: str, run_id: int | None, task: str, genome: tuple[int, ...], split: str = "val") -> float:
+def model_accuracy(
+    db: str, run_id: int | None, task: str, genome: tuple[int, ...], split: str = "val", checkpoint: str | None = None
+) -> float:
     """A scheme's model's accuracy on a split (the exact simulation, bit-identical to the engine)."""
-    recipe, ckpt = scheme_model(db, run_id, task, genome)
+    recipe, ckpt = scheme_model(db, run_id, task, genome, checkpoint)
     return float(recipe.accuracy(split, ckpt))
 
 
 @st.cache_data(show_spinner="Running the integer engine on the test data...", max_entries=128)
-def test_result(db: str, run_id: int | None, task: str, genome: tuple[int, ...]) -> dict:
+def test_result(db: str, run_id: int | None, task: str, genome: tuple[int, ...], checkpoint: str | None = None) -> dict:
     """Test accuracy (n, 95% Wilson interval) and confusion matrix of a scheme's model from
     the integer-only engine (the reference of truth; the exported check prints the same)."""
     from gruq import engine
@@ -324,8 +339,8 @@ def test_result(db: str, run_id: int | None, task: str, genome: tuple[int, ...])
     from gruq.stats import wilson_acc
     from gruq.views import confusion
 
-    _, ckpt = scheme_model(db, run_id, task, genome)
-    data, _ = load(task)
+    _, ckpt = scheme_model(db, run_id, task, genome, checkpoint)
+    data, _ = load(task, checkpoint)
     pred = engine.predict(build(genome, ckpt.model, ckpt.calibration), data.test.X)
     labels = data.extra.get("labels")
     names = [str(v) for v in labels] if labels is not None and len(labels) == data.classes else None
@@ -340,20 +355,22 @@ def test_result(db: str, run_id: int | None, task: str, genome: tuple[int, ...])
 
 
 @st.cache_data(show_spinner="Writing the integer model and its C kernel...", max_entries=16)
-def export_zip(db: str, run_id: int | None, task: str, genome: tuple[int, ...]) -> bytes:
+def export_zip(db: str, run_id: int | None, task: str, genome: tuple[int, ...], checkpoint: str | None = None) -> bytes:
     """The export (zip) of a scheme's model: the same model the page's numbers belong to."""
     import tempfile
 
     from gruq.export import archive, export
 
-    recipe, ckpt = scheme_model(db, run_id, task, genome)
+    recipe, ckpt = scheme_model(db, run_id, task, genome, checkpoint)
     with tempfile.TemporaryDirectory(prefix="gruq-export-") as tmp:
         export(task, genome, Path(tmp) / "out", model=recipe, built=ckpt)
         return archive(Path(tmp) / "out")
 
 
 @st.cache_data(show_spinner="Cross-compiling for a Cortex-M4 and running it under QEMU...", max_entries=16)
-def cortex_m4_costs(db: str, run_id: int | None, task: str, genome: tuple[int, ...]) -> dict | None:
+def cortex_m4_costs(
+    db: str, run_id: int | None, task: str, genome: tuple[int, ...], checkpoint: str | None = None
+) -> dict | None:
     """The export report's "cortex_m4" record (flash, RAM, stack, instructions per
     step) of the scheme's model (`scheme_model`), or None when the Arm toolchain or
     QEMU is not installed."""
@@ -364,6 +381,6 @@ def cortex_m4_costs(db: str, run_id: int | None, task: str, genome: tuple[int, .
 
     if not cortex_m4.available():
         return None
-    recipe, ckpt = scheme_model(db, run_id, task, genome)
+    recipe, ckpt = scheme_model(db, run_id, task, genome, checkpoint)
     with tempfile.TemporaryDirectory(prefix="gruq-m4-") as tmp:
         return export(task, genome, Path(tmp) / "out", target="cortex-m4", model=recipe, built=ckpt)["cortex_m4"]
