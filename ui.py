@@ -74,8 +74,9 @@ def run_label(run: dict[str, Any]) -> str:
     """How a run is named in pickers: stable while it runs (its status is shown elsewhere)."""
     cfg = run.get("config") or {}
     when = (run.get("created_at") or "")[:16].replace("T", " ")
+    model = f" · model {Path(cfg['checkpoint']).name}" if cfg.get("checkpoint") else ""
     return (
-        f"run {run['run_id']} · {task_label(run['task'])} · population {cfg.get('pop', '?')} x "
+        f"run {run['run_id']} · {task_label(run['task'])}{model} · population {cfg.get('pop', '?')} x "
         f"{run['generations']} generations · seed {run['seed']} · {when} UTC"
     )
 
@@ -84,6 +85,8 @@ def run_name(run: dict[str, Any]) -> str:
     """A run's short name for legends: task, seed, and what it minimised or fine-tuned if not the default."""
     cfg = run.get("config") or {}
     parts = [f"run {run['run_id']}", task_label(run["task"]), f"seed {run['seed']}"]
+    if cfg.get("checkpoint"):
+        parts.insert(2, f"model {Path(cfg['checkpoint']).name}")
     if run.get("objective") == "bops":
         parts.append("min. bit operations")
     if cfg.get("finetune_epochs"):
@@ -153,8 +156,12 @@ def save_upload(name: str, data: bytes) -> Path:
     return path
 
 
-def own_task_picker() -> str | None:
-    """Upload a .npz (or pick one uploaded before); returns its path, checked by gruq."""
+def own_task_picker(prefix: str = "") -> str | None:
+    """Upload a .npz (or pick one uploaded before); returns its path, checked by gruq.
+
+    A file the uploader holds but gruq refuses shows its error and nothing else:
+    no earlier upload stands in for it (they are kept, and offered again once the
+    refused file is removed). `prefix` keeps the widgets of two pickers apart."""
     from gruq.tasks.npz import load_npz
 
     st.markdown(
@@ -162,7 +169,7 @@ def own_task_picker() -> str | None:
         "class per sequence; at least 150 sequences and 3 per class. gruq splits it 60/20/20 "
         "into train / validation / test."
     )
-    up = st.file_uploader("Upload a .npz", type=["npz"], key="upload")
+    up = st.file_uploader("Upload a .npz", type=["npz"], key=f"{prefix}upload")
     if up is not None:
         path = save_upload(up.name, up.getvalue())
         try:
@@ -170,15 +177,97 @@ def own_task_picker() -> str | None:
         except GruqError as exc:
             path.unlink(missing_ok=True)
             st.error(f"This file cannot be used: {exc}")
-        else:
-            st.session_state["own_task"] = str(path)
+            return refused()
+        st.session_state[f"{prefix}own_task"] = str(path)
     uploads = uploads_dir()
     known = sorted(str(p) for p in uploads.glob("*.npz")) if uploads.exists() else []
     if not known:
         return None
-    current = st.session_state.get("own_task")
+    current = st.session_state.get(f"{prefix}own_task")
     index = known.index(current) if current in known else 0
-    return st.selectbox("Uploaded data sets", known, index=index, format_func=lambda p: Path(p).name, key="own_pick")
+    return st.selectbox(
+        "Uploaded data sets", known, index=index, format_func=lambda p: Path(p).name, key=f"{prefix}own_pick"
+    )
+
+
+def refused() -> None:
+    """After a refused upload: nothing is chosen, and the earlier uploads are said to be kept."""
+    st.caption("Your earlier uploads are kept: remove the refused file above (its x) to choose one of them again.")
+    return None
+
+
+def models_dir() -> Path:
+    """Where uploaded state_dicts and their imported gruq checkpoints go: uploads/models/."""
+    return uploads_dir() / "models"
+
+
+def import_upload(task: str, name: str, data: bytes) -> Path:
+    """Import an uploaded state_dict against the data `task` (gruq.importer); the checkpoint's path.
+
+    The state_dict is kept under a content-hashed name and the checkpoint is named
+    `<data stem>+<model stem>.pt`, so the same pair is imported once. A refusal
+    (gruq's one line, naming the file as the user knows it) keeps nothing."""
+    import hashlib
+
+    from gruq.importer import import_state_dict
+
+    folder = models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{_safe_stem(name)}-{hashlib.sha256(data).hexdigest()[:8]}"
+    source, out = folder / f"{stem}.state_dict", folder / f"{Path(task).stem}+{stem}.pt"
+    if out.is_file():
+        return out
+    fresh = not source.exists()
+    if fresh:
+        tmp = source.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(source)
+    try:
+        import_state_dict(source, task, out)
+    except GruqError as exc:
+        if fresh:
+            source.unlink(missing_ok=True)
+        raise GruqError(str(exc).replace(str(source), name).replace(str(task), Path(task).name)) from None
+    return out
+
+
+def own_model_picker() -> tuple[str | None, str | None]:
+    """Your data (.npz) and your trained GRU's state_dict (.pt), imported by gruq.importer.
+
+    Returns (data path, checkpoint path); the checkpoint is None until a model is
+    imported for the chosen data (and after a refused upload, whose error is shown)."""
+    st.markdown(
+        "Save your model with `torch.save(model.state_dict(), 'model.pt')`: one `torch.nn.GRU` (1 to 4 "
+        "unidirectional layers, with biases) and one `torch.nn.Linear` head on the last layer's final hidden "
+        "state. First the data it reads (as your model reads it, unnormalised; **y** = the output index of each "
+        "class), then the model."
+    )
+    task = own_task_picker(prefix="model_")
+    if task is None:
+        return None, None
+    up = st.file_uploader("Upload your model's state_dict (.pt)", type=["pt", "pth"], key="model_upload_pt")
+    if up is not None:
+        try:
+            with st.spinner("Importing your model: checking it against the data and calibrating it..."):
+                ckpt = import_upload(task, up.name, up.getvalue())
+        except GruqError as exc:
+            st.error(f"This model cannot be used: {exc}")
+            return task, refused()
+        st.session_state["own_model"] = str(ckpt)
+    folder = models_dir()
+    known = sorted(str(p) for p in folder.glob(f"{Path(task).stem}+*.pt")) if folder.exists() else []
+    if not known:
+        return task, None
+    current = st.session_state.get("own_model")
+    index = known.index(current) if current in known else 0
+    chosen = st.selectbox(
+        "Models imported for this data set",
+        known,
+        index=index,
+        format_func=lambda p: Path(p).stem.partition("+")[2],
+        key="own_model_pick",
+    )
+    return task, chosen
 
 
 def _train_pid_file(task: str) -> Path:

@@ -26,39 +26,56 @@ st.markdown(
 
 
 @st.cache_data(show_spinner="Loading the task...")
-def task_facts(task: str) -> dict:
-    """Summary, shape and size bounds of a task."""
+def task_facts(task: str, checkpoint: str | None = None) -> dict:
+    """Summary, model shape and size bounds of a task with its float model (`checkpoint`,
+    None: the task's own, whose shape is known without reading it)."""
+    from dataclasses import asdict
+
     from gruq import tasks
     from gruq.genome import homogeneous, size_bytes
+    from gruq.search.backend import model_shape
 
     data = tasks.load(task)
-    shape = data.shape
+    shape = model_shape(task, checkpoint) if checkpoint else data.shape
     return {
         **data.summary(),
+        "shape": asdict(shape),
         "hidden": shape.hidden,
-        "size8": size_bytes(homogeneous(MAX_BITS), shape),
-        "size2": size_bytes(homogeneous(MIN_BITS), shape),
+        "layers": shape.layers,
+        "size8": size_bytes(homogeneous(MAX_BITS, shape.layers), shape),
+        "size2": size_bytes(homogeneous(MIN_BITS, shape.layers), shape),
     }
 
 
+def shape_of(facts: dict):
+    """The model shape of the chosen task and float model (stacked layers included)."""
+    from gruq.genome import ModelShape
+
+    return ModelShape(**facts["shape"])
+
+
 @st.cache_data(show_spinner=False)
-def float_accuracy(task: str, mtime_ns: int) -> float | None:
+def float_accuracy(task: str, path: str, mtime_ns: int) -> float | None:
     """The float model's validation accuracy, from its checkpoint (cached per file version)."""
+    from pathlib import Path
+
     from gruq.model import load_checkpoint
 
-    return load_checkpoint(task).meta.get("val_accuracy")
+    return load_checkpoint(task, Path(path)).meta.get("val_accuracy")
 
 
-def checkpoint_facts(task: str) -> dict:
-    """Whether the task has a float model, and its accuracy. It needs torch (gruq.model),
-    whose import is most of a cold start: the page asks last, once everything else is drawn."""
+def checkpoint_facts(task: str, checkpoint: str | None = None) -> dict:
+    """Whether the task has a float model (`checkpoint`, else its own), and its accuracy. It
+    needs torch (gruq.model), whose import is most of a cold start: the page asks last."""
+    from pathlib import Path
+
     from gruq.model import checkpoint_path
 
-    path = checkpoint_path(task)
+    path = Path(checkpoint) if checkpoint else checkpoint_path(task)
     if not path.is_file():
         return {"trained": False, "float_val": None}
     try:
-        return {"trained": True, "float_val": float_accuracy(task, path.stat().st_mtime_ns)}
+        return {"trained": True, "float_val": float_accuracy(task, str(path), path.stat().st_mtime_ns)}
     except GruqError as exc:
         st.error(str(exc))
         return {"trained": False, "float_val": None}
@@ -70,20 +87,35 @@ st.header("1 · Task")
 from gruq import tasks as _tasks  # noqa: E402  (cheap: no data is loaded here)
 
 OWN = "my own data (.npz)"
+MODEL = "my own trained GRU (.pt) and its data (.npz)"
+STACKED = "vowels, two stacked layers"
+CHOICES = {
+    OWN: "your own data: upload a .npz with X (N, T, F) and y (N); gruq trains the float GRU",
+    MODEL: "your own trained GRU: upload its PyTorch state_dict (.pt) with its data (.npz); stacked layers welcome",
+    STACKED: "vowels with the shipped two-layer GRU (34 operators: 17 per layer)",
+}
 choice = st.radio(
     "Which sequences should the GRU classify?",
-    [*_tasks.NAMES, OWN],
+    [*_tasks.NAMES, OWN, MODEL, STACKED],
     index=1,
     key="task_choice",
-    format_func=lambda n: ui.TASK_LABELS.get(n, "your own data: upload a .npz with X (N, T, F) and y (N)"),
+    format_func=lambda n: ui.TASK_LABELS.get(n) or CHOICES[n],
 )
 task: str | None = choice
+checkpoint: str | None = None  # the float model to quantize when it is not the task's own
 if choice == OWN:
     task = ui.own_task_picker()
+elif choice == MODEL:
+    task, checkpoint = ui.own_model_picker()
+elif choice == STACKED:
+    from gruq.model import checkpoint_path
+
+    task, checkpoint = "vowels", str(checkpoint_path("vowels", layers=2))
+need_model = choice == MODEL and checkpoint is None  # the data are there, the model not (yet)
 facts = None
 if task:
     try:
-        facts = task_facts(task)
+        facts = task_facts(task, checkpoint)
     except GruqError as exc:
         st.error(str(exc))
 if facts:
@@ -93,9 +125,14 @@ if facts:
     c[2].metric("model size, all 8-bit", f"{facts['size8'] / KB:.2f} kB")
     float_slot = c[3].empty()
     float_slot.metric("float accuracy (validation)", "…", help="reading the float model...")
+    gru = (
+        f"{facts['layers']} stacked GRU layers of {facts['hidden']} hidden units (17 operators each)"
+        if facts["layers"] > 1
+        else f"GRU with {facts['hidden']} hidden units"
+    )
     st.caption(
         f"Sequences: {facts['train']} to train, {facts['val']} to score schemes during the search "
-        f"(validation), {facts['test']} held out to report (test). GRU with {facts['hidden']} hidden units."
+        f"(validation), {facts['test']} held out to report (test). {gru}."
     )
     training_slot = st.container()
 
@@ -151,12 +188,13 @@ with c2:
 if facts:  # the sizes a limit can take
     # also loads the browser's chart library now, not when the first front arrives (seconds on a busy machine)
     from gruq import figures
-    from gruq.genome import ModelShape, homogeneous, size_bytes
+    from gruq.genome import homogeneous, size_bytes
 
-    shape = ModelShape(facts["features"], facts["hidden"], facts["classes"], facts["steps"])
+    shape = shape_of(facts)
+    sizes = {b: size_bytes(homogeneous(b, shape.layers), shape) for b in range(MIN_BITS, MAX_BITS + 1)}
     with c1:
         st.plotly_chart(
-            figures.uniform_sizes_chart({b: size_bytes(homogeneous(b), shape) for b in range(MIN_BITS, MAX_BITS + 1)}),
+            figures.uniform_sizes_chart(sizes),
             key="uniform_sizes",
             config={"displayModeBar": False},
         )
@@ -166,6 +204,11 @@ with st.expander("Allowed bits per operator (optional): narrow a range, or pin a
         "Each operator of the GRU cell (see the Learn page). Thick-bordered ones in the diagram, the "
         "linear operators, hold the weights: only their bits change the model's size. "
         "Setting both ends to the same value pins the operator."
+        + (
+            " In a stacked model a range applies to this operator in every layer."
+            if facts and facts["layers"] > 1
+            else ""
+        )
     )
     ranges: dict[str, tuple[int, int]] = {}
     cols = st.columns(3)
@@ -179,11 +222,11 @@ with st.expander("Allowed bits per operator (optional): narrow a range, or pin a
 
 def reachable(ranges: dict[str, tuple[int, int]]) -> str:
     """The sizes the allowed bits can reach, naming the operators whose range raises the smallest."""
-    from gruq.genome import ModelShape, size_bytes
+    from gruq.genome import size_bytes
 
-    shape = ModelShape(facts["features"], facts["hidden"], facts["classes"], facts["steps"])
-    low = tuple(ranges[n][0] for n in OPS)
-    high = tuple(ranges[n][1] for n in OPS)
+    shape = shape_of(facts)
+    low = tuple(ranges[n][0] for n in OPS) * shape.layers  # a range holds in every layer
+    high = tuple(ranges[n][1] for n in OPS) * shape.layers
     lo, hi = size_bytes(low, shape), size_bytes(high, shape)
     raised = [n for i, n in enumerate(OPS) if i in LINEAR and ranges[n][0] > MIN_BITS]
     why = f" (raised by {', '.join(raised)})" if raised else " (every operator at 2 bits)"
@@ -251,6 +294,8 @@ def build_config() -> dict:
         cfg["min_accuracy"] = float(min_acc_pct) / 100.0
     if scheduler:
         cfg["scheduler"] = scheduler
+    if checkpoint:
+        cfg["checkpoint"] = checkpoint
     cfg["bits_ranges"] = {n: [lo, hi] for n, (lo, hi) in ranges.items() if lo < hi and (lo, hi) != (MIN_BITS, MAX_BITS)}
     cfg["pins"] = {n: lo for n, (lo, hi) in ranges.items() if lo == hi}
     return cfg
@@ -294,13 +339,13 @@ def check(cfg: dict) -> list[str]:
 
     if not cfg["task"]:
         return ["Choose a task (or upload your data) first."]
+    if need_model:
+        return ["Upload your model's state_dict (.pt) to go with these data (or choose one imported before)."]
     problems = []
     try:
         sc = SearchConfig.from_dict(cfg)
         if facts:
-            from gruq.genome import ModelShape
-
-            resolve(sc, ModelShape(facts["features"], facts["hidden"], facts["classes"], facts["steps"]))
+            resolve(sc, shape_of(facts))
     except SettingError as exc:
         problems.append(form_wording(exc))
     except GruqError as exc:
@@ -312,8 +357,8 @@ def check(cfg: dict) -> list[str]:
 
 # ---------------------------------------------------------------- the float model (needs torch: last)
 
-if facts and task:
-    facts.update(checkpoint_facts(task))
+if facts and task and not need_model:
+    facts.update(checkpoint_facts(task, checkpoint))
     float_slot.metric(
         "float accuracy (validation)",
         f"{100 * facts['float_val']:.1f}%" if facts["float_val"] is not None else "not trained",
@@ -326,6 +371,8 @@ if facts and task:
             f"The unquantized model itself scores {100 * facts['float_val']:.1f}% on validation data: "
             "a higher floor will probably leave no solution."
         )
+elif facts and need_model:
+    float_slot.metric("float accuracy (validation)", "no model yet", help="upload your model's state_dict above")
 
 st.header("4 · Launch")
 cfg = build_config()
