@@ -188,6 +188,15 @@ def stacked_db(stacked_run, monkeypatch) -> tuple[Path, int]:
     return stacked_run
 
 
+def test_a_stacked_run_records_its_own_checkpoint_and_shape(stacked_db) -> None:
+    from gruq.scheme_model import file_sha256
+    from gruq.search.backend import model_shape
+
+    db, run_id = stacked_db
+    assert store.checkpoint_sha256(db, run_id) == file_sha256(STACKED_CKPT)  # what rebuilt models are checked by
+    assert model_shape("vowels", str(STACKED_CKPT)).layers == 2 and model_shape("vowels").layers == 1
+
+
 def test_live_page_draws_a_stacked_run_against_its_own_sizes(stacked_db) -> None:
     db, run_id = stacked_db
     at = open_page(LIVE, run=str(run_id))
