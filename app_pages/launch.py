@@ -55,13 +55,15 @@ def shape_of(facts: dict):
 
 
 @st.cache_data(show_spinner=False)
-def float_accuracy(task: str, path: str, mtime_ns: int) -> float | None:
-    """The float model's validation accuracy, from its checkpoint (cached per file version)."""
+def float_accuracy(task: str, path: str, mtime_ns: int) -> dict:
+    """The float model's accuracies its checkpoint records (cached per file version): validation,
+    and for an imported model, test and the user's own model on the same raw test sequences."""
     from pathlib import Path
 
     from gruq.model import load_checkpoint
 
-    return load_checkpoint(task, Path(path)).meta.get("val_accuracy")
+    meta = load_checkpoint(task, Path(path)).meta
+    return {k: meta.get(k) for k in ("val_accuracy", "test_accuracy", "source_test_accuracy")}
 
 
 def checkpoint_facts(task: str, checkpoint: str | None = None) -> dict:
@@ -75,7 +77,8 @@ def checkpoint_facts(task: str, checkpoint: str | None = None) -> dict:
     if not path.is_file():
         return {"trained": False, "float_val": None}
     try:
-        return {"trained": True, "float_val": float_accuracy(task, str(path), path.stat().st_mtime_ns)}
+        acc = float_accuracy(task, str(path), path.stat().st_mtime_ns)
+        return {"trained": True, "float_val": acc["val_accuracy"], "imported": acc}
     except GruqError as exc:
         st.error(str(exc))
         return {"trained": False, "float_val": None}
@@ -366,6 +369,13 @@ if facts and task and not need_model:
     if not facts["trained"]:
         with training_slot:
             ui.training_panel(task)
+    imported = facts.get("imported") or {}
+    if imported.get("source_test_accuracy") is not None:
+        training_slot.caption(
+            f"Imported: on the {facts['test']} test sequences, your model scores "
+            f"{100 * imported['source_test_accuracy']:.2f}% and gruq's float copy of it "
+            f"{100 * imported['test_accuracy']:.2f}% (equal when the import is exact)."
+        )
     if facts["float_val"] is not None and min_acc_pct > 100 * facts["float_val"]:
         floor_slot.warning(
             f"The unquantized model itself scores {100 * facts['float_val']:.1f}% on validation data: "

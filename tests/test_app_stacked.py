@@ -100,6 +100,8 @@ def test_launch_imports_an_uploaded_two_layer_gru_and_searches_that_model(empty_
     meta = load_checkpoint("x", ckpt).meta
     assert metric(at, "float accuracy (validation)").value == f"{100 * meta['val_accuracy']:.1f}%"
     assert meta["test_accuracy"] == meta["source_test_accuracy"]  # the import is the user's model
+    said = f"your model scores {100 * meta['source_test_accuracy']:.2f}% and gruq's float copy of it"
+    assert said in texts(at)
     at.number_input(key="pop").set_value(4)
     at.number_input(key="gens").set_value(1)
     at.run()
