@@ -247,13 +247,19 @@ def own_model_picker() -> tuple[str | None, str | None]:
         return None, None
     up = st.file_uploader("Upload your model's state_dict (.pt)", type=["pt", "pth"], key="model_upload_pt")
     if up is not None:
-        try:
-            with st.spinner("Importing your model: checking it against the data and calibrating it..."):
-                ckpt = import_upload(task, up.name, up.getvalue())
-        except GruqError as exc:
-            st.error(f"This model cannot be used: {exc}")
+        import hashlib
+
+        refusals = st.session_state.setdefault("model_refusals", {})  # not re-imported on every rerun
+        key = (task, up.name, hashlib.sha256(up.getvalue()).hexdigest())
+        if key not in refusals:
+            try:
+                with st.spinner("Importing your model: checking it against the data and calibrating it..."):
+                    st.session_state["own_model"] = str(import_upload(task, up.name, up.getvalue()))
+            except GruqError as exc:
+                refusals[key] = str(exc)
+        if key in refusals:
+            st.error(f"This model cannot be used: {refusals[key]}")
             return task, refused()
-        st.session_state["own_model"] = str(ckpt)
     folder = models_dir()
     known = sorted(str(p) for p in folder.glob(f"{Path(task).stem}+*.pt")) if folder.exists() else []
     if not known:
