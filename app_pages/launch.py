@@ -202,36 +202,67 @@ if facts:  # the sizes a limit can take
             config={"displayModeBar": False},
         )
 
+LAYERS = facts["layers"] if facts else 1
+
+
+def range_sliders(prefix: str) -> dict[str, tuple[int, int]]:
+    """17 range sliders, keyed range_<prefix><op>: prefix "" for every layer, "l1." for layer 1 alone."""
+    out = {}
+    cols = st.columns(3)
+    for i, name in enumerate(OPS):
+        kind = "weights" if i in LINEAR else "output"
+        with cols[i % 3]:
+            out[prefix + name] = st.slider(
+                f"{name} · {DESCRIPTION[name]} ({kind})",
+                MIN_BITS,
+                MAX_BITS,
+                (MIN_BITS, MAX_BITS),
+                key=f"range_{prefix}{name}",
+            )
+    return out
+
+
 with st.expander("Allowed bits per operator (optional): narrow a range, or pin an operator to one width"):
     st.caption(
         "Each operator of the GRU cell (see the Learn page). Thick-bordered ones in the diagram, the "
         "linear operators, hold the weights: only their bits change the model's size. "
         "Setting both ends to the same value pins the operator."
         + (
-            " In a stacked model a range applies to this operator in every layer."
-            if facts and facts["layers"] > 1
+            " In a stacked model, the first tab sets an operator in every layer; a layer's own tab, where "
+            "narrowed, overrides it for that layer."
+            if LAYERS > 1
             else ""
         )
     )
-    ranges: dict[str, tuple[int, int]] = {}
-    cols = st.columns(3)
-    for i, name in enumerate(OPS):
-        kind = "weights" if i in LINEAR else "output"
-        with cols[i % 3]:
-            ranges[name] = st.slider(
-                f"{name} · {DESCRIPTION[name]} ({kind})", MIN_BITS, MAX_BITS, (MIN_BITS, MAX_BITS), key=f"range_{name}"
-            )
+    if LAYERS == 1:
+        ranges = range_sliders("")
+        layer_ranges: dict[str, tuple[int, int]] = {}
+    else:
+        tabs = st.tabs(["every layer", *(f"layer {k}" for k in range(LAYERS))])
+        with tabs[0]:
+            ranges = range_sliders("")
+        layer_ranges = {}
+        for k in range(LAYERS):
+            with tabs[k + 1]:
+                picked = range_sliders(f"l{k}.")
+                layer_ranges.update({n: r for n, r in picked.items() if r != (MIN_BITS, MAX_BITS)})
 
 
-def reachable(ranges: dict[str, tuple[int, int]]) -> str:
+def gene_bounds() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Lowest and highest width of every gene (17 per layer): every-layer ranges, then a layer's own."""
+    bounds = [layer_ranges.get(f"l{k}.{op}", ranges[op]) for k in range(LAYERS) for op in OPS]
+    return tuple(lo for lo, _ in bounds), tuple(hi for _, hi in bounds)
+
+
+def reachable() -> str:
     """The sizes the allowed bits can reach, naming the operators whose range raises the smallest."""
     from gruq.genome import size_bytes
+    from gruq.ops import layer_names
 
     shape = shape_of(facts)
-    low = tuple(ranges[n][0] for n in OPS) * shape.layers  # a range holds in every layer
-    high = tuple(ranges[n][1] for n in OPS) * shape.layers
+    low, high = gene_bounds()
     lo, hi = size_bytes(low, shape), size_bytes(high, shape)
-    raised = [n for i, n in enumerate(OPS) if i in LINEAR and ranges[n][0] > MIN_BITS]
+    raised = [n for i, n in enumerate(layer_names(LAYERS)) if i % len(OPS) in LINEAR and low[i] > MIN_BITS]
     why = f" (raised by {', '.join(raised)})" if raised else " (every operator at 2 bits)"
     if size_mode == "kB":
         return f"Reachable with the allowed bits: from {lo / KB:.2f} kB{why} to {hi / KB:.2f} kB."
@@ -243,9 +274,8 @@ def reachable(ranges: dict[str, tuple[int, int]]) -> str:
 
 
 if reach is not None and facts:
-    reach.caption(reachable(ranges))
-pinned = [n for n, (lo, hi) in ranges.items() if lo == hi]
-if len(pinned) == len(OPS):
+    reach.caption(reachable())
+if all(lo == hi for lo, hi in zip(*gene_bounds())):
     st.warning(
         "Every operator is pinned to one width: there is only one scheme, so there is nothing to search. "
         'Widen the range of at least one operator (open "Allowed bits per operator").'
@@ -299,8 +329,12 @@ def build_config() -> dict:
         cfg["scheduler"] = scheduler
     if checkpoint:
         cfg["checkpoint"] = checkpoint
-    cfg["bits_ranges"] = {n: [lo, hi] for n, (lo, hi) in ranges.items() if lo < hi and (lo, hi) != (MIN_BITS, MAX_BITS)}
-    cfg["pins"] = {n: lo for n, (lo, hi) in ranges.items() if lo == hi}
+    every = {}  # lin_xr: every layer; once a layer has its own, l0.lin_xr ... l{L-1}.lin_xr (each layer's)
+    for op in OPS:
+        own = {k: layer_ranges[f"l{k}.{op}"] for k in range(LAYERS) if f"l{k}.{op}" in layer_ranges}
+        every.update({f"l{k}.{op}": own.get(k, ranges[op]) for k in range(LAYERS)} if own else {op: ranges[op]})
+    cfg["bits_ranges"] = {n: [lo, hi] for n, (lo, hi) in every.items() if lo < hi and (lo, hi) != (MIN_BITS, MAX_BITS)}
+    cfg["pins"] = {n: lo for n, (lo, hi) in every.items() if lo == hi}
     return cfg
 
 

@@ -166,6 +166,41 @@ def test_launch_offers_the_shipped_two_layer_model(empty_db) -> None:
     assert not at.button(key="launch").disabled
 
 
+def test_launch_pins_an_operator_in_one_layer_of_a_stacked_model(empty_db) -> None:
+    at = open_page()
+    at.radio(key="task_choice").set_value(STACKED).run()
+    at.slider(key="range_lin_xr").set_value((3, 6))  # every layer ...
+    at.slider(key="range_l1.lin_xr").set_value((8, 8))  # ... but layer 1 pinned at 8
+    at.slider(key="range_l0.add_h").set_value((4, 4))
+    at.radio(key="size_mode").set_value("kB").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    from gruq.evaluate import load
+
+    shape = load("vowels", str(STACKED_CKPT))[0].shape
+    low = [2] * 34
+    low[0], low[17], low[16] = 3, 8, 4
+    reach = " ".join(c.value for c in at.caption if c.value.startswith("Reachable"))
+    assert f"from {size_bytes(low, shape) / 1000:.2f} kB (raised by l0.lin_xr, l1.lin_xr)" in reach
+    at.number_input(key="max_kb").set_value(round(size_bytes(low, shape) / 1000 - 0.01, 2)).run()
+    assert any(
+        "because of l0.lin_xr at least 3, l1.lin_xr pinned at 8." in e.value for e in at.error
+    )  # gruq's refusal, in the form's words
+    at.number_input(key="max_kb").set_value(20.0).run()
+    at.number_input(key="pop").set_value(4)
+    at.number_input(key="gens").set_value(1)
+    at.button(key="launch").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    [run] = store.list_runs(empty_db)
+    cfg = run["config"]
+    assert cfg["pins"] == {"l1.lin_xr": 8, "l0.add_h": 4}
+    assert cfg["bits_ranges"] == {"l0.lin_xr": [3, 6]}
+    deadline = time.monotonic() + 120
+    while store.run_detail(empty_db, run["run_id"])["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    scored = [m["bits"] for m in store.individuals(empty_db, run["run_id"])]
+    assert scored and all(3 <= g[0] <= 6 and g[17] == 8 and g[16] == 4 for g in scored)
+
+
 # ---------------------------------------------------------------- pages on a stacked run
 
 
