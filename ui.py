@@ -74,8 +74,9 @@ def run_label(run: dict[str, Any]) -> str:
     """How a run is named in pickers: stable while it runs (its status is shown elsewhere)."""
     cfg = run.get("config") or {}
     when = (run.get("created_at") or "")[:16].replace("T", " ")
+    model = f" · model {Path(cfg['checkpoint']).name}" if cfg.get("checkpoint") else ""
     return (
-        f"run {run['run_id']} · {task_label(run['task'])} · population {cfg.get('pop', '?')} x "
+        f"run {run['run_id']} · {task_label(run['task'])}{model} · population {cfg.get('pop', '?')} x "
         f"{run['generations']} generations · seed {run['seed']} · {when} UTC"
     )
 
@@ -84,6 +85,8 @@ def run_name(run: dict[str, Any]) -> str:
     """A run's short name for legends: task, seed, and what it minimised or fine-tuned if not the default."""
     cfg = run.get("config") or {}
     parts = [f"run {run['run_id']}", task_label(run["task"]), f"seed {run['seed']}"]
+    if cfg.get("checkpoint"):
+        parts.insert(2, f"model {Path(cfg['checkpoint']).name}")
     if run.get("objective") == "bops":
         parts.append("min. bit operations")
     if cfg.get("finetune_epochs"):
@@ -153,8 +156,12 @@ def save_upload(name: str, data: bytes) -> Path:
     return path
 
 
-def own_task_picker() -> str | None:
-    """Upload a .npz (or pick one uploaded before); returns its path, checked by gruq."""
+def own_task_picker(prefix: str = "") -> str | None:
+    """Upload a .npz (or pick one uploaded before); returns its path, checked by gruq.
+
+    A file the uploader holds but gruq refuses shows its error and nothing else:
+    no earlier upload stands in for it (they are kept, and offered again once the
+    refused file is removed). `prefix` keeps the widgets of two pickers apart."""
     from gruq.tasks.npz import load_npz
 
     st.markdown(
@@ -162,7 +169,7 @@ def own_task_picker() -> str | None:
         "class per sequence; at least 150 sequences and 3 per class. gruq splits it 60/20/20 "
         "into train / validation / test."
     )
-    up = st.file_uploader("Upload a .npz", type=["npz"], key="upload")
+    up = st.file_uploader("Upload a .npz", type=["npz"], key=f"{prefix}upload")
     if up is not None:
         path = save_upload(up.name, up.getvalue())
         try:
@@ -170,15 +177,103 @@ def own_task_picker() -> str | None:
         except GruqError as exc:
             path.unlink(missing_ok=True)
             st.error(f"This file cannot be used: {exc}")
-        else:
-            st.session_state["own_task"] = str(path)
+            return refused()
+        st.session_state[f"{prefix}own_task"] = str(path)
     uploads = uploads_dir()
     known = sorted(str(p) for p in uploads.glob("*.npz")) if uploads.exists() else []
     if not known:
         return None
-    current = st.session_state.get("own_task")
+    current = st.session_state.get(f"{prefix}own_task")
     index = known.index(current) if current in known else 0
-    return st.selectbox("Uploaded data sets", known, index=index, format_func=lambda p: Path(p).name, key="own_pick")
+    return st.selectbox(
+        "Uploaded data sets", known, index=index, format_func=lambda p: Path(p).name, key=f"{prefix}own_pick"
+    )
+
+
+def refused() -> None:
+    """After a refused upload: nothing is chosen, and the earlier uploads are said to be kept."""
+    st.caption("Your earlier uploads are kept: remove the refused file above (its x) to choose one of them again.")
+    return None
+
+
+def models_dir() -> Path:
+    """Where uploaded state_dicts and their imported gruq checkpoints go: uploads/models/."""
+    return uploads_dir() / "models"
+
+
+def import_upload(task: str, name: str, data: bytes) -> Path:
+    """Import an uploaded state_dict against the data `task` (gruq.importer); the checkpoint's path.
+
+    The state_dict is kept under a content-hashed name and the checkpoint is named
+    `<data stem>+<model stem>.pt`, so the same pair is imported once. A refusal
+    (gruq's one line, naming the file as the user knows it) keeps nothing."""
+    import hashlib
+
+    from gruq.importer import import_state_dict
+
+    folder = models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{_safe_stem(name)}-{hashlib.sha256(data).hexdigest()[:8]}"
+    source, out = folder / f"{stem}.state_dict", folder / f"{Path(task).stem}+{stem}.pt"
+    if out.is_file():
+        return out
+    fresh = not source.exists()
+    if fresh:
+        tmp = source.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(source)
+    try:
+        import_state_dict(source, task, out)
+    except GruqError as exc:
+        if fresh:
+            source.unlink(missing_ok=True)
+        raise GruqError(str(exc).replace(str(source), name).replace(str(task), Path(task).name)) from None
+    return out
+
+
+def own_model_picker() -> tuple[str | None, str | None]:
+    """Your data (.npz) and your trained GRU's state_dict (.pt), imported by gruq.importer.
+
+    Returns (data path, checkpoint path); the checkpoint is None until a model is
+    imported for the chosen data (and after a refused upload, whose error is shown)."""
+    st.markdown(
+        "Save your model with `torch.save(model.state_dict(), 'model.pt')`: one `torch.nn.GRU` (1 to 4 "
+        "unidirectional layers, with biases) and one `torch.nn.Linear` head on the last layer's final hidden "
+        "state. First the data it reads (as your model reads it, unnormalised; **y** = the output index of each "
+        "class), then the model."
+    )
+    task = own_task_picker(prefix="model_")
+    if task is None:
+        return None, None
+    up = st.file_uploader("Upload your model's state_dict (.pt)", type=["pt", "pth"], key="model_upload_pt")
+    if up is not None:
+        import hashlib
+
+        refusals = st.session_state.setdefault("model_refusals", {})  # not re-imported on every rerun
+        key = (task, up.name, hashlib.sha256(up.getvalue()).hexdigest())
+        if key not in refusals:
+            try:
+                with st.spinner("Importing your model: checking it against the data and calibrating it..."):
+                    st.session_state["own_model"] = str(import_upload(task, up.name, up.getvalue()))
+            except GruqError as exc:
+                refusals[key] = str(exc)
+        if key in refusals:
+            st.error(f"This model cannot be used: {refusals[key]}")
+            return task, refused()
+    folder = models_dir()
+    known = sorted(str(p) for p in folder.glob(f"{Path(task).stem}+*.pt")) if folder.exists() else []
+    if not known:
+        return task, None
+    current = st.session_state.get("own_model")
+    index = known.index(current) if current in known else 0
+    chosen = st.selectbox(
+        "Models imported for this data set",
+        known,
+        index=index,
+        format_func=lambda p: Path(p).stem.partition("+")[2],
+        key="own_model_pick",
+    )
+    return task, chosen
 
 
 def _train_pid_file(task: str) -> Path:
@@ -239,42 +334,54 @@ def training_panel(task: str) -> None:
 # ---------------------------------------------------------------- cached gruq calls
 
 
+def run_checkpoint(run: dict[str, Any] | None) -> str | None:
+    """The float checkpoint a run quantized (an imported or stacked model), None for the task's own.
+
+    Every page hands it on, so the shapes, baselines, rebuilt models and exports
+    are those of the model the run searched."""
+    return ((run or {}).get("config") or {}).get("checkpoint")
+
+
 @st.cache_data(show_spinner=False)
-def task_shape(task: str) -> dict:
-    """The model shape of a task (as a dict, for the cache): the evaluator's, without loading the model."""
+def task_shape(task: str, checkpoint: str | None = None) -> dict:
+    """The model shape of a task's model (as a dict, for the cache): the evaluator's; the task's
+    own model is not loaded (see gruq.search.backend.model_shape), another checkpoint is."""
     from dataclasses import asdict
 
     from gruq.search.backend import model_shape
 
-    return asdict(model_shape(task))
+    return asdict(model_shape(task, checkpoint))
 
 
-def shape_of(task: str):
+def shape_of(task: str, checkpoint: str | None = None):
     from gruq.genome import ModelShape
 
-    return ModelShape(**task_shape(task))
+    return ModelShape(**task_shape(task, checkpoint))
 
 
 @st.cache_data(show_spinner="Scoring the all-2-bit ... all-8-bit baselines on validation data...")
-def baseline_accuracies(task: str, finetune_epochs: int = 0, seed: int = 0) -> list[float]:
-    """Validation accuracy of the homogeneous 2..8-bit genomes, scored by the same
-    evaluator the search uses (gruq.search.backend)."""
+def baseline_accuracies(
+    task: str, finetune_epochs: int = 0, seed: int = 0, checkpoint: str | None = None
+) -> list[float]:
+    """Validation accuracy of the homogeneous 2..8-bit genomes (every layer), scored by the
+    same evaluator the search uses (gruq.search.backend)."""
     from gruq.genome import MAX_BITS, MIN_BITS, homogeneous
     from gruq.search.backend import default_backend
     from gruq.search.config import SearchConfig
 
-    cfg = SearchConfig(task=task, finetune_epochs=finetune_epochs, seed=seed)
+    cfg = SearchConfig(task=task, finetune_epochs=finetune_epochs, seed=seed, checkpoint=checkpoint)
     evaluator = default_backend(cfg).evaluator
-    return [float(a) for a in evaluator.accuracy([homogeneous(b) for b in range(MIN_BITS, MAX_BITS + 1)])]
+    layers = evaluator.shape.layers
+    return [float(a) for a in evaluator.accuracy([homogeneous(b, layers) for b in range(MIN_BITS, MAX_BITS + 1)])]
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def val_accuracy(task: str, genome: tuple[int, ...]) -> float:
+def val_accuracy(task: str, genome: tuple[int, ...], checkpoint: str | None = None) -> float:
     """What-if scoring: one genome on the validation split (post-training quantization)."""
     from gruq.search.backend import default_backend
     from gruq.search.config import SearchConfig
 
-    return float(default_backend(SearchConfig(task=task)).evaluator.accuracy([genome])[0])
+    return float(default_backend(SearchConfig(task=task, checkpoint=checkpoint)).evaluator.accuracy([genome])[0])
 
 
 @st.cache_data(show_spinner=False)
@@ -291,31 +398,34 @@ def split_sizes(task: str) -> dict[str, int]:
 
 
 @st.cache_resource(show_spinner="Rebuilding this scheme's model...", max_entries=16)
-def scheme_model(db: str, run_id: int | None, task: str, genome: tuple[int, ...]):
+def scheme_model(db: str, run_id: int | None, task: str, genome: tuple[int, ...], checkpoint: str | None = None):
     """(recipe, Checkpoint) of a scheme's model (gruq.scheme_model): the model behind
-    run `run_id`'s numbers for it (fine-tuned weights included, checked), or, with
-    run_id None, post-training quantization of the task's float checkpoint."""
+    run `run_id`'s numbers for it (fine-tuned weights included, checked; the run's
+    config names its float checkpoint), or, with run_id None, post-training
+    quantization of the float `checkpoint` (None: the task's own)."""
     from gruq.scheme_model import SchemeModel, load_from_run
 
     if run_id is None:
-        recipe = SchemeModel(task, genome)
+        recipe = SchemeModel(task, genome, checkpoint)
         return recipe, recipe.build()
     return load_from_run(db, run_id, genome)
 
 
-def model_label(db: str, run_id: int | None, task: str, genome: tuple[int, ...]) -> str:
-    return scheme_model(db, run_id, task, genome)[0].label
+def model_label(db: str, run_id: int | None, task: str, genome: tuple[int, ...], checkpoint: str | None = None) -> str:
+    return scheme_model(db, run_id, task, genome, checkpoint)[0].label
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def model_accuracy(db: str, run_id: int | None, task: str, genome: tuple[int, ...], split: str = "val") -> float:
+def model_accuracy(
+    db: str, run_id: int | None, task: str, genome: tuple[int, ...], split: str = "val", checkpoint: str | None = None
+) -> float:
     """A scheme's model's accuracy on a split (the exact simulation, bit-identical to the engine)."""
-    recipe, ckpt = scheme_model(db, run_id, task, genome)
+    recipe, ckpt = scheme_model(db, run_id, task, genome, checkpoint)
     return float(recipe.accuracy(split, ckpt))
 
 
 @st.cache_data(show_spinner="Running the integer engine on the test data...", max_entries=128)
-def test_result(db: str, run_id: int | None, task: str, genome: tuple[int, ...]) -> dict:
+def test_result(db: str, run_id: int | None, task: str, genome: tuple[int, ...], checkpoint: str | None = None) -> dict:
     """Test accuracy (n, 95% Wilson interval) and confusion matrix of a scheme's model from
     the integer-only engine (the reference of truth; the exported check prints the same)."""
     from gruq import engine
@@ -324,8 +434,8 @@ def test_result(db: str, run_id: int | None, task: str, genome: tuple[int, ...])
     from gruq.stats import wilson_acc
     from gruq.views import confusion
 
-    _, ckpt = scheme_model(db, run_id, task, genome)
-    data, _ = load(task)
+    _, ckpt = scheme_model(db, run_id, task, genome, checkpoint)
+    data, _ = load(task, checkpoint)
     pred = engine.predict(build(genome, ckpt.model, ckpt.calibration), data.test.X)
     labels = data.extra.get("labels")
     names = [str(v) for v in labels] if labels is not None and len(labels) == data.classes else None
@@ -340,20 +450,22 @@ def test_result(db: str, run_id: int | None, task: str, genome: tuple[int, ...])
 
 
 @st.cache_data(show_spinner="Writing the integer model and its C kernel...", max_entries=16)
-def export_zip(db: str, run_id: int | None, task: str, genome: tuple[int, ...]) -> bytes:
+def export_zip(db: str, run_id: int | None, task: str, genome: tuple[int, ...], checkpoint: str | None = None) -> bytes:
     """The export (zip) of a scheme's model: the same model the page's numbers belong to."""
     import tempfile
 
     from gruq.export import archive, export
 
-    recipe, ckpt = scheme_model(db, run_id, task, genome)
+    recipe, ckpt = scheme_model(db, run_id, task, genome, checkpoint)
     with tempfile.TemporaryDirectory(prefix="gruq-export-") as tmp:
         export(task, genome, Path(tmp) / "out", model=recipe, built=ckpt)
         return archive(Path(tmp) / "out")
 
 
 @st.cache_data(show_spinner="Cross-compiling for a Cortex-M4 and running it under QEMU...", max_entries=16)
-def cortex_m4_costs(db: str, run_id: int | None, task: str, genome: tuple[int, ...]) -> dict | None:
+def cortex_m4_costs(
+    db: str, run_id: int | None, task: str, genome: tuple[int, ...], checkpoint: str | None = None
+) -> dict | None:
     """The export report's "cortex_m4" record (flash, RAM, stack, instructions per
     step) of the scheme's model (`scheme_model`), or None when the Arm toolchain or
     QEMU is not installed."""
@@ -364,6 +476,6 @@ def cortex_m4_costs(db: str, run_id: int | None, task: str, genome: tuple[int, .
 
     if not cortex_m4.available():
         return None
-    recipe, ckpt = scheme_model(db, run_id, task, genome)
+    recipe, ckpt = scheme_model(db, run_id, task, genome, checkpoint)
     with tempfile.TemporaryDirectory(prefix="gruq-m4-") as tmp:
         return export(task, genome, Path(tmp) / "out", target="cortex-m4", model=recipe, built=ckpt)["cortex_m4"]

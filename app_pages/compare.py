@@ -9,7 +9,7 @@ import ui
 from gruq import figures, store, views
 from gruq.errors import GruqError
 from gruq.genome import MAX_BITS, bops, homogeneous, size_bytes
-from gruq.ops import OPS
+from gruq.ops import N_OPS, layer_names
 from gruq.views import KB
 
 ui.setup("Compare runs")
@@ -47,14 +47,14 @@ objectives = set()
 for run_id in chosen:
     r = by_id[run_id]
     try:
-        shape = ui.shape_of(r["task"])
+        shape = ui.shape_of(r["task"], ui.run_checkpoint(r))
         cost = "bops" if r["objective"] == "bops" else "size_bytes"
         front = views.run_front(views.points_frame(store.individuals(db, run_id)), cost)
     except GruqError as exc:
         st.warning(f"Run {run_id}: {exc}")
         continue
     objectives.add(r["objective"])
-    full = homogeneous(MAX_BITS)
+    full = homogeneous(MAX_BITS, shape.layers)
     front = front.assign(
         size_pct=100 * front["size_bytes"] / size_bytes(full, shape), bops_pct=100 * front["bops"] / bops(full, shape)
     )
@@ -99,11 +99,19 @@ members = [
     for g, a, sz in zip(f["genome"], f["accuracy"], f["size_bytes"])
     if a >= f["accuracy"].max() - tol / 100 - 1e-12
 ]
+width = len(members[0][1]) if members else N_OPS  # 17 bit widths per layer: group one layer count at a time
+if any(len(m[1]) != width for m in members):
+    left = sorted({name for name, g, _, _ in members if len(g) != width})
+    members = [m for m in members if len(m[1]) == width]
+    st.caption(
+        f"Grouped: the {width // N_OPS}-layer models only. Left out (another layer count, so other operators): "
+        + "; ".join(left)
+    )
 if len(members) < 2:
     st.info("Not enough solutions to group yet.")
     st.stop()
 k = st.slider(
-    "Number of groups (hierarchical clustering of the 17-bit-width vectors)",
+    f"Number of groups (hierarchical clustering of the {width}-bit-width vectors)",
     1,
     min(8, len(members)),
     min(3, len(members)),
@@ -121,7 +129,8 @@ st.subheader("Mean bits per operator")
 per_task = {}
 for task in sorted(set(tasks_of.values())):
     gs = [m[1] for m in members if tasks_of[m[0]] == task]
-    per_task[task] = pd.Series(pd.DataFrame(gs, columns=list(OPS)).mean(), name=task)
+    if gs:
+        per_task[task] = pd.Series(pd.DataFrame(gs, columns=list(layer_names(width // N_OPS))).mean(), name=task)
 # operators as rows, so that the table fits any width; coloured like the heatmap (no matplotlib needed)
 mean_table = pd.concat([pd.DataFrame(per_task).T, cl.mean_bits]).T
 st.dataframe(

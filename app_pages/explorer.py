@@ -9,8 +9,8 @@ import streamlit as st
 import ui
 from gruq import figures, store, views
 from gruq.errors import GruqError
-from gruq.genome import MAX_BITS, MIN_BITS, bops, homogeneous, size_bytes
-from gruq.ops import DESCRIPTION, LINEAR, OPS
+from gruq.genome import MAX_BITS, MIN_BITS, bops, expand, homogeneous, size_bytes
+from gruq.ops import DESCRIPTION, LINEAR, N_OPS, OPS, layer_names
 from gruq.scheme_model import for_run
 from gruq.stats import pct_interval, wilson_acc
 from gruq.views import KB
@@ -62,13 +62,17 @@ if run is not None:
     except GruqError as exc:
         st.error(str(exc))
         front = None
+checkpoint = ui.run_checkpoint(run)  # the float model the run searched (None: the task's own)
 try:
-    shape = ui.shape_of(task)
+    shape = ui.shape_of(task, checkpoint)
 except GruqError as exc:
     st.error(str(exc))
     st.stop()
-if clicked is not None:
-    options.append(("the point you clicked", clicked))
+layers, names = shape.layers, layer_names(shape.layers)  # 17 genes per layer, l0.lin_xr ... when stacked
+if clicked is not None and len(clicked) in (N_OPS, N_OPS * layers):
+    options.append(("the point you clicked", expand(clicked, layers)))
+elif clicked is not None:
+    st.warning(f"Ignoring the bits in the address: {len(clicked)} widths, but this model has {N_OPS * layers}.")
 
 
 def reported(row: dict) -> float:
@@ -86,7 +90,7 @@ if front is not None:
             (f"front: {100 * reported(row):.1f}% validation ({label}) at {views.format_cost(row[cost], cost)}", g)
         )
 for b in range(MAX_BITS, MIN_BITS - 1, -1):
-    options.append((f"all {b}-bit", homogeneous(b)))
+    options.append((f"all {b}-bit", homogeneous(b, layers)))
 with c2:
     labels = [o[0] for o in options]
     start_label = st.selectbox("Start from", labels, index=0, key=f"start_{task}_{run['run_id'] if run else ''}")
@@ -94,30 +98,42 @@ start = dict(options)[start_label]
 
 # ---------------------------------------------------------------- what-if sliders
 
-source = (task, start)
-if st.session_state.get("whatif_source") != source or any(f"wi_{n}" not in st.session_state for n in OPS):
-    for name, b in zip(OPS, start):
+source = (task, checkpoint, start)
+if st.session_state.get("whatif_source") != source or any(f"wi_{n}" not in st.session_state for n in names):
+    for name, b in zip(names, start):
         st.session_state[f"wi_{name}"] = int(b)
     st.session_state["whatif_source"] = source
+
+
+def sliders(layer: int) -> None:
+    """The 17 sliders of one layer's operators (keys wi_<gene name>: wi_lin_xr, or wi_l1.lin_xr when stacked)."""
+    cols = st.columns(6)
+    for i, op in enumerate(OPS):
+        with cols[i % 6]:
+            st.slider(
+                f"{op}{' (weights)' if i in LINEAR else ''}",
+                MIN_BITS,
+                MAX_BITS,
+                key=f"wi_{names[layer * N_OPS + i]}",
+                help=f"{DESCRIPTION[op]}: its bits set the {'weights' if i in LINEAR else 'output'}",
+            )
+
 
 with st.container(border=True):
     h1, h2 = st.columns([4, 1])
     h1.subheader("What if? Set each operator's bits")
     if h2.button("Back to the start", key="whatif_reset"):
-        for name, b in zip(OPS, start):
+        for name, b in zip(names, start):
             st.session_state[f"wi_{name}"] = int(b)
         st.rerun()
-    cols = st.columns(6)
-    for i, name in enumerate(OPS):
-        with cols[i % 6]:
-            st.slider(
-                f"{name}{' (weights)' if i in LINEAR else ''}",
-                MIN_BITS,
-                MAX_BITS,
-                key=f"wi_{name}",
-                help=f"{DESCRIPTION[name]}: its bits set the {'weights' if i in LINEAR else 'output'}",
-            )
-genome = tuple(int(st.session_state[f"wi_{name}"]) for name in OPS)
+    if layers == 1:
+        sliders(0)
+    else:
+        st.caption(f"This model stacks {layers} GRU layers: 17 operators each, one tab per layer.")
+        for k, tab in enumerate(st.tabs([f"layer {k}" for k in range(layers)])):
+            with tab:
+                sliders(k)
+genome = tuple(int(st.session_state[f"wi_{name}"]) for name in names)
 edited = genome != tuple(start)
 
 # ---------------------------------------------------------------- scores
@@ -127,7 +143,7 @@ edited = genome != tuple(start)
 run_id = run["run_id"] if run is not None else None
 source = run_id if genome in scored else None
 start_source = run_id if tuple(start) in scored else None
-full = homogeneous(MAX_BITS)
+full = homogeneous(MAX_BITS, layers)
 full_source = run_id if full in scored else None
 n = ui.split_sizes(task)
 size, size8 = size_bytes(genome, shape), size_bytes(full, shape)
@@ -141,16 +157,16 @@ def reference(run_source: int | None, g: tuple[int, ...]) -> tuple[float, str, b
     whether that is not the model the run reported for `g`. A post-training scheme is set
     against post-training quantization of `g` (cheap), not against the run's fine-tuned model
     of it: that difference would read as the cost of the edit. Otherwise `g`'s own model."""
-    kind = ui.model_label(str(db), run_source, task, g)
+    kind = ui.model_label(str(db), run_source, task, g, checkpoint)
     if kind != label and label == "post-training":
-        return ui.model_accuracy(str(db), None, task, g, "val"), label, True
-    return ui.model_accuracy(str(db), run_source, task, g, "val"), kind, False
+        return ui.model_accuracy(str(db), None, task, g, "val", checkpoint), label, True
+    return ui.model_accuracy(str(db), run_source, task, g, "val", checkpoint), kind, False
 
 
 with ui.explained():
     with st.spinner("Scoring on validation data..."):
-        label = ui.model_label(str(db), source, task, genome)
-        val = ui.model_accuracy(str(db), source, task, genome, "val")
+        label = ui.model_label(str(db), source, task, genome, checkpoint)
+        val = ui.model_accuracy(str(db), source, task, genome, "val", checkpoint)
         val_start, start_kind, swapped_start = reference(start_source, tuple(start))
         val8, kind8, swapped8 = reference(full_source, full)
 c = st.columns(4)
@@ -204,13 +220,13 @@ if val is not None and val8 is not None:
         cost8 = f"{ops8 / 1e6:.2f} M bit operations per sequence"
         saving = (
             f"needs {100 * (1 - ops_ / ops8):.0f}% fewer bit operations (at most "
-            f"{100 * (1 - bops(homogeneous(MIN_BITS), shape) / ops8):.0f}%, with 2 bits everywhere)"
+            f"{100 * (1 - bops(homogeneous(MIN_BITS, layers), shape) / ops8):.0f}%, with 2 bits everywhere)"
         )
     else:
         cost8 = f"{size8 / KB:.2f} kB"
         saving = (
             f"is {100 * (1 - size / size8):.0f}% smaller (at most "
-            f"{100 * (1 - size_bytes(homogeneous(MIN_BITS), shape) / size8):.0f}% is possible: biases "
+            f"{100 * (1 - size_bytes(homogeneous(MIN_BITS, layers), shape) / size8):.0f}% is possible: biases "
             "and the classifier are always kept)"
         )
     st.caption(
@@ -219,22 +235,22 @@ if val is not None and val8 is not None:
         f"(one validation sequence is {100 / n['val']:.1f} points) and {saving}."
     )
 
-st.plotly_chart(figures.cell_diagram(genome), key="explorer_cell", config={"displayModeBar": False})
+for k, fig in enumerate(figures.layer_diagrams(genome)):  # one cell per layer
+    st.plotly_chart(fig, key="explorer_cell" if k == 0 else f"explorer_cell_{k}", config={"displayModeBar": False})
 
 c1, c2 = st.columns([11, 9])
 with c1:
-    st.markdown("**Bits per operator**")
-    table = views.genome_table(genome, shape).drop(columns=["#", "bytes at 8 bits"])
-    st.dataframe(
-        table,
-        hide_index=True,
-        key="explorer_table",
-        height=35 * 18 + 3,
-        column_config={
+    st.markdown("**Bits per operator**" + (", layer by layer" if layers > 1 else ""))
+    if layers == 1:
+        table = views.genome_table(genome, shape).drop(columns=["#", "layer", "bytes at 8 bits"])
+        config = {
             "weight bytes": st.column_config.NumberColumn("bytes", format="%.0f"),
             "bits set": st.column_config.TextColumn("sets the"),
-        },
-    )
+        }
+    else:
+        table = views.layer_bits_table(genome, shape)
+        config = {c: st.column_config.NumberColumn(c, format="%.0f") for c in table.columns if c.endswith("bytes")}
+    st.dataframe(table, hide_index=True, key="explorer_table", height=35 * 18 + 3, column_config=config)
 with c2:
     st.markdown("**Where the bytes go** (weights of the six linear operators, and the part every scheme pays)")
     eight = views.size_breakdown(full, shape)
@@ -244,7 +260,7 @@ with c2:
         config={"displayModeBar": False},
     )
 with ui.explained():
-    test = ui.test_result(str(db), source, task, genome)
+    test = ui.test_result(str(db), source, task, genome, checkpoint)
 test_slot.metric(
     "accuracy, test (integer engine)",
     f"{100 * test['accuracy']:.1f}%" if test else "—",
@@ -288,7 +304,8 @@ st.subheader("Downloads")
 d = st.columns(3)
 record = {
     "task": task,
-    "bits": dict(zip(OPS, genome)),
+    "bits": dict(zip(names, genome)),
+    "checkpoint": checkpoint,
     "genome": list(genome),
     "size_bytes": size,
     "bops": ops_,
@@ -325,17 +342,17 @@ except ImportError:
 if has_export:
     with d[2]:
         slot = st.empty()  # the Build button, replaced by the Download button once built
-        want = st.session_state.get("export_for") == (task, genome, source)
+        want = st.session_state.get("export_for") == (task, checkpoint, genome, source)
         if not want and slot.button(
             "Build the integer model + C code",
             key="build_export",
             help=f"The {label} model: integer model file, a C99 kernel and a check program, as a zip.",
         ):
-            st.session_state["export_for"] = (task, genome, source)
+            st.session_state["export_for"] = (task, checkpoint, genome, source)
             want = True
         if want:
             with ui.explained():
-                data = ui.export_zip(str(db), source, task, genome)
+                data = ui.export_zip(str(db), source, task, genome, checkpoint)
                 slot.download_button(
                     "Download the export (zip)",
                     data,
@@ -348,16 +365,16 @@ if has_export:
 # ---------------------------------------------------------------- on a microcontroller
 
 st.subheader("On a microcontroller (Cortex-M4)")
-if st.session_state.get("m4_for") != (task, genome, source) and not st.button(
+if st.session_state.get("m4_for") != (task, checkpoint, genome, source) and not st.button(
     "Measure on a Cortex-M4 (QEMU)",
     key="measure_m4",
     help="Cross-compiles the C kernel for a Cortex-M4 and runs it on qemu-system-arm's mps2-an386 board.",
 ):
     st.caption("Flash, RAM, stack and instructions per time step of this scheme's C kernel on a Cortex-M4.")
 else:
-    st.session_state["m4_for"] = (task, genome, source)
+    st.session_state["m4_for"] = (task, checkpoint, genome, source)
     with ui.explained():
-        m4 = ui.cortex_m4_costs(str(db), source, task, genome)
+        m4 = ui.cortex_m4_costs(str(db), source, task, genome, checkpoint)
         if m4 is None:
             st.info(
                 "Needs Debian's gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm "

@@ -26,39 +26,59 @@ st.markdown(
 
 
 @st.cache_data(show_spinner="Loading the task...")
-def task_facts(task: str) -> dict:
-    """Summary, shape and size bounds of a task."""
+def task_facts(task: str, checkpoint: str | None = None) -> dict:
+    """Summary, model shape and size bounds of a task with its float model (`checkpoint`,
+    None: the task's own, whose shape is known without reading it)."""
+    from dataclasses import asdict
+
     from gruq import tasks
     from gruq.genome import homogeneous, size_bytes
+    from gruq.search.backend import model_shape
 
     data = tasks.load(task)
-    shape = data.shape
+    shape = model_shape(task, checkpoint) if checkpoint else data.shape
     return {
         **data.summary(),
+        "shape": asdict(shape),
         "hidden": shape.hidden,
-        "size8": size_bytes(homogeneous(MAX_BITS), shape),
-        "size2": size_bytes(homogeneous(MIN_BITS), shape),
+        "layers": shape.layers,
+        "size8": size_bytes(homogeneous(MAX_BITS, shape.layers), shape),
+        "size2": size_bytes(homogeneous(MIN_BITS, shape.layers), shape),
     }
 
 
+def shape_of(facts: dict):
+    """The model shape of the chosen task and float model (stacked layers included)."""
+    from gruq.genome import ModelShape
+
+    return ModelShape(**facts["shape"])
+
+
 @st.cache_data(show_spinner=False)
-def float_accuracy(task: str, mtime_ns: int) -> float | None:
-    """The float model's validation accuracy, from its checkpoint (cached per file version)."""
+def float_accuracy(task: str, path: str, mtime_ns: int) -> dict:
+    """The float model's accuracies its checkpoint records (cached per file version): validation,
+    and for an imported model, test and the user's own model on the same raw test sequences."""
+    from pathlib import Path
+
     from gruq.model import load_checkpoint
 
-    return load_checkpoint(task).meta.get("val_accuracy")
+    meta = load_checkpoint(task, Path(path)).meta
+    return {k: meta.get(k) for k in ("val_accuracy", "test_accuracy", "source_test_accuracy")}
 
 
-def checkpoint_facts(task: str) -> dict:
-    """Whether the task has a float model, and its accuracy. It needs torch (gruq.model),
-    whose import is most of a cold start: the page asks last, once everything else is drawn."""
+def checkpoint_facts(task: str, checkpoint: str | None = None) -> dict:
+    """Whether the task has a float model (`checkpoint`, else its own), and its accuracy. It
+    needs torch (gruq.model), whose import is most of a cold start: the page asks last."""
+    from pathlib import Path
+
     from gruq.model import checkpoint_path
 
-    path = checkpoint_path(task)
+    path = Path(checkpoint) if checkpoint else checkpoint_path(task)
     if not path.is_file():
         return {"trained": False, "float_val": None}
     try:
-        return {"trained": True, "float_val": float_accuracy(task, path.stat().st_mtime_ns)}
+        acc = float_accuracy(task, str(path), path.stat().st_mtime_ns)
+        return {"trained": True, "float_val": acc["val_accuracy"], "imported": acc}
     except GruqError as exc:
         st.error(str(exc))
         return {"trained": False, "float_val": None}
@@ -70,20 +90,35 @@ st.header("1 · Task")
 from gruq import tasks as _tasks  # noqa: E402  (cheap: no data is loaded here)
 
 OWN = "my own data (.npz)"
+MODEL = "my own trained GRU (.pt) and its data (.npz)"
+STACKED = "vowels, two stacked layers"
+CHOICES = {
+    OWN: "your own data: upload a .npz with X (N, T, F) and y (N); gruq trains the float GRU",
+    MODEL: "your own trained GRU: upload its PyTorch state_dict (.pt) with its data (.npz); stacked layers welcome",
+    STACKED: "vowels with the shipped two-layer GRU (34 operators: 17 per layer)",
+}
 choice = st.radio(
     "Which sequences should the GRU classify?",
-    [*_tasks.NAMES, OWN],
+    [*_tasks.NAMES, OWN, MODEL, STACKED],
     index=1,
     key="task_choice",
-    format_func=lambda n: ui.TASK_LABELS.get(n, "your own data: upload a .npz with X (N, T, F) and y (N)"),
+    format_func=lambda n: ui.TASK_LABELS.get(n) or CHOICES[n],
 )
 task: str | None = choice
+checkpoint: str | None = None  # the float model to quantize when it is not the task's own
 if choice == OWN:
     task = ui.own_task_picker()
+elif choice == MODEL:
+    task, checkpoint = ui.own_model_picker()
+elif choice == STACKED:
+    from gruq.model import checkpoint_path
+
+    task, checkpoint = "vowels", str(checkpoint_path("vowels", layers=2))
+need_model = choice == MODEL and checkpoint is None  # the data are there, the model not (yet)
 facts = None
 if task:
     try:
-        facts = task_facts(task)
+        facts = task_facts(task, checkpoint)
     except GruqError as exc:
         st.error(str(exc))
 if facts:
@@ -93,9 +128,14 @@ if facts:
     c[2].metric("model size, all 8-bit", f"{facts['size8'] / KB:.2f} kB")
     float_slot = c[3].empty()
     float_slot.metric("float accuracy (validation)", "…", help="reading the float model...")
+    gru = (
+        f"{facts['layers']} stacked GRU layers of {facts['hidden']} hidden units (17 operators each)"
+        if facts["layers"] > 1
+        else f"GRU with {facts['hidden']} hidden units"
+    )
     st.caption(
         f"Sequences: {facts['train']} to train, {facts['val']} to score schemes during the search "
-        f"(validation), {facts['test']} held out to report (test). GRU with {facts['hidden']} hidden units."
+        f"(validation), {facts['test']} held out to report (test). {gru}."
     )
     training_slot = st.container()
 
@@ -151,41 +191,78 @@ with c2:
 if facts:  # the sizes a limit can take
     # also loads the browser's chart library now, not when the first front arrives (seconds on a busy machine)
     from gruq import figures
-    from gruq.genome import ModelShape, homogeneous, size_bytes
+    from gruq.genome import homogeneous, size_bytes
 
-    shape = ModelShape(facts["features"], facts["hidden"], facts["classes"], facts["steps"])
+    shape = shape_of(facts)
+    sizes = {b: size_bytes(homogeneous(b, shape.layers), shape) for b in range(MIN_BITS, MAX_BITS + 1)}
     with c1:
         st.plotly_chart(
-            figures.uniform_sizes_chart({b: size_bytes(homogeneous(b), shape) for b in range(MIN_BITS, MAX_BITS + 1)}),
+            figures.uniform_sizes_chart(sizes),
             key="uniform_sizes",
             config={"displayModeBar": False},
         )
+
+LAYERS = facts["layers"] if facts else 1
+
+
+def range_sliders(prefix: str) -> dict[str, tuple[int, int]]:
+    """17 range sliders, keyed range_<prefix><op>: prefix "" for every layer, "l1." for layer 1 alone."""
+    out = {}
+    cols = st.columns(3)
+    for i, name in enumerate(OPS):
+        kind = "weights" if i in LINEAR else "output"
+        with cols[i % 3]:
+            out[prefix + name] = st.slider(
+                f"{name} · {DESCRIPTION[name]} ({kind})",
+                MIN_BITS,
+                MAX_BITS,
+                (MIN_BITS, MAX_BITS),
+                key=f"range_{prefix}{name}",
+            )
+    return out
+
 
 with st.expander("Allowed bits per operator (optional): narrow a range, or pin an operator to one width"):
     st.caption(
         "Each operator of the GRU cell (see the Learn page). Thick-bordered ones in the diagram, the "
         "linear operators, hold the weights: only their bits change the model's size. "
         "Setting both ends to the same value pins the operator."
+        + (
+            " In a stacked model, the first tab sets an operator in every layer; a layer's own tab, where "
+            "narrowed, overrides it for that layer."
+            if LAYERS > 1
+            else ""
+        )
     )
-    ranges: dict[str, tuple[int, int]] = {}
-    cols = st.columns(3)
-    for i, name in enumerate(OPS):
-        kind = "weights" if i in LINEAR else "output"
-        with cols[i % 3]:
-            ranges[name] = st.slider(
-                f"{name} · {DESCRIPTION[name]} ({kind})", MIN_BITS, MAX_BITS, (MIN_BITS, MAX_BITS), key=f"range_{name}"
-            )
+    if LAYERS == 1:
+        ranges = range_sliders("")
+        layer_ranges: dict[str, tuple[int, int]] = {}
+    else:
+        tabs = st.tabs(["every layer", *(f"layer {k}" for k in range(LAYERS))])
+        with tabs[0]:
+            ranges = range_sliders("")
+        layer_ranges = {}
+        for k in range(LAYERS):
+            with tabs[k + 1]:
+                picked = range_sliders(f"l{k}.")
+                layer_ranges.update({n: r for n, r in picked.items() if r != (MIN_BITS, MAX_BITS)})
 
 
-def reachable(ranges: dict[str, tuple[int, int]]) -> str:
+def gene_bounds() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Lowest and highest width of every gene (17 per layer): every-layer ranges, then a layer's own."""
+    bounds = [layer_ranges.get(f"l{k}.{op}", ranges[op]) for k in range(LAYERS) for op in OPS]
+    return tuple(lo for lo, _ in bounds), tuple(hi for _, hi in bounds)
+
+
+def reachable() -> str:
     """The sizes the allowed bits can reach, naming the operators whose range raises the smallest."""
-    from gruq.genome import ModelShape, size_bytes
+    from gruq.genome import size_bytes
+    from gruq.ops import layer_names
 
-    shape = ModelShape(facts["features"], facts["hidden"], facts["classes"], facts["steps"])
-    low = tuple(ranges[n][0] for n in OPS)
-    high = tuple(ranges[n][1] for n in OPS)
+    shape = shape_of(facts)
+    low, high = gene_bounds()
     lo, hi = size_bytes(low, shape), size_bytes(high, shape)
-    raised = [n for i, n in enumerate(OPS) if i in LINEAR and ranges[n][0] > MIN_BITS]
+    raised = [n for i, n in enumerate(layer_names(LAYERS)) if i % len(OPS) in LINEAR and low[i] > MIN_BITS]
     why = f" (raised by {', '.join(raised)})" if raised else " (every operator at 2 bits)"
     if size_mode == "kB":
         return f"Reachable with the allowed bits: from {lo / KB:.2f} kB{why} to {hi / KB:.2f} kB."
@@ -197,9 +274,8 @@ def reachable(ranges: dict[str, tuple[int, int]]) -> str:
 
 
 if reach is not None and facts:
-    reach.caption(reachable(ranges))
-pinned = [n for n, (lo, hi) in ranges.items() if lo == hi]
-if len(pinned) == len(OPS):
+    reach.caption(reachable())
+if all(lo == hi for lo, hi in zip(*gene_bounds())):
     st.warning(
         "Every operator is pinned to one width: there is only one scheme, so there is nothing to search. "
         'Widen the range of at least one operator (open "Allowed bits per operator").'
@@ -251,8 +327,14 @@ def build_config() -> dict:
         cfg["min_accuracy"] = float(min_acc_pct) / 100.0
     if scheduler:
         cfg["scheduler"] = scheduler
-    cfg["bits_ranges"] = {n: [lo, hi] for n, (lo, hi) in ranges.items() if lo < hi and (lo, hi) != (MIN_BITS, MAX_BITS)}
-    cfg["pins"] = {n: lo for n, (lo, hi) in ranges.items() if lo == hi}
+    if checkpoint:
+        cfg["checkpoint"] = checkpoint
+    every = {}  # lin_xr: every layer; once a layer has its own, l0.lin_xr ... l{L-1}.lin_xr (each layer's)
+    for op in OPS:
+        own = {k: layer_ranges[f"l{k}.{op}"] for k in range(LAYERS) if f"l{k}.{op}" in layer_ranges}
+        every.update({f"l{k}.{op}": own.get(k, ranges[op]) for k in range(LAYERS)} if own else {op: ranges[op]})
+    cfg["bits_ranges"] = {n: [lo, hi] for n, (lo, hi) in every.items() if lo < hi and (lo, hi) != (MIN_BITS, MAX_BITS)}
+    cfg["pins"] = {n: lo for n, (lo, hi) in every.items() if lo == hi}
     return cfg
 
 
@@ -294,13 +376,13 @@ def check(cfg: dict) -> list[str]:
 
     if not cfg["task"]:
         return ["Choose a task (or upload your data) first."]
+    if need_model:
+        return ["Upload your model's state_dict (.pt) to go with these data (or choose one imported before)."]
     problems = []
     try:
         sc = SearchConfig.from_dict(cfg)
         if facts:
-            from gruq.genome import ModelShape
-
-            resolve(sc, ModelShape(facts["features"], facts["hidden"], facts["classes"], facts["steps"]))
+            resolve(sc, shape_of(facts))
     except SettingError as exc:
         problems.append(form_wording(exc))
     except GruqError as exc:
@@ -312,8 +394,8 @@ def check(cfg: dict) -> list[str]:
 
 # ---------------------------------------------------------------- the float model (needs torch: last)
 
-if facts and task:
-    facts.update(checkpoint_facts(task))
+if facts and task and not need_model:
+    facts.update(checkpoint_facts(task, checkpoint))
     float_slot.metric(
         "float accuracy (validation)",
         f"{100 * facts['float_val']:.1f}%" if facts["float_val"] is not None else "not trained",
@@ -321,11 +403,20 @@ if facts and task:
     if not facts["trained"]:
         with training_slot:
             ui.training_panel(task)
+    imported = facts.get("imported") or {}
+    if imported.get("source_test_accuracy") is not None:
+        training_slot.caption(
+            f"Imported: on the {facts['test']} test sequences, your model scores "
+            f"{100 * imported['source_test_accuracy']:.2f}% and gruq's float copy of it "
+            f"{100 * imported['test_accuracy']:.2f}% (equal when the import is exact)."
+        )
     if facts["float_val"] is not None and min_acc_pct > 100 * facts["float_val"]:
         floor_slot.warning(
             f"The unquantized model itself scores {100 * facts['float_val']:.1f}% on validation data: "
             "a higher floor will probably leave no solution."
         )
+elif facts and need_model:
+    float_slot.metric("float accuracy (validation)", "no model yet", help="upload your model's state_dict above")
 
 st.header("4 · Launch")
 cfg = build_config()

@@ -105,7 +105,7 @@ def live() -> None:
 
     task = r["task"]
     try:
-        shape = ui.shape_of(task)
+        shape = ui.shape_of(task, ui.run_checkpoint(r))
     except GruqError as exc:
         st.error(str(exc))
         return
@@ -123,7 +123,7 @@ def live() -> None:
         model8 = for_run(cfg, task, homogeneous(MAX_BITS), False).label if MAX_BITS in known else "post-training"
         try:
             if len(known) < MAX_BITS - MIN_BITS + 1:
-                computed = ui.baseline_accuracies(task, 0, int(cfg.get("seed", 0)))
+                computed = ui.baseline_accuracies(task, 0, int(cfg.get("seed", 0)), ui.run_checkpoint(r))
                 for b, acc in zip(range(MIN_BITS, MAX_BITS + 1), computed):
                     known.setdefault(b, acc)
                 if cfg.get("finetune_epochs"):
@@ -134,8 +134,8 @@ def live() -> None:
     acc8 = float(base["accuracy"].iloc[-1]) if base is not None else None
 
     # the limit: the run's own size limit, or one the reader chooses
-    size8 = size_bytes(homogeneous(MAX_BITS), shape)
-    size2 = size_bytes(homogeneous(MIN_BITS), shape)
+    size8 = size_bytes(homogeneous(MAX_BITS, shape.layers), shape)
+    size2 = size_bytes(homogeneous(MIN_BITS, shape.layers), shape)
     run_limit = views.max_size_bytes(cfg, shape)
     if cost == "size_bytes":
         lo_kb, hi_kb = round(size2 / KB, 2), round(size8 / KB, 2)
@@ -151,7 +151,7 @@ def live() -> None:
         )
         limit = limit_kb * KB
     else:
-        b2, b8 = (bops(homogeneous(b), shape) for b in (MIN_BITS, MAX_BITS))
+        b2, b8 = (bops(homogeneous(b, shape.layers), shape) for b in (MIN_BITS, MAX_BITS))
         lim = st.slider(
             "Your compute limit (million bit operations per sequence)",
             b2 / 1e6,

@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
 from gruq.genome import MAX_BITS, MIN_BITS
-from gruq.ops import DESCRIPTION, LINEAR, OPS
+from gruq.ops import DESCRIPTION, LINEAR, OPS, layer_names
 from gruq.views import KB, uncovered
 
 # 2 bits = red (aggressive) ... 8 bits = blue (safe): one colour per width.
@@ -68,7 +68,11 @@ def _fmt_cost(value: float, cost: str) -> str:
 
 
 def _bits_text(genome: Sequence[int]) -> str:
+    """The bits for a hover: name=bits, six a line; a stacked genome one line per layer (in OPS order)."""
     g = list(genome)
+    if len(g) > len(OPS):
+        n = len(OPS)
+        return "<br>".join(f"layer {k // n}: " + " ".join(map(str, g[k : k + n])) for k in range(0, len(g), n))
     return "<br>".join(", ".join(f"{OPS[i]}={g[i]}" for i in range(j, min(j + 6, len(g)))) for j in range(0, len(g), 6))
 
 
@@ -331,7 +335,8 @@ def fronts_overlay(fronts: Mapping[str, pd.DataFrame], cost: str = "size_bytes")
 
 def bits_heatmap(genomes: np.ndarray, row_names: Sequence[str], labels: Sequence[int] | None = None) -> go.Figure:
     """Bits per operator (columns) for each genome (rows), coloured like the cell diagram."""
-    G = np.asarray(genomes).reshape(-1, len(OPS))
+    width = np.asarray(genomes).shape[-1] if np.asarray(genomes).size else len(OPS)
+    G = np.asarray(genomes).reshape(-1, width)
     names = list(row_names)
     if labels is not None:
         names = [f"[c{c}] {n}" for c, n in zip(labels, names)]
@@ -339,7 +344,7 @@ def bits_heatmap(genomes: np.ndarray, row_names: Sequence[str], labels: Sequence
     fig = go.Figure(
         go.Heatmap(
             z=G,
-            x=list(OPS),
+            x=list(layer_names(max(1, width // len(OPS)))),
             y=names,
             zmin=MIN_BITS,
             zmax=MAX_BITS,
@@ -622,6 +627,22 @@ def cell_diagram(genome: Sequence[int] | None = None, *, height: int = 460, titl
         ),
     )
     return fig
+
+
+def layer_diagrams(genome: Sequence[int], *, height: int = 460) -> list[go.Figure]:
+    """One cell diagram per layer of a genome (17 genes each), titled "layer 0", "layer 1", ...
+
+    A one-layer genome gives the one untitled diagram. Above the first layer a
+    cell's input x<sub>t</sub> is the layer below's new state (its add_h codes)."""
+    cells = [tuple(genome[k : k + len(OPS)]) for k in range(0, len(genome), len(OPS))]
+    if len(cells) == 1:
+        return [cell_diagram(cells[0], height=height)]
+    figs = []
+    for k, cell in enumerate(cells):
+        reads = "the input sequence" if k == 0 else f"layer {k - 1}'s new state h<sub>t</sub> (its add_h codes)"
+        top = "; the classifier reads its last h<sub>t</sub>" if k == len(cells) - 1 else ""
+        figs.append(cell_diagram(cell, height=height, title=f"<b>layer {k}</b>: x<sub>t</sub> is {reads}{top}"))
+    return figs
 
 
 # ---------------------------------------------------------------- learn

@@ -28,7 +28,7 @@ from gruq.genome import (
     size_bytes,
     size_cap,
 )
-from gruq.ops import DESCRIPTION, LINEAR, OPS
+from gruq.ops import DESCRIPTION, LINEAR, N_OPS, OPS, layer_names
 
 KB = 1000.0  # sizes are shown in kB = 1000 bytes, as the command line prints them
 
@@ -138,7 +138,7 @@ def baselines(shape: ModelShape, accuracies: Sequence[float]) -> pd.DataFrame:
     """Homogeneous 2..8-bit genomes with their accuracy (given in that order)."""
     rows = []
     for b, acc in zip(range(MIN_BITS, MAX_BITS + 1), accuracies):
-        g = homogeneous(b)
+        g = homogeneous(b, shape.layers)
         rows.append(
             {
                 "bits_all": b,
@@ -170,7 +170,7 @@ def pick_summary(
 ) -> dict:
     """Plain-language numbers for one solution against the all-8-bit model."""
     genome = tuple(int(b) for b in pick["genome"])
-    full = homogeneous(MAX_BITS)
+    full = homogeneous(MAX_BITS, shape.layers)
     size, size8 = size_bytes(genome, shape), size_bytes(full, shape)
     ops, ops8 = bops(genome, shape), bops(full, shape)
     out = {
@@ -198,7 +198,7 @@ def front_csv(front: pd.DataFrame) -> str:
         row = {"accuracy": r["accuracy"], "size_bytes": r["size_bytes"], "bops": r.get("bops")}
         if "generation" in r:
             row["generation"] = r["generation"]
-        row.update({name: int(b) for name, b in zip(OPS, r["genome"])})
+        row.update({name: int(b) for name, b in zip(gene_names(r["genome"]), r["genome"])})
         rows.append(row)
     return pd.DataFrame(rows).to_csv(index=False)
 
@@ -212,7 +212,7 @@ def run_front(points: pd.DataFrame, cost: str = "size_bytes") -> pd.DataFrame:
 def front_table(front: pd.DataFrame, shape: ModelShape, objective: str | None = "size") -> pd.DataFrame:
     """The front for reading: accuracy, size, bit operations, the saving against
     all-8-bit in the run's own objective, and the bits."""
-    full = homogeneous(MAX_BITS)
+    full = homogeneous(MAX_BITS, shape.layers)
     size8, bops8 = size_bytes(full, shape), bops(full, shape)
     w = words(objective)
     rows = []
@@ -268,16 +268,27 @@ def empty_front_reason(points: pd.DataFrame, config: dict, shape: ModelShape) ->
 # ---------------------------------------------------------------- one genome
 
 
+def gene_names(genome: Sequence[int]) -> tuple[str, ...]:
+    """The operator names of a genome's genes: OPS for one layer, l0.lin_xr ... for stacked ones."""
+    return layer_names(max(1, len(genome) // N_OPS))
+
+
 def genome_table(genome: Sequence[int], shape: ModelShape) -> pd.DataFrame:
-    """One row per operator: what it computes, its bits, what the bits set, bytes."""
+    """One row per gene: its layer, operator, what it computes, its bits, what the bits set, bytes.
+
+    Stacked layers read layer by layer (the genome's order); a layer above the
+    first reads the layer below's h, so its input operators have hidden x hidden weights."""
     sizes = op_bytes(genome, shape)
-    eight = op_bytes(homogeneous(MAX_BITS), shape)
+    eight = op_bytes(homogeneous(MAX_BITS, shape.layers), shape)
     rows = []
-    for i, (name, b) in enumerate(zip(OPS, genome)):
-        linear = i in LINEAR
+    for i, b in enumerate(genome):
+        op = i % N_OPS
+        name = OPS[op]
+        linear = op in LINEAR
         rows.append(
             {
                 "#": i,
+                "layer": i // N_OPS,
                 "operator": name,
                 "computes": DESCRIPTION[name],
                 "bits": int(b),
@@ -289,10 +300,29 @@ def genome_table(genome: Sequence[int], shape: ModelShape) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def size_breakdown(genome: Sequence[int], shape: ModelShape) -> dict:
-    """Weights per linear operator plus the part every genome pays (biases, head)."""
+def layer_bits_table(genome: Sequence[int], shape: ModelShape) -> pd.DataFrame:
+    """One row per operator, its bits and weight bytes in each layer side by side: how a
+    stacked model's scheme reads per layer (`genome_table` lists the genes one by one)."""
     sizes = op_bytes(genome, shape)
-    parts = {OPS[i]: sizes[i] for i in LINEAR}
+    rows = []
+    for op, name in enumerate(OPS):
+        row: dict = {
+            "operator": name,
+            "computes": DESCRIPTION[name],
+            "sets the": "weights" if op in LINEAR else "output",
+        }
+        for k in range(len(genome) // N_OPS):
+            row[f"layer {k} bits"] = int(genome[k * N_OPS + op])
+            row[f"layer {k} bytes"] = sizes[k * N_OPS + op]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def size_breakdown(genome: Sequence[int], shape: ModelShape) -> dict:
+    """Weights per linear operator (of each layer) plus the part every genome pays (biases, head)."""
+    sizes = op_bytes(genome, shape)
+    names = gene_names(genome)
+    parts = {names[i]: sizes[i] for i in range(len(genome)) if i % N_OPS in LINEAR}
     parts["biases + head (fixed)"] = fixed_bytes(shape)
     return parts
 
@@ -316,11 +346,13 @@ class Clusters:
 
 
 def cluster_genomes(genomes: Sequence[Sequence[int]], names: Sequence[str], k: int = 3) -> Clusters:
-    """Hierarchical (Ward) clustering of bit vectors into at most k groups."""
-    G = np.asarray(genomes, dtype=float).reshape(-1, len(OPS))
+    """Hierarchical (Ward) clustering of bit vectors (of one layer count) into at most k groups."""
+    width = len(genomes[0]) if len(genomes) else N_OPS
+    columns = list(layer_names(width // N_OPS))
+    G = np.asarray(genomes, dtype=float).reshape(-1, width)
     n = len(G)
     if n == 0:
-        return Clusters(G.astype(int), np.zeros(0, dtype=int), [], pd.DataFrame(columns=list(OPS)))
+        return Clusters(G.astype(int), np.zeros(0, dtype=int), [], pd.DataFrame(columns=columns))
     if n == 1 or k <= 1:
         labels = np.ones(n, dtype=int)
     else:
@@ -335,19 +367,21 @@ def cluster_genomes(genomes: Sequence[Sequence[int]], names: Sequence[str], k: i
     mean_bits = pd.DataFrame(
         [G[labels == c].mean(axis=0) for c in sorted(set(labels))],
         index=[f"cluster {c}" for c in sorted(set(labels))],
-        columns=list(OPS),
+        columns=columns,
     )
     return Clusters(G[order].astype(int), labels[order], [names[i] for i in order], mean_bits)
 
 
 def wide_operators(genomes: Sequence[Sequence[int]], top: int = 4) -> list[tuple[str, float]]:
-    """Operators with the highest mean bit width over `genomes`: what a task keeps wide."""
-    G = np.asarray(genomes, dtype=float).reshape(-1, len(OPS))
+    """Operators with the highest mean bit width over `genomes` (of one layer count): what a task keeps wide."""
+    width = len(genomes[0]) if len(genomes) else N_OPS
+    G = np.asarray(genomes, dtype=float).reshape(-1, width)
     if len(G) == 0:
         return []
     mean = G.mean(axis=0)
     order = np.argsort(-mean, kind="stable")[:top]
-    return [(OPS[i], float(mean[i])) for i in order]
+    names = layer_names(width // N_OPS)
+    return [(names[i], float(mean[i])) for i in order]
 
 
 # ---------------------------------------------------------------- learn
@@ -435,14 +469,16 @@ def genome_from(value: object) -> Genome:
     """A genome from a list, tuple, JSON text or comma-separated text."""
     import json
 
-    from gruq.genome import parse_bits, validate
+    from gruq.genome import layers_of, parse_bits, validate
 
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            return validate(int(v) for v in json.loads(text))
-        return parse_bits(text)
-    return validate(int(v) for v in value)  # type: ignore[union-attr]
+            value = json.loads(text)
+        else:
+            return parse_bits(text)
+    bits = [int(v) for v in value]  # type: ignore[union-attr]
+    return validate(bits, layers_of(bits))
 
 
 # ---------------------------------------------------------------- runs (store rows -> tables)
@@ -492,7 +528,7 @@ def max_size_bytes(config: dict, shape: ModelShape) -> float | None:
     if config.get("max_size_kb") is not None:
         return float(config["max_size_kb"]) * KB
     if config.get("max_size_pct") is not None:
-        return float(config["max_size_pct"]) / 100.0 * size_bytes(homogeneous(MAX_BITS), shape)
+        return float(config["max_size_pct"]) / 100.0 * size_bytes(homogeneous(MAX_BITS, shape.layers), shape)
     return None
 
 
@@ -646,6 +682,10 @@ def config_summary(config: dict) -> list[str]:
         parts.append(f"min accuracy {100 * config['min_accuracy']:g}%")
     if config.get("finetune_epochs"):
         parts.append(f"{config['finetune_epochs']} fine-tuning epochs per scheme")
+    if config.get("checkpoint"):
+        from pathlib import Path
+
+        parts.append(f"float model {Path(config['checkpoint']).name}")
     for op, (lo, hi) in (config.get("bits_ranges") or {}).items():
         parts.append(f"{op} {lo}-{hi} bits")
     for op, b in (config.get("pins") or {}).items():

@@ -477,3 +477,66 @@ def test_a_fine_tuned_front_point_is_the_model_you_download(server) -> None:
             assert page.locator("[data-testid='stException']").count() == 0
         finally:
             browser.close()
+
+
+def test_upload_a_two_layer_gru_search_it_and_explore_it_layer_by_layer(server, tmp_path) -> None:
+    """Issue 13: a user's own trained two-layer torch.nn.GRU (+ Linear), saved as its
+    state_dict with its data (.npz), both made here, uploaded on the Launch page; a small
+    search on it; its pick opened in the Explorer shows one cell per layer and 17 x 2 sliders."""
+    from playwright.sync_api import sync_playwright
+    from test_app_stacked import data_and_model
+
+    from gruq import store
+
+    expect = _expect()
+    url, db = server
+    data, model = data_and_model(layers=2)
+    (tmp_path / "my data.npz").write_bytes(data)
+    (tmp_path / "my gru.pt").write_bytes(model)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            _idle(page)
+            page.get_by_text("your own trained GRU: upload its PyTorch state_dict").click()
+            _idle(page)
+            uploads = page.locator("[data-testid='stFileUploader'] input[type='file']")
+            uploads.first.set_input_files(str(tmp_path / "my data.npz"))
+            _idle(page)
+            expect(page.locator("[data-testid='stFileUploader']")).to_have_count(2)
+            uploads.nth(1).set_input_files(str(tmp_path / "my gru.pt"))
+            _idle(page)
+            expect(page.get_by_text("2 stacked GRU layers of 8 hidden units")).to_be_visible()
+            expect(page.get_by_text("These settings can run")).to_be_visible()
+            _set_number(page, "Population (schemes per generation)", 8)
+            _set_number(page, "Generations (the first included)", 2)
+            _shot(page, "08-launch-own-gru.png")
+            page.get_by_role("button", name="Launch the search").click()
+            page.wait_for_url("**/Live_run**", timeout=60_000)
+            deadline = time.monotonic() + 120
+            while not page.get_by_text("finished · generation").count():
+                assert time.monotonic() < deadline, f"the run on the uploaded model did not finish ({_timeline(db)})"
+                time.sleep(0.5)
+            _idle(page)
+            [run] = store.list_runs(db)
+            assert run["config"]["checkpoint"].endswith(".pt") and "my_gru-" in run["config"]["checkpoint"]
+            expect(page.get_by_text("Pick this one:")).to_be_visible()
+            page.get_by_role("button", name="Inspect this solution").click()
+            page.wait_for_url("**/Explorer**", timeout=30_000)
+            _idle(page)
+            expect(page.get_by_text("Explorer: one scheme, operator by operator")).to_be_visible()
+            titles = page.locator(".js-plotly-plot .gtitle")
+            expect(titles.filter(has_text="layer 1")).to_have_count(1)
+            assert sorted(t.split(":")[0] for t in titles.all_text_contents() if t.startswith("layer")) == [
+                "layer 0",
+                "layer 1",
+            ]
+            expect(page.locator("[data-testid='stSlider']")).to_have_count(34)
+            page.get_by_role("tab", name="layer 1").click()  # the sliders of layer 1, named as in the design
+            expect(page.get_by_role("tab", name="layer 1")).to_have_attribute("aria-selected", "true")
+            _shot(page, "09-explorer-two-layers.png")
+            assert page.locator("[data-testid='stException']").count() == 0
+        finally:
+            browser.close()

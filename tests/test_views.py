@@ -281,3 +281,47 @@ def test_the_library_never_imports_streamlit() -> None:
         "assert 'streamlit' not in sys.modules, 'gruq imported streamlit'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+# ---------------------------------------------------------------- stacked layers
+
+STACKED = ModelShape(features=12, hidden=32, classes=9, steps=29, layers=2)
+TWO = tuple(range(2, 9)) * 2 + (2, 3, 4) + tuple(range(8, 1, -1)) * 2 + (8, 7, 6)  # 34 genes: layer 0, layer 1
+
+
+def test_a_stacked_genome_table_lists_every_gene_and_its_sizes_add_up() -> None:
+    table = views.genome_table(TWO, STACKED)
+    assert list(table["layer"]) == [0] * 17 + [1] * 17 and list(table["operator"]) == list(OPS) * 2
+    assert table["weight bytes"].sum() + fixed_bytes(STACKED) == pytest.approx(size_bytes(TWO, STACKED))
+    # layer 1 reads layer 0's h: its input weights are hidden x hidden, not hidden x features
+    assert table.loc[17, "weight bytes"] == 32 * 32 * TWO[17] / 8 and table.loc[0, "weight bytes"] == 32 * 12 * 2 / 8
+
+
+def test_the_layer_bits_table_reads_one_operator_per_row_and_one_layer_per_column() -> None:
+    table = views.layer_bits_table(TWO, STACKED)
+    assert list(table["operator"]) == list(OPS)
+    assert tuple(table["layer 0 bits"]) == TWO[:17] and tuple(table["layer 1 bits"]) == TWO[17:]
+    total = table["layer 0 bytes"].sum() + table["layer 1 bytes"].sum()
+    assert total + fixed_bytes(STACKED) == pytest.approx(size_bytes(TWO, STACKED))
+
+
+def test_stacked_views_name_genes_by_layer() -> None:
+    parts = views.size_breakdown(TWO, STACKED)
+    assert list(parts)[:2] == ["l0.lin_xr", "l0.lin_hr"] and "l1.lin_hn" in parts and len(parts) == 13
+    assert views.genome_from(",".join(map(str, TWO))) == TWO
+    assert views.genome_from(list(TWO)) == TWO and views.genome_from(str(list(TWO))) == TWO
+    assert "l1.add_h" in views.front_csv(pd.DataFrame({"accuracy": [0.5], "size_bytes": [1.0], "genome": [TWO]}))
+    assert views.wide_operators([TWO], top=1) == [(f"l0.{OPS[6]}", 8.0)]  # the first gene at 8 bits
+    base = views.baselines(STACKED, [0.1 * b for b in range(2, 9)])
+    assert base["size_bytes"].iloc[-1] == size_bytes(homogeneous(8, 2), STACKED)
+    assert views.max_size_bytes({"max_size_pct": 50}, STACKED) == 0.5 * size_bytes(homogeneous(8, 2), STACKED)
+
+
+def test_the_cell_diagram_draws_one_titled_cell_per_layer() -> None:
+    figs = figures.layer_diagrams(TWO)
+    assert [f.layout.title.text.split(":")[0] for f in figs] == ["<b>layer 0</b>", "<b>layer 1</b>"]
+    assert "layer 0's new state" in figs[1].layout.title.text
+    one = figures.layer_diagrams(TWO[:17])
+    assert len(one) == 1 and one[0].layout.title.text is None  # one layer: the diagram as before
+    labels = [a.text for a in figs[1].layout.annotations if a.text and "bits" in a.text and "<b>" in a.text]
+    assert labels[0] == f"<b>lin_xr</b><br>{TWO[17]} bits"

@@ -71,17 +71,22 @@ def default_backend(cfg: Any) -> Backend:
     return Backend(evaluator, _RealFinetune(cfg.task, cfg.seed, samples, checkpoint))
 
 
-def model_shape(task: str) -> ModelShape:
-    """The shape of the model the evaluator of `task` scores, without loading the model.
+def model_shape(task: str, checkpoint: str | None = None) -> ModelShape:
+    """The shape of the model the evaluator of `task` scores (its float `checkpoint`,
+    None: the task's own), loading the model only when it must.
 
-    The real evaluator's shape is the task's (its checkpoint is trained at the
-    task's width), so pages that only need sizes and bit operations can skip
-    importing torch and reading the checkpoint: that import was most of a
-    cold page load.
+    The task's own checkpoint is trained at the task's width with one layer, so
+    pages that only need sizes and bit operations can skip importing torch and
+    reading it: that import was most of a cold page load. Another checkpoint (an
+    imported or stacked model) sets the hidden size and the layer count, so it is read.
     """
     spec = os.environ.get(ENV_HOOK)
     if spec:
         return _import(spec)(task, split="val").shape
+    if checkpoint:
+        from gruq.evaluate import load
+
+        return load(task, checkpoint)[0].shape
     from gruq import tasks
 
     return tasks.load(task).shape

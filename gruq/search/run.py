@@ -188,7 +188,9 @@ class Search:
     def run(self) -> None:
         from gruq.scheme_model import base_identity
 
-        self.store.set_checkpoint(self.run_id, base_identity(self.cfg.task))  # what rebuilt models check
+        self.store.set_checkpoint(
+            self.run_id, base_identity(self.cfg.task, self.cfg.checkpoint)
+        )  # rebuilt models check it
         self.cache = self.store.scored(self.run_id)
         state = self.store.latest_checkpoint(self.run_id)
         stopping = lambda: self.stop.requested  # noqa: E731
