@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,3 +78,12 @@ def models() -> dict[str, Small]:
 @pytest.fixture(scope="session")
 def stacked() -> dict[str, Small]:
     return {name: small(**kw) for name, kw in STACKED.items()}
+
+
+@pytest.fixture()
+def empty_db(tmp_path, monkeypatch) -> Path:
+    """A store of no runs for the app's pages (GRUQ_DB), scored by the real evaluator."""
+    db = tmp_path / "gruq.db"
+    monkeypatch.setenv("GRUQ_DB", str(db))
+    monkeypatch.delenv("GRUQ_EVALUATOR", raising=False)
+    return db

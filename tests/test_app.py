@@ -83,14 +83,6 @@ def n_values(v) -> int:
     return len(values(v))
 
 
-@pytest.fixture()
-def empty_db(tmp_path, monkeypatch) -> Path:
-    db = tmp_path / "gruq.db"
-    monkeypatch.setenv("GRUQ_DB", str(db))
-    monkeypatch.delenv("GRUQ_EVALUATOR", raising=False)
-    return db
-
-
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory) -> Path:
     """A store holding two finished real searches on vowels (seeds 0 and 1)."""

@@ -65,14 +65,6 @@ def data_and_model(layers: int = 2, hidden: int = 8, n: int = 180, seed: int = 0
     return data.getvalue(), model.getvalue()
 
 
-@pytest.fixture()
-def empty_db(tmp_path, monkeypatch) -> Path:
-    db = tmp_path / "gruq.db"
-    monkeypatch.setenv("GRUQ_DB", str(db))
-    monkeypatch.delenv("GRUQ_EVALUATOR", raising=False)
-    return db
-
-
 def choose_own_model(at, data: bytes, model: bytes | None = None):
     at.radio(key="task_choice").set_value(MODEL).run()
     at.file_uploader(key="model_upload").set_value(("my data.npz", data, "application/octet-stream")).run()
