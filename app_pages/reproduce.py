@@ -31,7 +31,7 @@ st.markdown(
     "split, and the figures below are on the other, **holdout** half, never used to choose. With both search "
     "fitnesses (post-training accuracy, accuracy after one fine-tuning epoch, at equal time), the one whose pick is "
     "smaller on select is used (reports/README.md compares them). "
-    f"Made with `{command_line(b)}` in **{summary['wall_seconds'] / 60:.1f} min**."
+    f"Made with `{command_line(b, source=summary.get('source'))}` in **{summary['wall_seconds'] / 60:.1f} min**."
 )
 rows = []
 for task, t in summary["tasks"].items():

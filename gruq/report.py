@@ -16,11 +16,26 @@ from pathlib import Path
 import numpy as np
 
 from gruq.genome import MAX_BITS, MIN_BITS
-from gruq.ops import LINEAR, OPS
+from gruq.ops import LINEAR, N_OPS, layer_names
 
 KB = 1000.0
 MAX_CLUSTERS = 6
 WIDE = 4  # bits: an operator no accurate genome takes below this "needs width"
+
+
+def gene_names(genes: int) -> tuple[str, ...]:
+    """Names of a genome's genes: OPS for one layer, l0.lin_xr ... for a stacked model (17 per layer)."""
+    return layer_names(max(1, genes // N_OPS))
+
+
+def weight_genes(genes: int) -> list[int]:
+    """Indices of the weight genes (the lin_* ones, the only genes that cost size), every layer's."""
+    return [i for i in range(genes) if i % N_OPS in LINEAR]
+
+
+def _genes(record: dict) -> int:
+    """Genes per genome of a record's model (17 per layer): the all-8-bit baseline's length."""
+    return len(record["baselines"][-1]["bits"])
 
 
 # ---------------------------------------------------------------- clustering
@@ -33,7 +48,7 @@ def cluster(genomes: Sequence[Sequence[int]]) -> tuple[np.ndarray, int, float | 
     Clusters are numbered by increasing mean model size proxy (mean bits of the
     linear operators), so cluster 1 holds the smallest models.
     """
-    G = np.asarray(genomes, dtype=float).reshape(-1, len(OPS))
+    G = np.asarray(genomes, dtype=float)
     n = len(G)
     if n < 4 or len(np.unique(G, axis=0)) < 4:
         return np.ones(n, dtype=int), 1, None
@@ -52,7 +67,7 @@ def cluster(genomes: Sequence[Sequence[int]]) -> tuple[np.ndarray, int, float | 
     if best is None:
         return np.ones(n, dtype=int), 1, None
     score, _, labels = best
-    lin = list(LINEAR)
+    lin = weight_genes(G.shape[1])
     order = sorted(set(labels), key=lambda c: (G[labels == c][:, lin].mean(), c))
     rank = {c: i + 1 for i, c in enumerate(order)}
     labels = np.array([rank[c] for c in labels])
@@ -62,7 +77,8 @@ def cluster(genomes: Sequence[Sequence[int]]) -> tuple[np.ndarray, int, float | 
 def analyse(record: dict) -> dict:
     """Add cluster labels to the front and the clustering / width analysis to `record`."""
     front = record["front"]
-    G = np.array([r["bits"] for r in front], dtype=float).reshape(-1, len(OPS))
+    genes = _genes(record)
+    G = np.array([r["bits"] for r in front], dtype=float).reshape(-1, genes)
     labels, k, sil = cluster(G)
     for r, c in zip(front, labels):
         r["cluster"] = int(c)
@@ -85,7 +101,7 @@ def analyse(record: dict) -> dict:
         and len(set(r["bits"])) > 1
         and r["ft_select"] >= record["acc8_select"] - 0.01 - 1e-9
     ]  # mixed genomes within 1 pp of all-8-bit on select (never chosen on holdout)
-    A = np.array([r["bits"] for r in accurate], dtype=float).reshape(-1, len(OPS))
+    A = np.array([r["bits"] for r in accurate], dtype=float).reshape(-1, genes)
     record["clusters"] = {
         "method": f"Ward hierarchical clustering of the front's bit vectors, k in 2..{MAX_CLUSTERS} by silhouette",
         "k": k,
@@ -108,16 +124,17 @@ def width_statement(record: dict) -> str:
     mean = w["mean_front"]
     if not mean:
         return "The front is empty."
-    lin = sorted(LINEAR, key=lambda i: (-mean[i], i))
+    names, weights = gene_names(len(mean)), weight_genes(len(mean))
+    lin = sorted(weights, key=lambda i: (-mean[i], i))
     text = (
         "Weights (the only genes that cost size), mean bits on the front, widest first: "
-        + ", ".join(f"{OPS[i]} {mean[i]:.1f}" for i in lin)
+        + ", ".join(f"{names[i]} {mean[i]:.1f}" for i in lin)
         + "."
     )
     if w["min_accurate"]:
-        free = [i for i in range(len(OPS)) if i not in LINEAR]
-        kept = [OPS[i] for i in free if w["min_accurate"][i] >= WIDE]
-        squeezed = [OPS[i] for i in free if w["min_accurate"][i] <= MIN_BITS + 1]
+        free = [i for i in range(len(mean)) if i not in weights]
+        kept = [names[i] for i in free if w["min_accurate"][i] >= WIDE]
+        squeezed = [names[i] for i in free if w["min_accurate"][i] <= MIN_BITS + 1]
         n = w["accurate_members"]
         text += (
             f" Among the {n} fine-tuned mixed front genome{'s' if n != 1 else ''} within 1 pp of all-8-bit on select, "
@@ -133,7 +150,7 @@ def width_statement(record: dict) -> str:
                 else "."
             )
         )
-        wl = [OPS[i] for i in LINEAR if w["min_accurate"][i] >= WIDE]
+        wl = [names[i] for i in weights if w["min_accurate"][i] >= WIDE]
         if wl:
             text += f" Weights never below {WIDE} bits there: {', '.join(wl)}."
     return text
@@ -231,17 +248,18 @@ def bits_figure(record: dict, path: Path) -> None:
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
     front = sorted(record["front"], key=lambda r: (r.get("cluster", 1), r["size_bytes"]))
-    G = np.array([r["bits"] for r in front], dtype=float).reshape(-1, len(OPS))
-    mean = np.array(record["widths"]["mean_front"] or [np.nan] * len(OPS))[None, :]
+    names = gene_names(_genes(record))
+    G = np.array([r["bits"] for r in front], dtype=float).reshape(-1, len(names))
+    mean = np.array(record["widths"]["mean_front"] or [np.nan] * len(names))[None, :]
     n = len(front)
     cmap = ListedColormap(plt.get_cmap("RdYlBu")(np.linspace(0.02, 0.98, MAX_BITS - MIN_BITS + 1)))
     norm = BoundaryNorm(np.arange(MIN_BITS - 0.5, MAX_BITS + 1.5), cmap.N)
-    fig = plt.figure(figsize=(11, 1.6 + 0.26 * (n + 2)))
+    fig = plt.figure(figsize=(11 * max(1, len(names) / (1.6 * N_OPS)), 1.6 + 0.26 * (n + 2)))
     grid = fig.add_gridspec(2, 2, height_ratios=[max(n, 1), 1.3], width_ratios=[40, 1], hspace=0.08, wspace=0.03)
     ax, axm, cax = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[:, 1])
-    im = ax.imshow(G if n else np.full((1, len(OPS)), np.nan), aspect="auto", cmap=cmap, norm=norm)
+    im = ax.imshow(G if n else np.full((1, len(names)), np.nan), aspect="auto", cmap=cmap, norm=norm)
     for i in range(n):
-        for j in range(len(OPS)):
+        for j in range(len(names)):
             b = int(G[i, j])
             ax.text(j, i, str(b), ha="center", va="center", fontsize=7, color="white" if b in (2, 8) else "black")
     labels = []
@@ -250,17 +268,20 @@ def bits_figure(record: dict, path: Path) -> None:
         acc_text = f"{acc * 100:.1f}% holdout" if acc is not None else f"{r['ptq_val'] * 100:.1f}% val PTQ"
         labels.append(f"c{r.get('cluster', 1)} · {r['size_bytes'] / KB:.2f} kB · {acc_text}")
     ax.set_yticks(range(n), labels, fontsize=7)
-    ax.set_xticks(range(len(OPS)), [])
+    ax.set_xticks(range(len(names)), [])
     for i in range(1, n):
         if front[i].get("cluster") != front[i - 1].get("cluster"):
             ax.axhline(i - 0.5, color="black", lw=1.5)
-    for j in LINEAR:
+    for j in weight_genes(len(names)):
         ax.add_patch(plt.Rectangle((j - 0.5, -0.5), 1, max(n, 1), fill=False, ec="#333333", lw=0.6, ls=":"))
     axm.imshow(mean, aspect="auto", cmap=cmap, norm=norm)
-    for j in range(len(OPS)):
+    for j in range(len(names)):
         axm.text(j, 0, f"{mean[0, j]:.1f}", ha="center", va="center", fontsize=7)
     axm.set_yticks([0], ["mean"], fontsize=8)
-    axm.set_xticks(range(len(OPS)), OPS, rotation=60, ha="right", fontsize=8)
+    axm.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    for k in range(N_OPS, len(names), N_OPS):  # layer boundaries
+        for a in (ax, axm):
+            a.axvline(k - 0.5, color="black", lw=1.5)
     cl = record["clusters"]
     sil = f", silhouette {cl['silhouette']:.2f}" if cl.get("silhouette") is not None else ""
     ax.set_title(
@@ -559,9 +580,17 @@ def _fitness_text(budget: dict) -> str:
     return f"both post-training accuracy on the validation split and {tuned}, the better on select used"
 
 
-def command_line(budget: dict, out: str = "reports/") -> str:
+def command_line(budget: dict, out: str = "reports/", source: dict | None = None) -> str:
+    """The `gruq reproduce` command that makes a report of this budget (`source`: a user's task
+    and checkpoint, summary.json's "source")."""
+    import shlex
+
+    mine = ""
+    if source:
+        mine = f" --task {shlex.quote(source['task'])}"
+        mine += f" --checkpoint {shlex.quote(source['checkpoint'])}" if source.get("checkpoint") else ""
     cmd = (
-        f"python -m gruq reproduce --out {out} --seeds {budget.get('seeds', 1)} --pop {budget['pop']} "
+        f"python -m gruq reproduce --out {out}{mine} --seeds {budget.get('seeds', 1)} --pop {budget['pop']} "
         f"--gens {budget['gens']} --finetune-epochs {budget['finetune_epochs']} --seed {budget['seed']} "
         f"--workers {budget['workers']} --front-size {budget['front_size']}"
     )
@@ -591,8 +620,10 @@ def _task_section(task: str, t: dict, recs: list[dict] | None) -> list[str]:
     if recs:
         r0 = recs[0]
         n = r0.get("sequences", {})
+        layers = _genes(r0) // N_OPS
+        order = "17 operators" if layers == 1 else f"17 operators x {layers} layers, layer by layer"
         lines += [
-            f"| seed | pick bits (17 operators, DESIGN.md order) | size | select acc (n={n.get('select')}) "
+            f"| seed | pick bits ({order}, DESIGN.md order) | size | select acc (n={n.get('select')}) "
             f"| holdout acc (n={n.get('holdout')}) [95% CI] | delta pp [paired 95% CI] | picked on test instead |",
             "|---|---|---|---|---|---|---|",
         ]
@@ -640,7 +671,8 @@ def _task_section(task: str, t: dict, recs: list[dict] | None) -> list[str]:
             + (f", silhouette {cl['silhouette']:.2f}" if cl.get("silhouette") is not None else "")
             + "):"
         )
-        lines += ["", "| cluster | genomes | size | " + " | ".join(OPS) + " |", "|---|---|---|" + "---|" * len(OPS)]
+        names = gene_names(_genes(r))
+        lines += ["", "| cluster | genomes | size | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
         for g in cl["groups"]:
             lo, hi = g["size_bytes"]
             lines.append(
@@ -652,17 +684,44 @@ def _task_section(task: str, t: dict, recs: list[dict] | None) -> list[str]:
     return lines
 
 
+BUILTIN_MODELS = (
+    "- vowels has 300 test sequences, so select and holdout hold 150 each: one sequence is 0.67 pp, so its "
+    "pick must make no more errors than all-8-bit on select (0.5 pp is less than one sequence); its figures "
+    "are the noisiest, and their intervals say so. The float checkpoints in assets/ were not retrained: "
+    "their epoch choice used val only, so both halves of test are untouched by them."
+)
+
+
+def _own_model_text(source: dict) -> list[str]:
+    """The protocol's word on a user's model: gruq cannot know what it was trained or chosen on."""
+    ckpt = source.get("checkpoint") or "the task's own checkpoint in assets/"
+    data = (
+        f"`{source['task']}` (sha256 {source['task_sha256'][:12]}), split by gruq 60/20/20 (stratified, seed 0; "
+        "`gruq.tasks.npz`)"
+        if source.get("task_sha256")
+        else f"the built-in task {source['task']}, with its usual splits"
+    )
+    return [
+        f"- The data is {data}; the float model is `{ckpt}` (sha256 "
+        f"{source['checkpoint_sha256'][:12]}), not trained by gruq, so gruq cannot know what it was trained or "
+        "chosen on: if its training saw sequences of this split's val or test part, the select and holdout "
+        "figures below are optimistic. Every check command names both files.",
+    ]
+
+
 def render_readme(summary: dict, records: dict[str, list[dict]] | None = None) -> str:
     """README.md of a reproduce run: protocol, summary table, targets, then per task the details."""
     records = records or {}
     b = summary["budget"]
+    source = summary.get("source")
+    title = "Reproducing the published claim" if not source else f"Your model on {', '.join(summary['tasks'])}"
     lines = [
-        "# Reproducing the published claim: mixed against homogeneous precision",
+        f"# {title}: mixed against homogeneous precision",
         "",
         "Generated by `gruq.report` from the files in this directory (do not edit by hand). Made with:",
         "",
         "```sh",
-        command_line(b),
+        command_line(b, source=summary.get("source")),
         "```",
         "",
         f"Wall time: **{_minutes(summary['wall_seconds'])}** for {len(summary['tasks'])} task(s) x "
@@ -680,10 +739,7 @@ def render_readme(summary: dict, records: dict[str, list[dict]] | None = None) -
         "- **holdout**: the other half (`--split holdout`): only reported. *test* figures below are holdout "
         "figures, with their number of sequences n, a 95% Wilson interval for an accuracy, and a paired "
         "bootstrap 95% interval (10,000 resamples of the same sequences) for a difference to all-8-bit.",
-        "- vowels has 300 test sequences, so select and holdout hold 150 each: one sequence is 0.67 pp, so its "
-        "pick must make no more errors than all-8-bit on select (0.5 pp is less than one sequence); its figures "
-        "are the noisiest, and their intervals say so. The float checkpoints in assets/ were not retrained: "
-        "their epoch choice used val only, so both halves of test are untouched by them.",
+        *(_own_model_text(source) if source else [BUILTIN_MODELS]),
         "- The *picked on test instead* column shows what reduction a pick that peeked at holdout would have "
         "claimed (never reported as a result): the gap is the optimism that peeking buys.",
         "",
@@ -710,7 +766,7 @@ def render_readme(summary: dict, records: dict[str, list[dict]] | None = None) -
         "",
     ]
     lines += fitness_section(summary)
-    lines += budget_choice_section()
+    lines += [] if source else budget_choice_section()
     lines += widths_table(records)
     for task, t in summary["tasks"].items():
         lines += _task_section(task, t, records.get(task))
@@ -718,7 +774,8 @@ def render_readme(summary: dict, records: dict[str, list[dict]] | None = None) -
 
 
 def widths_table(records: dict[str, list[dict]]) -> list[str]:
-    """Mean bits per operator on each task's front (first seed), side by side: the task-specific patterns."""
+    """Mean bits per operator on each task's front (first seed), side by side: the task-specific patterns
+    (one table per layer count: a stacked model has 17 columns per layer)."""
     rows = [
         (task, recs[0]["widths"]["mean_front"])
         for task, recs in records.items()
@@ -730,12 +787,18 @@ def widths_table(records: dict[str, list[dict]]) -> list[str]:
         "Mean bits per operator on each task's front, first seed (weights in bold: the only genes that cost size; "
         "details and clusters per task below):",
         "",
-        "| task | " + " | ".join(f"**{op}**" if i in LINEAR else op for i, op in enumerate(OPS)) + " |",
-        "|---|" + "---|" * len(OPS),
     ]
-    for task, mean in rows:
-        lines.append(f"| {task} | " + " | ".join(f"{v:.1f}" for v in mean) + " |")
-    return lines + [""]
+    for genes in sorted({len(mean) for _, mean in rows}):
+        names, weights = gene_names(genes), weight_genes(genes)
+        lines += [
+            "| task | " + " | ".join(f"**{op}**" if i in weights else op for i, op in enumerate(names)) + " |",
+            "|---|" + "---|" * genes,
+        ]
+        for task, mean in rows:
+            if len(mean) == genes:
+                lines.append(f"| {task} | " + " | ".join(f"{v:.1f}" for v in mean) + " |")
+        lines.append("")
+    return lines
 
 
 def write_readme(out: Path, summary: dict, records: dict[str, list[dict]] | None = None) -> Path:

@@ -1,6 +1,8 @@
-"""Reproduce the published claim on the four tasks, honestly, for several seeds.
+"""Reproduce the published claim on the four tasks, honestly, for several seeds;
+or make the same report for a user's own task and imported model (issue 13).
 
     reproduce("reports/", tasks=NAMES, budget=Budget(), progress=None) -> summary
+    reproduce("mine/", ["data.npz"], checkpoint="my.ckpt")   a user's task and imported model
 
 Roles of the data (per task; `gruq.tasks.base.test_halves`):
 
@@ -38,7 +40,8 @@ summary.json: {"tasks": {T: {"size8", "size_cap", "seeds": [{"seed", "hv_mixed",
 "hv_homogeneous", "pick": {"bits", "selected_on", "select_accuracy", "select_acc8",
 "test_accuracy", "test_acc8", "test_delta_pp", "test_ci95", "size_bytes",
 "reduction", "check"}, "fitness"}, ...], "reduction_mean", "test_delta_pp_mean", "fitness"}},
-"budget", "wall_seconds"} (the issue's keys, and "fitness": each fitness's figures); "test_*" are on the holdout half, test_ci95 is the Wilson
+"budget", "wall_seconds"} (the issue's keys, and "fitness": each fitness's figures; a user's task
+adds "source": its .npz and checkpoint, with their sha256); "test_*" are on the holdout half, test_ci95 is the Wilson
 interval of test_accuracy, and "check" is the `gruq evaluate --split holdout`
 command that re-derives test_accuracy and size_bytes exactly.
 
@@ -52,6 +55,7 @@ import csv
 import json
 import math
 import multiprocessing
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -83,10 +87,64 @@ SEARCH_FINETUNE_SAMPLES = 512
 COST_RATIO = {"smnist": 3.8, "vowels": 12.5, "har": 2.7, "ecg": 4.1}
 
 
+# A task with no recorded ratio (a user's .npz): one fine-tuning sequence costs about TRAIN_COST scored
+# validation sequences. Fit to COST_RATIO: (r - 1) x val / min(512, train) is 5.5 (smnist), 4.8 (vowels),
+# 4.9 (har) and 6.1 (ecg); the layer count and hidden size weigh on scoring and training alike.
+TRAIN_COST = 5.3
+
+
 def cost_ratio(task: str, samples: int = SEARCH_FINETUNE_SAMPLES) -> float:
     """The recorded cost ratio of a fine-tuned scoring, scaled to `samples` sequences per epoch:
-    scoring costs 1, the epoch's training the rest, in proportion to the sequences it sees."""
-    return 1 + (COST_RATIO[task] - 1) * samples / SEARCH_FINETUNE_SAMPLES
+    scoring costs 1, the epoch's training the rest, in proportion to the sequences it sees.
+    A task without a recorded ratio gets `1 + TRAIN_COST x trained / val sequences`, from its
+    split sizes alone: a run's budget never depends on a clock."""
+    if task in COST_RATIO:
+        return 1 + (COST_RATIO[task] - 1) * samples / SEARCH_FINETUNE_SAMPLES
+    from gruq import tasks
+
+    data = tasks.load(task)
+    return 1 + TRAIN_COST * min(samples, len(data.train)) / len(data.val)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What one task's part of a report is about: a task and its float model.
+
+    The four built-in tasks with their checkpoints in assets/, or one task of the
+    user's (`Subject.resolve`): a .npz and the checkpoint `gruq import` made of their model."""
+
+    name: str  # the report's key: summary.json's tasks, tasks/<name>/, figures/<name>_*.png
+    task: str  # what gruq.tasks.load takes: a built-in name, or a .npz's absolute path
+    checkpoint: str | None = None  # the float checkpoint's absolute path; None: the task's own in assets/
+
+    @property
+    def own(self) -> bool:
+        """A user's task or model, rather than a built-in task with its shipped checkpoint."""
+        return self.checkpoint is not None or self.task not in NAMES
+
+    def source(self) -> dict[str, Any]:
+        """summary.json's record of what was run (a user's subject only): files and their sha256."""
+        from gruq.scheme_model import base_sha256, file_sha256
+
+        return {
+            "task": self.task,
+            "checkpoint": self.checkpoint,
+            "task_sha256": None if self.task in NAMES else file_sha256(self.task),
+            "checkpoint_sha256": base_sha256(self.task, self.checkpoint),
+        }
+
+    @classmethod
+    def resolve(cls, task: str, checkpoint: str | None = None) -> Subject:
+        """A task (built-in name or .npz path) and its float checkpoint, checked as `gruq evaluate`
+        checks them (`gruq.evaluate.load`: a missing checkpoint, or one made for other data, is a
+        GruqError); paths made absolute, so the report's commands work from any folder."""
+        from gruq.evaluate import load
+
+        name = str(task).strip()
+        ckpt = os.path.abspath(os.path.expanduser(str(checkpoint))) if checkpoint else None
+        data, _ = load(name, ckpt)
+        spec = name.lower() if name.lower() in NAMES else os.path.abspath(os.path.expanduser(name))
+        return cls(data.name, spec, ckpt)
 
 
 @dataclass(frozen=True)
@@ -155,14 +213,16 @@ class Budget:
     def seed_list(self) -> list[int]:
         return list(range(self.seed, self.seed + self.seeds))
 
-    def to_dict(self) -> dict[str, Any]:
-        """The budget as recorded in summary.json, with the fixed settings spelled out."""
+    def to_dict(self, tasks: dict[str, str] | None = None) -> dict[str, Any]:
+        """The budget as recorded in summary.json, with the fixed settings spelled out;
+        `tasks`: report name -> task loaded (default: the four built-in tasks)."""
         from gruq.train import FINETUNE_BATCH, FINETUNE_LR
 
+        tasks = tasks or {t: t for t in NAMES}
         return {
             **asdict(self),
-            "finetuned_cost_ratio": {t: cost_ratio(t, self.search_finetune_samples) for t in NAMES},
-            "finetuned_scorings": {t: self.finetuned_scorings(t) for t in NAMES},
+            "finetuned_cost_ratio": {n: cost_ratio(t, self.search_finetune_samples) for n, t in tasks.items()},
+            "finetuned_scorings": {n: self.finetuned_scorings(t) for n, t in tasks.items()},
             "objective": "size",
             "search_split": SEARCH_SPLIT,
             "select_split": SELECT_SPLIT,
@@ -179,7 +239,7 @@ class Budget:
         n = train_size if self.finetune_samples is None else min(self.finetune_samples, train_size)
         return finetune_batch(n)
 
-    def recipe(self, task: str, genome: Sequence[int], seed: int, checkpoint_sha256: str | None = None):
+    def recipe(self, subject: Subject, genome: Sequence[int], seed: int):
         """The model (`gruq.scheme_model.SchemeModel`) every candidate of seed `seed` gets."""
         from gruq.scheme_model import FineTuning, SchemeModel
 
@@ -188,7 +248,7 @@ class Budget:
             if self.finetune_epochs > 0
             else None
         )
-        return SchemeModel(task, tuple(genome), None, checkpoint_sha256, ft)
+        return SchemeModel(subject.task, tuple(genome), subject.checkpoint, None, ft)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Budget:
@@ -224,23 +284,24 @@ def measure_cost_ratio(task: str, samples: int = SEARCH_FINETUNE_SAMPLES, genome
     return cost[1] / cost[0]
 
 
-def check_command(task: str, bits: Sequence[int], budget: Budget, seed: int | None = None) -> str:
-    """The `gruq evaluate` command line that re-derives a reported (holdout) accuracy and size."""
-    return budget.recipe(task, bits, budget.seed if seed is None else seed).command(REPORT_SPLIT)
+def check_command(subject: Subject, bits: Sequence[int], budget: Budget, seed: int | None = None) -> str:
+    """The `gruq evaluate` command line that re-derives a reported (holdout) accuracy and size
+    (with `--checkpoint` when the subject has its own)."""
+    return budget.recipe(subject, bits, budget.seed if seed is None else seed).command(REPORT_SPLIT)
 
 
 # ---------------------------------------------------------------- fine-tuning jobs
 
 
-def _finetune_job(job: tuple[str, Genome, dict, int]) -> dict:
+def _finetune_job(job: tuple[Subject, Genome, dict, int]) -> dict:
     """One candidate's model (`Budget.recipe`), built and scored on val, select and holdout:
     exactly what `gruq evaluate` with the same options computes, on any process.
     Right/wrong per sequence is kept for paired intervals."""
     from gruq.scheme_model import weights_sha256
 
-    task, genome, budget_dict, seed = job
+    subject, genome, budget_dict, seed = job
     start = time.process_time()
-    recipe = Budget.from_dict(budget_dict).recipe(task, genome, seed)
+    recipe = Budget.from_dict(budget_dict).recipe(subject, genome, seed)
     ckpt = recipe.build()
     out = {"bits": list(genome), "weights_sha256": weights_sha256(ckpt)}
     for split in (SEARCH_SPLIT, SELECT_SPLIT, REPORT_SPLIT):
@@ -312,7 +373,7 @@ def smallest_within(candidates: Sequence[dict], key: str, reference: float, marg
     return min(ok, key=lambda c: (c["size_bytes"], -c[key], c["bits"]))
 
 
-def make_pick(c: dict, ref: dict, size8: float, task: str, budget: Budget, seed: int) -> dict:
+def make_pick(c: dict, ref: dict, size8: float, subject: Subject, budget: Budget, seed: int) -> dict:
     """summary.json's pick: chosen on select, reported on holdout, with intervals and its check."""
     from gruq.stats import paired_diff, wilson_acc
 
@@ -329,7 +390,7 @@ def make_pick(c: dict, ref: dict, size8: float, task: str, budget: Budget, seed:
         "test_ci95": list(wilson_acc(c["ft_test"], n)),
         "size_bytes": c["size_bytes"],
         "reduction": 1 - c["size_bytes"] / size8,
-        "check": check_command(task, c["bits"], budget, seed),
+        "check": check_command(subject, c["bits"], budget, seed),
         # beyond the issue's keys, in result.json only
         "test_delta_ci95_pp": [100 * lo, 100 * hi],
         "weights_sha256": c["weights_sha256"],
@@ -363,7 +424,9 @@ def _mean(xs: Sequence[bool]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def _search(task: str, budget: Budget, fitness: str, seed: int, db: Path, shape: ModelShape, search_bar: bool) -> dict:
+def _search(
+    subject: Subject, budget: Budget, fitness: str, seed: int, db: Path, shape: ModelShape, search_bar: bool
+) -> dict:
     """One search of a task and seed with one fitness; its front (sorted by size) and what it cost.
 
     "ptq": NSGA-II for pop x gens generations, post-training accuracy on val.
@@ -373,14 +436,21 @@ def _search(task: str, budget: Budget, fitness: str, seed: int, db: Path, shape:
     from gruq.search import run as search_run
     from gruq.search.config import SearchConfig
 
-    common = {"task": task, "seed": seed, "objective": "size", "workers": budget.workers, "chunk_size": 4}
+    common = {
+        "task": subject.task,
+        "checkpoint": subject.checkpoint,
+        "seed": seed,
+        "objective": "size",
+        "workers": budget.workers,
+        "chunk_size": 4,
+    }
     if fitness == "ptq":
         cfg = SearchConfig(pop=budget.pop, gens=budget.gens, **common)
     else:
         cfg = SearchConfig(
             pop=budget.finetuned_pop,
             gens=None,
-            budget=budget.finetuned_scorings(task),
+            budget=budget.finetuned_scorings(subject.task),
             finetune_epochs=1,
             finetune_samples=budget.search_finetune_samples,
             **common,
@@ -408,7 +478,7 @@ def _better(results: dict[str, dict]) -> str:
 
 
 def run_task(
-    task: str,
+    subject: Subject,
     budget: Budget,
     out: Path,
     finetune_map: Callable,
@@ -421,17 +491,18 @@ def run_task(
 
     seed = budget.seed if seed is None else seed
     notify = progress or (lambda *a: None)
-    data, ckpt = load(task)
+    task = subject.name
+    data, ckpt = load(subject.task, subject.checkpoint)
     shape = data.shape
-    size8 = size_bytes(homogeneous(MAX_BITS), shape)
-    size2 = size_bytes(homogeneous(MIN_BITS), shape)
+    size8 = size_bytes(homogeneous(MAX_BITS, shape.layers), shape)
+    size2 = size_bytes(homogeneous(MIN_BITS, shape.layers), shape)
     sizes = {s: len(data.split(s)) for s in (SEARCH_SPLIT, SELECT_SPLIT, REPORT_SPLIT)}
 
     # 1. the searches on validation, one per fitness
     searches: dict[str, dict] = {}
     for i, fitness in enumerate(budget.variants):
         notify(task, "search", i, len(budget.variants))
-        searches[fitness] = _search(task, budget, fitness, seed, out / "search.db", shape, search_bar)
+        searches[fitness] = _search(subject, budget, fitness, seed, out / "search.db", shape, search_bar)
     notify(task, "search", len(budget.variants), len(budget.variants))
 
     # 2. which front members are fine-tuned (chosen on the search's own val scores)
@@ -440,7 +511,10 @@ def run_task(
         chosen = set(spread_subset([(r["size_bytes"] / size8, r["fitness_val"]) for r in front], budget.front_size))
         for i, r in enumerate(front):
             r["selected"] = i in chosen
-    base = [{**_genome_row(homogeneous(b), shape), "label": f"all {b}-bit"} for b in range(MIN_BITS, MAX_BITS + 1)]
+    base = [
+        {**_genome_row(homogeneous(b, shape.layers), shape), "label": f"all {b}-bit"}
+        for b in range(MIN_BITS, MAX_BITS + 1)
+    ]
     todo: list[Genome] = list(
         dict.fromkeys(
             [tuple(r["bits"]) for r in base]
@@ -456,7 +530,7 @@ def run_task(
 
     # 4. fine-tune every candidate once (the same recipe), score on val, select, holdout
     started_ft = time.perf_counter()
-    jobs = [(task, g, asdict(budget), seed) for g in todo]
+    jobs = [(subject, g, asdict(budget), seed) for g in todo]
     tuned: dict[Genome, dict] = {}
     notify(task, "finetune", 0, len(jobs))
     for res in finetune_map(_finetune_job, jobs):
@@ -486,7 +560,7 @@ def run_task(
         fronted = [r for r in s["front"] if r["selected"]]
         candidates = [candidate(r) for r in fronted + base]
         pick = make_pick(
-            smallest_within(candidates, "ft_select", ref["ft_select"], MARGIN), ref, size8, task, budget, seed
+            smallest_within(candidates, "ft_select", ref["ft_select"], MARGIN), ref, size8, subject, budget, seed
         )
         peek = smallest_within(candidates, "ft_test", ref["ft_test"], MARGIN)
         results[fitness] = {
@@ -689,19 +763,27 @@ def load_summary(out: str | Path) -> dict:
 # ---------------------------------------------------------------- the whole run
 
 
-def _check_tasks(tasks: Sequence[str]) -> list[str]:
+def _subjects(tasks: Sequence[str], checkpoint: str | None = None) -> list[Subject]:
+    """What a run reports on: built-in tasks with their shipped checkpoints, or one task of
+    the user's (a .npz, a `checkpoint` of their own, or both), alone; checked before any work."""
     tasks = list(dict.fromkeys(tasks))
     if not tasks:
         raise GruqError("reproduce needs at least one task")
-    for t in tasks:
-        if t not in NAMES:
-            raise GruqError(f"unknown task {t!r}; reproduce runs the built-in tasks: {', '.join(NAMES)}")
-    from gruq.model import checkpoint_path
+    if checkpoint is None and all(t in NAMES for t in tasks):
+        from gruq.model import checkpoint_path
 
-    missing = [t for t in tasks if not checkpoint_path(t).is_file()]
-    if missing:
-        raise GruqError(f"no float checkpoint for {', '.join(missing)}; run: python -m gruq train --task {missing[0]}")
-    return tasks
+        missing = [t for t in tasks if not checkpoint_path(t).is_file()]
+        if missing:
+            raise GruqError(
+                f"no float checkpoint for {', '.join(missing)}; run: python -m gruq train --task {missing[0]}"
+            )
+        return [Subject(t, t) for t in tasks]
+    if len(tasks) > 1:
+        raise GruqError(
+            f"reproduce runs built-in tasks ({', '.join(NAMES)}) together, but a task file or a checkpoint "
+            f"of your own alone; got {', '.join(tasks)}"
+        )
+    return [Subject.resolve(tasks[0], checkpoint)]
 
 
 def reproduce(
@@ -710,40 +792,45 @@ def reproduce(
     budget: Budget | None = None,
     progress: Progress | None = None,
     search_bar: bool = False,
+    checkpoint: str | None = None,
 ) -> dict:
     """Run the whole reproduction into `out_dir`, every seed; return the summary (also summary.json).
 
+    `tasks`: built-in tasks, or one task of the user's (a .npz path) alone; `checkpoint`:
+    that one task's float model (an imported one, say; default: the task's own in assets/).
+
     Writes summary.json, tasks/<task>/{result.json, front_seed<S>.csv,
     baselines_seed<S>.csv}, figures/<task>_front.png and figures/<task>_bits.png
-    (first seed), and README.md. Seeds run one after the other, all tasks each;
-    every finished (task, seed) is kept in <out>/.partial/ until the end, so a
-    run interrupted and started again with the same budget (or fewer seeds)
-    does only what is left.
+    (first seed), and README.md (a user's task is named by its file's stem, and
+    summary.json's "source" names its files and their sha256). Seeds run one after
+    the other, all tasks each; every finished (task, seed) is kept in <out>/.partial/
+    until the end, so a run interrupted and started again with the same budget (or
+    fewer seeds) and the same files does only what is left.
     """
     from gruq import report
 
     budget = budget or Budget()
-    tasks = _check_tasks(tasks)
+    subjects = _subjects(tasks, checkpoint)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GruqError(f"cannot write the report into {out}: {exc.strerror or exc}") from None
     started = time.perf_counter()
-    records: dict[str, list[dict]] = {t: [] for t in tasks}
+    records: dict[str, list[dict]] = {s.name: [] for s in subjects}
     with _pool(budget.workers) as finetune_map:
         for seed in budget.seed_list:  # seed-major: an interrupted run leaves whole seeds behind
-            for task in tasks:
-                record = _done(out, budget, task, seed)
+            for subject in subjects:
+                record = _done(out, budget, subject, seed)
                 if record is None:
                     task_started = time.perf_counter()
-                    label = f"{task} seed {seed}" if budget.seeds > 1 else task
-                    record = run_task(task, budget, out, finetune_map, _relabel(progress, label), search_bar, seed)
+                    label = f"{subject.name} seed {seed}" if budget.seeds > 1 else subject.name
+                    record = run_task(subject, budget, out, finetune_map, _relabel(progress, label), search_bar, seed)
                     record["seconds"]["total"] = time.perf_counter() - task_started
-                    _keep(out, budget, record)
+                    _keep(out, budget, subject, record)
                 report.analyse(record)
-                records[task].append(record)
-    for task in tasks:
+                records[subject.name].append(record)
+    for task in records:
         if progress:
             progress(task, "report", 0, 1)
         report.figures(out, records[task][0])
@@ -752,9 +839,11 @@ def reproduce(
             progress(task, "report", 1, 1)
     summary = {
         "tasks": {t: summary_entry(rs) for t, rs in records.items()},
-        "budget": budget.to_dict(),
+        "budget": budget.to_dict({s.name: s.task for s in subjects}),
         "wall_seconds": time.perf_counter() - started,
     }
+    if any(s.own for s in subjects):
+        summary["source"] = subjects[0].source()
     (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     report.write_readme(out, summary, records)
     import shutil
@@ -766,33 +855,46 @@ def reproduce(
 PARTIAL = ".partial"  # finished (task, seed) records of an unfinished reproduce, reused when it is run again
 
 
-def _partial_key(budget: Budget, task: str, seed: int) -> dict:
-    """What a (task, seed) record depends on: the budget but for the seed count and workers, and the checkpoint."""
+def _partial_key(budget: Budget, subject: Subject, seed: int) -> dict:
+    """What a (task, seed) record depends on: the budget but for the seed count and workers, and the
+    checkpoint; for a user's subject also the paths (its check commands name them) and the data's sha256."""
     from gruq.scheme_model import base_identity
 
     d = {k: v for k, v in asdict(budget).items() if k not in ("seeds", "workers", "seed")}
-    return {**d, "task": task, "seed": seed, "checkpoint_sha256": base_identity(task)}
+    key = {
+        **d,
+        "task": subject.task,
+        "seed": seed,
+        "checkpoint_sha256": base_identity(subject.task, subject.checkpoint),
+    }
+    if subject.own:
+        key["source"] = subject.source()
+    return key
 
 
-def _done(out: Path, budget: Budget, task: str, seed: int) -> dict | None:
+def _partial_path(out: Path, name: str, seed: int) -> Path:
+    return out / PARTIAL / f"{name}_seed{seed}.json"
+
+
+def _done(out: Path, budget: Budget, subject: Subject, seed: int) -> dict | None:
     """The record of (task, seed) an interrupted earlier run of the same budget finished, if any."""
-    path = out / PARTIAL / f"{task}_seed{seed}.json"
+    path = _partial_path(out, subject.name, seed)
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data["record"] if data.get("key") == _partial_key(budget, task, seed) else None
+    return data["record"] if data.get("key") == _partial_key(budget, subject, seed) else None
 
 
-def _keep(out: Path, budget: Budget, record: dict) -> None:
-    d = out / PARTIAL
-    d.mkdir(exist_ok=True)
-    key = _partial_key(budget, record["task"], record["seed"])
-    tmp = d / f"{record['task']}_seed{record['seed']}.json.tmp"
+def _keep(out: Path, budget: Budget, subject: Subject, record: dict) -> None:
+    path = _partial_path(out, subject.name, record["seed"])
+    path.parent.mkdir(exist_ok=True)
+    key = _partial_key(budget, subject, record["seed"])
+    tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"key": key, "record": record}))
-    tmp.replace(d / f"{record['task']}_seed{record['seed']}.json")
+    tmp.replace(path)
 
 
 def _relabel(progress: Progress | None, label: str) -> Progress | None:

@@ -48,8 +48,8 @@ def layers(text: str) -> int:
     return value
 
 
-def add_task(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, help="smnist, vowels, har, ecg, or a path to a .npz")
+def add_task(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--task", required=required, help="smnist, vowels, har, ecg, or a path to a .npz")
     parser.add_argument(
         "--checkpoint", type=path("input_file"), help="float checkpoint (default: the task's, in assets/)"
     )

@@ -1,7 +1,8 @@
-"""`reproduce`: the published claim on the four tasks, into a report directory.
+"""`reproduce`: the published claim on the four tasks, into a report directory; or the same
+report for one task and model of the user's (`--task data.npz --checkpoint my.ckpt`).
 
-    python -m gruq reproduce --out reports/ [--seeds K] [--tasks smnist,vowels] [--pop N --gens G
-        --finetune-epochs E --finetune-samples N --front-size K --seed S --workers W
+    python -m gruq reproduce --out reports/ [--seeds K] [--tasks smnist,vowels | --task T --checkpoint P]
+        [--pop N --gens G --finetune-epochs E --finetune-samples N --front-size K --seed S --workers W
         --fitness ptq|finetuned|compare --search-finetune-samples N --finetuned-pop N] [--json]
 
 Progress goes to stderr (tqdm); --json prints summary.json's object on stdout.
@@ -14,12 +15,21 @@ import sys
 from typing import Any
 
 from gruq.cli import emit
-from gruq.cli.args import bounded, natural, path, positive
+from gruq.cli.args import add_task, bounded, natural, path, positive
+from gruq.errors import GruqError
 from gruq.limits import MAX_GENS, MAX_POP
+from gruq.tasks import NAMES
 
 
 def _tasks(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+    """--tasks: built-in task names only (a task of one's own goes with --task)."""
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in NAMES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown task {unknown[0]!r}; --tasks takes {', '.join(NAMES)} (a .npz of yours: --task FILE)"
+        )
+    return tasks
 
 
 def register(sub: Any) -> None:
@@ -28,14 +38,16 @@ def register(sub: Any) -> None:
     d = Budget()
     p = sub.add_parser(
         "reproduce",
-        help="search, fine-tune and report all four tasks (the published claim)",
+        help="search, fine-tune and report all four tasks (the published claim), or one task and model of yours",
         description="Run the reproduction: per task an NSGA-II search, the same fine-tuning for the "
-        "front and the homogeneous genomes, test scores, figures and README.md in --out.",
+        "front and the homogeneous genomes, test scores, figures and README.md in --out. "
+        "--task data.npz --checkpoint my.ckpt makes the same report for your own task and imported model.",
     )
     p.add_argument(
         "--out", type=path("output_dir"), default="reports/", metavar="DIR", help="report directory (default reports/)"
     )
-    p.add_argument("--tasks", type=_tasks, metavar="T,T", help="comma-separated tasks (default: all four)")
+    p.add_argument("--tasks", type=_tasks, metavar="T,T", help="comma-separated built-in tasks (default: all four)")
+    add_task(p, required=False)  # as evaluate, verify, search and export take a user's task and checkpoint
     p.add_argument("--pop", type=bounded("--pop", 4, MAX_POP), default=d.pop, help=f"population (default {d.pop})")
     p.add_argument(
         "--gens", type=bounded("--gens", 1, MAX_GENS), default=d.gens, help=f"generations (default {d.gens})"
@@ -109,13 +121,24 @@ def register(sub: Any) -> None:
     p.set_defaults(func=reproduce_command)
 
 
+def _which(args: argparse.Namespace) -> tuple[list[str], str | None]:
+    """The tasks and checkpoint asked for: --tasks (built-in) or --task [--checkpoint], never both."""
+    if args.task is not None and args.tasks is not None:
+        raise GruqError("give --tasks (built-in tasks) or --task (one task, with its --checkpoint), not both")
+    if args.checkpoint is not None and args.task is None:
+        raise GruqError("--checkpoint goes with --task (the task that checkpoint was made for)")
+    if args.task is not None:
+        return [args.task], None if args.checkpoint is None else str(args.checkpoint)
+    return args.tasks or list(NAMES), None
+
+
 def reproduce_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from gruq.report import summary_table
     from gruq.reproduce import Budget, load_task, reproduce
-    from gruq.tasks import NAMES
 
+    tasks, checkpoint = _which(args)
     budget = Budget(
         pop=args.pop,
         gens=args.gens,
@@ -149,7 +172,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
             bar.close()
 
     try:
-        summary = reproduce(args.out, args.tasks or NAMES, budget, progress=progress, search_bar=True)
+        summary = reproduce(args.out, tasks, budget, progress=progress, search_bar=True, checkpoint=checkpoint)
     finally:
         for bar in bars.values():
             bar.close()
