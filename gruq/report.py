@@ -705,7 +705,8 @@ def _own_model_text(source: dict) -> list[str]:
         f"- The data is {data}; the float model is `{ckpt}` (sha256 "
         f"{source['checkpoint_sha256'][:12]}), not trained by gruq, so gruq cannot know what it was trained or "
         "chosen on: if its training saw sequences of this split's val or test part, the select and holdout "
-        "figures below are optimistic. Every check command names both files.",
+        "figures below are optimistic."
+        + (" Every check command names both files." if source.get("checkpoint") else ""),
     ]
 
 
