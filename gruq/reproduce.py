@@ -885,7 +885,12 @@ def _done(out: Path, budget: Budget, subject: Subject, seed: int) -> dict | None
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data["record"] if data.get("key") == _partial_key(budget, subject, seed) else None
+    if data.get("key") != _partial_key(budget, subject, seed):
+        return None
+    record = data["record"]
+    if "fronts" in record:  # JSON lost that "front" IS the used fitness's front: analyse labels it once
+        record["fronts"][record["search"]["fitness"]] = record["front"]
+    return record
 
 
 def _keep(out: Path, budget: Budget, subject: Subject, record: dict) -> None:

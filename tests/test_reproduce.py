@@ -187,6 +187,38 @@ def test_task_files_figures_and_readme(run):
     assert any(e[1] == "finetune" and e[2] == e[3] for e in events)
 
 
+class _Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_to_the_identical_report(run, tmp_path):
+    out, summary, _ = run
+
+    def stop_at_seed_1(task, stage, done, total):
+        if task == "vowels seed 1":
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        reproduce(tmp_path, ["vowels"], TINY, progress=stop_at_seed_1)
+    assert [p.name for p in (tmp_path / ".partial").iterdir()] == ["vowels_seed0.json"]
+    resumed = reproduce(tmp_path, ["vowels"], TINY)
+    assert _untimed(resumed) == _untimed(summary)
+    for path in sorted((out / "tasks" / "vowels").glob("*.csv")):
+        assert (tmp_path / "tasks" / "vowels" / path.name).read_text() == path.read_text(), path.name
+    results = [json.loads((d / "tasks" / "vowels" / "result.json").read_text()) for d in (out, tmp_path)]
+    assert _untimed(results[0]) == _untimed(results[1])
+
+
+def _untimed(obj):
+    """`obj` without what differs from run to run: clock readings (keys naming seconds) and the
+    path of the run's search store."""
+    if isinstance(obj, dict):
+        return {k: _untimed(v) for k, v in obj.items() if "seconds" not in k and k != "db"}
+    if isinstance(obj, list):
+        return [_untimed(v) for v in obj]
+    return obj
+
+
 def test_readme_table_without_run():
     pick = {
         "bits": [4] * 17,
