@@ -18,5 +18,6 @@ PAGES = [
     st.Page("app_pages/reproduce.py", title="Reproduce the paper", icon=":material/fact_check:", url_path="Reproduce"),
 ]
 
+ui.spare_the_collector()  # the imports of earlier runs: out of every collection's way
 ui.start_runner()  # a warm process that starts launched runs at once (gruq.search.runner)
 st.navigation(PAGES).run()

@@ -6,7 +6,9 @@ shows comes from the run store (see `db_path`) or from gruq's functions.
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +32,27 @@ def db_path() -> Path:
     """The run store: $GRUQ_DB, else runs/gruq.db next to app.py."""
     env = os.environ.get("GRUQ_DB")
     return Path(env) if env else DEFAULT_DB
+
+
+_FROZEN_MODULES = 0  # len(sys.modules) when the collector last froze
+
+
+def spare_the_collector() -> None:
+    """Hide the long-lived objects of imported modules from the garbage collector.
+
+    Streamlit collects every generation after every script run, fragment runs
+    included (runner.postScriptGC). Once the pages have imported torch, pandas and
+    plotly the server holds some 270,000 tracked objects, nearly all of them the
+    modules' own functions, classes and tables, and each collection walked them
+    all: 0.3-1.7 s per run at load 7-9, paid between Launch and the Live page and
+    again between every two polls of the Live page. gc.freeze() moves what is
+    alive now to a generation collections skip; doing it only after new imports
+    (at the start of a run, after the previous run's collection) leaves the
+    objects of later runs to the collector as before."""
+    global _FROZEN_MODULES
+    if len(sys.modules) != _FROZEN_MODULES:
+        gc.freeze()
+        _FROZEN_MODULES = len(sys.modules)
 
 
 def start_runner() -> None:

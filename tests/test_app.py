@@ -248,6 +248,34 @@ def test_launch_offers_to_train_an_uploaded_task_first(empty_db) -> None:
 # ---------------------------------------------------------------- live run
 
 
+def test_a_run_after_new_imports_hides_them_from_the_collector_and_later_runs_freeze_nothing(
+    empty_db, monkeypatch
+) -> None:
+    """Streamlit collects every generation after every run (fragment polls of the Live page
+    included): the imported modules' objects must not be walked each time (ui.spare_the_collector)."""
+    import gc
+    import sys
+    import types
+
+    import ui
+
+    monkeypatch.setattr(ui, "_FROZEN_MODULES", 0)
+    gc.unfreeze()
+    try:
+        open_page()
+        open_page()  # the first run's own imports are frozen when the second starts
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000  # streamlit's, pandas' ... objects
+        page_objects = [[] for _ in range(1000)]  # what a run makes and drops
+        open_page()
+        assert gc.get_freeze_count() <= frozen, "nothing was imported, yet more was frozen"
+        monkeypatch.setitem(sys.modules, "gruq_test_freshly_imported", types.ModuleType("fresh"))
+        open_page()
+        assert gc.get_freeze_count() >= frozen + len(page_objects)
+    finally:
+        gc.unfreeze()
+
+
 def test_live_page_without_runs_points_to_the_launch_page(empty_db) -> None:
     at = open_page(LIVE)
     assert "No runs yet" in texts(at)
