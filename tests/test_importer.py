@@ -279,6 +279,7 @@ def test_fine_tuning_an_imported_model_gives_the_same_weights_batched_or_one_at_
     assert all(t.model.layers == L for t in together)
 
 
+@pytest.mark.parametrize("imported", ["2-layer-gru"], indirect=True)  # one stacked model is enough
 def test_a_fine_tuning_search_on_a_stacked_import_keeps_per_layer_pins_and_its_checks_rederive(imported):
     """`--pin lin_xr=3` pins every layer's lin_xr, `--pin l1.add_h=8` layer 1's add_h only; every
     candidate is fine-tuned (1 epoch), and a front member's model is re-derived exactly: by its check
@@ -287,8 +288,7 @@ def test_a_fine_tuning_search_on_a_stacked_import_keeps_per_layer_pins_and_its_c
 
     _, tmp, record = imported
     L = record["layers"]
-    if L != 2:
-        pytest.skip("one stacked model is enough (per-layer pins need one)")
+    assert L == 2
     args = ["search", "--task", str(tmp / "data.npz"), "--checkpoint", str(tmp / "my.ckpt"), "--pop", "4"]
     args += ["--gens", "1", "--seed", "2", "--finetune-epochs", "1", "--finetune-samples", "48"]
     args += ["--pin", "lin_xr=3", "--pin", "l1.add_h=8", "--db", str(tmp / "ft.db"), "--json"]
