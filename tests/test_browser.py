@@ -164,6 +164,19 @@ def _timeline(db: Path) -> str:
     return ", ".join(parts) + "; machine load " + " ".join(open("/proc/loadavg").read().split()[:3])
 
 
+def _first_front_in_time(
+    what: str, first_front: float | None, live_page: float, committed: float | None, db: Path, limit: float
+) -> None:
+    """Print when the first front of `what` was on screen and where the time went, then hold
+    it to `limit` (seconds after the click on Launch)."""
+    assert first_front is not None, f"{what}: the chart showed no front before the run finished"
+    print(
+        f"\n{what}: first front on screen {first_front:.2f} s after Launch (Live page {live_page:.2f} s, "
+        f"first generation in the store by {committed or 0:.2f} s; {_timeline(db)})"
+    )
+    assert first_front <= limit, f"{what}: first front after {first_front:.1f} s, over {limit:g} s ({_timeline(db)})"
+
+
 def _generations_done(db: Path) -> int:
     from gruq import store
 
@@ -304,12 +317,7 @@ def test_launch_watch_and_drill_down(server) -> None:
                 if page.get_by_text("finished · generation").count():
                     break
                 time.sleep(0.25)
-            assert first_front is not None, "the chart never showed a front"
-            print(
-                f"\nfirst front on screen {first_front:.2f} s after Launch (Live page {live_page:.2f} s, "
-                f"first generation in the store by {committed or 0:.2f} s; {_timeline(db)})"
-            )
-            assert first_front <= FIRST_FRONT_S, f"first front after {first_front:.1f} s ({_timeline(db)})"
+            _first_front_in_time("launch", first_front, live_page, committed, db, FIRST_FRONT_S)
             expect(page.get_by_text("computing on: this machine, one process")).to_be_visible()
             _idle(page)
             time.sleep(2.0)  # let the last fragment run draw
@@ -460,12 +468,7 @@ def test_a_fine_tuned_front_point_is_the_model_you_download(server) -> None:
                 if first_front is None and pts and len(pts) >= 3 and pts[2] > 0:
                     first_front = time.monotonic() - launched
                 time.sleep(0.25)
-            assert first_front is not None, "the chart showed no front before the run finished"
-            print(
-                f"\nfine-tuned launch: first front on screen {first_front:.2f} s after Launch (Live page "
-                f"{live_page:.2f} s, first generation in the store by {committed or 0:.2f} s; {_timeline(db)})"
-            )
-            assert first_front <= FINETUNED_FIRST_FRONT_S, f"first front after {first_front:.1f} s ({_timeline(db)})"
+            _first_front_in_time("fine-tuned launch", first_front, live_page, committed, db, FINETUNED_FIRST_FRONT_S)
             _idle(page)
             time.sleep(2.0)  # the last fragment run
             expect(page.get_by_text("Pick this one:")).to_be_visible()
