@@ -44,7 +44,7 @@ def spare_the_collector() -> None:
     included (runner.postScriptGC). Once the pages have imported torch, pandas and
     plotly the server holds some 270,000 tracked objects, nearly all of them the
     modules' own functions, classes and tables, and each collection walked them
-    all: 0.3-1.7 s per run at load 7-9, paid between Launch and the Live page and
+    all: 0.3-1.8 s per run at load 6-9, paid between Launch and the Live page and
     again between every two polls of the Live page. gc.freeze() moves what is
     alive now to a generation collections skip; doing it only after new imports
     (at the start of a run, after the previous run's collection) leaves the
