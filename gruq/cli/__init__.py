@@ -86,8 +86,8 @@ def run() -> None:
 
     A command stopped by a signal (a cancelled search) has already stored its
     state and stopped its workers; it exits at once, skipping the
-    interpreter's teardown of torch and distributed: 4 s at load 8, measured,
-    which a Cancel would wait for."""
+    interpreter's teardown of its modules (1 to 6 s measured at load 7-9,
+    after a Dask run), which a Cancel would wait for."""
     status = main()
     if status > SIGNALLED:
         sys.stdout.flush()

@@ -19,8 +19,8 @@ that differs: its results would silently differ too.
 
 A stop request (`should_stop`, the run's SIGTERM or Cancel) is honoured at
 any time, the cluster's start included: every wait polls it, and the run
-stops with `StopRequested`. A local cluster is then killed whole (SIGKILL to
-its process groups): a graceful close waited for busy workers, seconds.
+stops with `StopRequested`. A local cluster is killed whole when the run ends
+or stops (SIGKILL to its process groups): a graceful close took seconds.
 
 `distributed` is imported only when a run uses it, so the CLI and the app
 stay fast to start.
@@ -306,9 +306,9 @@ def _scheduler_address(info: Path, proc: subprocess.Popen, should_stop: Callable
 def _kill(procs: list[subprocess.Popen]) -> None:
     """SIGKILL the local cluster: each command's process group (a nanny's workers included).
 
-    Not SIGTERM: a graceful close waited for the chunk a worker was scoring
-    and closed the processes one by one (seconds, 5 s and a SIGKILL with a
-    busy worker), and nothing in a run's own cluster outlives the run."""
+    Not SIGTERM: a graceful close, one command after the other, took 0.7 to
+    2.2 s each (measured at load 7-9, workers busy), and nothing in a run's
+    own cluster outlives the run."""
     import psutil  # a dependency of distributed
 
     orphans = []  # the nanny's workers: not our children, so not waited for by proc.wait()
