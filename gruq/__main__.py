@@ -1,6 +1,6 @@
 """`python -m gruq ...`: see gruq.cli."""
 
-from gruq.cli import main
+from gruq.cli import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

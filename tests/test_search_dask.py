@@ -7,7 +7,10 @@ elsewhere and the front is unchanged; a scheduler killed mid-run fails the
 run with a readable reason, keeps every stored generation, and `--resume`
 on another scheduler ends with the identical front; an unreachable address
 exits 2 with one line and creates nothing; a worker with another gruq
-version is refused with one line.
+version is refused with one line. SIGTERM (or the app's Cancel) on a
+`local:N` run, mid-run or while its cluster starts, ends the process
+promptly with the run cancelled, every cluster process gone and no file left
+behind, and the run resumes to the identical front.
 
 The search runs as a real `python -m gruq` process where a process is
 killed; the synthetic evaluator (tests/test_search_fake.py) is used except
@@ -30,11 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from test_search_fake import FakeEvaluator, make
 
 from gruq.errors import GruqError
-from gruq.search import dask_map, run
+from gruq.search import dask_map, launch, nsga2, run
 from gruq.search.backend import ENV_HOOK, Backend
 from gruq.search.config import SearchConfig
 from gruq.store import list_runs, run_detail
@@ -135,6 +139,35 @@ def gruq(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 def done_generations(db: Path) -> int:
     return list_runs(db)[0]["generations_done"] if db.exists() and list_runs(db) else 0
+
+
+def descendants(proc: subprocess.Popen) -> list[psutil.Process]:
+    with suppress(psutil.Error):
+        return psutil.Process(proc.pid).children(recursive=True)
+    return []
+
+
+def running(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those still running (a zombie has died; only its reaping is left)."""
+    alive = []
+    for p in procs:
+        with suppress(psutil.Error):
+            if p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+    return alive
+
+
+def commands(procs: list[psutil.Process]) -> list[str]:
+    text = []
+    for p in procs:
+        with suppress(psutil.Error):
+            text.append(" ".join(p.cmdline()))
+    return text
+
+
+def worker_processes(procs: list[psutil.Process]) -> int:
+    """How many Dask worker processes a nanny has started (multiprocessing's spawn)."""
+    return sum("multiprocessing.spawn" in c for c in commands(procs))
 
 
 SETTINGS = {"pop": 12, "gens": 5, "seed": 3, "chunk_size": 2}
@@ -288,3 +321,87 @@ def test_a_lost_scheduler_fails_the_run_and_resume_elsewhere_gives_the_serial_fr
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout) == {**serial(tmp_path, **SETTINGS), "run_id": 1}
     assert run_detail(db, 1)["config"]["scheduler"] == shared.address  # where it computed last
+
+
+# -- cancel --------------------------------------------------------------------------------
+
+EXIT_BOUND_S = 30  # generous: a cancel took about 9 s before it was made fast; well under 1 s after
+
+
+def stopped_within(proc: subprocess.Popen, seconds: float) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"still running {seconds} s after SIGTERM:\n{err[-2000:]}") from None
+
+
+def test_sigterm_mid_run_on_local_n_cancels_kills_the_cluster_and_resume_gives_the_serial_front(
+    tmp_path: Path, shared: Cluster
+) -> None:
+    db, scratch = tmp_path / "c.db", tmp_path / "tmp"
+    scratch.mkdir()
+    proc = gruq_proc(
+        "search", *ARGS, "--scheduler", "local:2", "--db", str(db), GRUQ_FAKE_DELAY="0.5", TMPDIR=str(scratch)
+    )
+    wait_for(lambda: done_generations(db) >= 1, timeout=180)
+    cluster_procs = descendants(proc)
+    assert worker_processes(cluster_procs) == 2
+    proc.send_signal(signal.SIGTERM)  # a chunk is being scored: the workers are busy
+    out, err = stopped_within(proc, EXIT_BOUND_S)
+    assert proc.returncode == 128 + signal.SIGTERM and out == ""
+    assert err.strip().splitlines()[-1].startswith("gruq: run 1 cancelled after ")
+    detail = run_detail(db, 1)
+    assert detail["status"] == "cancelled" and detail["error"] == "cancelled by SIGTERM"
+    wait_for(lambda: not running(cluster_procs), timeout=10)
+    assert list(scratch.iterdir()) == []  # no scratch space left behind (Dask's own defaults to the temp dir)
+
+    resumed = gruq("search", "--resume", "1", "--scheduler", shared.address, "--db", str(db), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout) == {**serial(tmp_path, **SETTINGS), "run_id": 1}
+
+
+def test_a_cancel_while_the_local_cluster_starts_is_honoured(tmp_path: Path) -> None:
+    """The app's Cancel (a SIGTERM) used to wait for the cluster to be up; with workers slow
+    to start the run then failed, "no workers", a minute later."""
+    slow = tmp_path / "slow_start.py"
+    slow.write_text("import time\ntime.sleep(600)\n")  # every worker hangs in its preload
+    db, scratch = tmp_path / "s.db", tmp_path / "tmp"
+    scratch.mkdir()
+    proc = gruq_proc(
+        "search",
+        *ARGS,
+        "--scheduler",
+        "local:2",
+        "--db",
+        str(db),
+        TMPDIR=str(scratch),
+        DASK_DISTRIBUTED__WORKER__PRELOAD=json.dumps([str(slow)]),
+    )
+    wait_for(lambda: worker_processes(descendants(proc)) == 2, timeout=120)
+    cluster_procs = descendants(proc)
+    assert run_detail(db, 1)["status"] == "running" and done_generations(db) == 0
+    assert launch.cancel(db, 1) == "running"  # SIGTERM sent; the run marks itself cancelled
+    out, err = stopped_within(proc, EXIT_BOUND_S)
+    assert proc.returncode == 128 + signal.SIGTERM and out == "", err
+    detail = run_detail(db, 1)
+    assert detail["status"] == "cancelled" and detail["error"] == "cancelled by SIGTERM"
+    wait_for(lambda: not running(cluster_procs), timeout=10)
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_stop_landing_in_a_scheduler_call_stops_the_run_instead_of_failing_it() -> None:
+    """A signal raises StopRequested wherever the run is waiting (gruq.search.run), also inside
+    a round trip to the scheduler: that is the stop, not a lost scheduler."""
+
+    class Interrupted:
+        status = "running"
+
+        def scheduler_info(self, **_: Any) -> dict:
+            raise nsga2.StopRequested
+
+    watch = dask_map._Watch(Interrupted(), "tcp://h:1", should_stop=lambda: True)
+    watch.next_look = 0.0
+    with pytest.raises(nsga2.StopRequested):
+        watch.check()

@@ -17,6 +17,11 @@ it to workers that join later), not with every chunk. The plugin compares the
 worker's gruq version and checkpoint with the client's and refuses a worker
 that differs: its results would silently differ too.
 
+A stop request (`should_stop`, the run's SIGTERM or Cancel) is honoured at
+any time, the cluster's start included: every wait polls it, and the run
+stops with `StopRequested`. A local cluster is killed whole when the run ends
+or stops (SIGKILL to its process groups): a graceful close took seconds.
+
 `distributed` is imported only when a run uses it, so the CLI and the app
 stay fast to start.
 """
@@ -34,6 +39,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,7 +52,8 @@ from gruq.errors import GruqError
 
 CONNECT_TIMEOUT_S = 10.0  # reaching the scheduler, at start and when submitting
 WORKERS_TIMEOUT_S = 60.0  # a scheduler with no worker (all gone) for this long fails the run
-CLOSE_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 5.0  # closing the client
+GONE_TIMEOUT_S = 2.0  # a killed local cluster's processes disappearing
 POLL_S = 0.05  # how often a wait looks at the stop flag and the connection
 MAX_LOCAL_WORKERS = 256
 REFUSED_TOPIC = "gruq-refused-worker"  # the events a refused worker sends the run
@@ -180,16 +187,19 @@ def _on_worker(plugin_name: str, fn: Callable, chunk: Sequence) -> Any:
 
 @contextmanager
 def mapper(evaluator: Any, address: str, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Callable]:
-    """A `map` for the toolbox that scores chunks on Dask workers, in order."""
-    with _quiet(), _client(address) as client:
+    """A `map` for the toolbox that scores chunks on Dask workers, in order.
+
+    Raises StopRequested if `should_stop()` turns true while the cluster starts."""
+    with _quiet(), _client(address, should_stop) as client:
         client.subscribe_topic(REFUSED_TOPIC, _say_refused)
-        name = _install(client, evaluator)
+        name = _install(client, evaluator, should_stop)
         try:
             yield partial(_map, client, name, address, should_stop)
         finally:
-            with suppress(Exception):
-                if client.status == "running":
-                    client.unregister_worker_plugin(name)
+            if parse(address)[0] == "tcp":  # a shared cluster keeps running; a local one is killed next
+                with suppress(Exception):
+                    if client.status == "running":
+                        client.unregister_worker_plugin(name)
 
 
 def _say_refused(event: tuple[float, str]) -> None:
@@ -198,17 +208,18 @@ def _say_refused(event: tuple[float, str]) -> None:
 
 
 @contextmanager
-def _client(address: str) -> Iterator[Any]:
+def _client(address: str, should_stop: Callable[[], bool]) -> Iterator[Any]:
     from distributed import Client
 
     kind, value = parse(address)
-    with _local_cluster(value) if kind == "local" else _remote(address) as target:
+    with _local_cluster(value, should_stop) if kind == "local" else _remote(address) as target:
+        _stop_point(should_stop)
         try:
             client = Client(target, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise GruqError(f"cannot connect to the Dask scheduler at {address.strip()}: {exc}") from None
         try:
-            _wait_for_workers(client, address)
+            _wait_for_workers(client, address, should_stop)
             yield client
         finally:
             with suppress(Exception):
@@ -222,19 +233,22 @@ def _remote(address: str) -> Iterator[str]:
 
 
 @contextmanager
-def _local_cluster(n: int) -> Iterator[str]:
-    """`dask scheduler` and `dask worker` processes on 127.0.0.1 for one run; stopped after it.
+def _local_cluster(n: int, should_stop: Callable[[], bool]) -> Iterator[str]:
+    """`dask scheduler` and `dask worker` processes on 127.0.0.1 for one run; killed after it.
 
     Their sessions are their own (a Ctrl-C reaches the run, which stops
-    them), and Linux stops them if the run dies (parent-death signal).
+    them), and Linux stops them if the run dies (parent-death signal). Their
+    scratch space is in the run's temporary directory, so killing them
+    leaves nothing behind.
     """
-    with tempfile.TemporaryDirectory(prefix="gruq-dask-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gruq-dask-", ignore_cleanup_errors=True) as tmp:
         info = Path(tmp) / "scheduler.json"
-        procs = [_start("scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(info))]
+        procs = [_start(tmp, "scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(info))]
         try:
-            address = _scheduler_address(info, procs[0])
+            address = _scheduler_address(info, procs[0], should_stop)
             procs.append(
                 _start(
+                    tmp,
                     "worker",
                     address,
                     "--nworkers",
@@ -249,12 +263,12 @@ def _local_cluster(n: int) -> Iterator[str]:
             )
             yield address
         finally:
-            for proc in reversed(procs):
-                _stop(proc)
+            _kill(procs)
 
 
-def _start(kind: str, *args: str) -> subprocess.Popen:
+def _start(scratch: str, kind: str, *args: str) -> subprocess.Popen:
     env = dict(os.environ)
+    env["DASK_TEMPORARY_DIRECTORY"] = scratch  # not /tmp/dask-scratch-space, shared and left behind
     # what this process imports, the workers import (gruq, and a test's evaluator module)
     paths = [p for p in sys.path if p and os.path.isdir(p)]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*paths, *env.get("PYTHONPATH", "").split(os.pathsep)]))
@@ -277,9 +291,10 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _scheduler_address(info: Path, proc: subprocess.Popen) -> str:
+def _scheduler_address(info: Path, proc: subprocess.Popen, should_stop: Callable[[], bool]) -> str:
     deadline = time.monotonic() + CONNECT_TIMEOUT_S * 3
     while time.monotonic() < deadline:
+        _stop_point(should_stop)
         if proc.poll() is not None:
             raise GruqError(f"the local Dask scheduler exited at start (status {proc.returncode})")
         with suppress(OSError, ValueError, KeyError):
@@ -288,39 +303,95 @@ def _scheduler_address(info: Path, proc: subprocess.Popen) -> str:
     raise GruqError("the local Dask scheduler did not start in time")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(CLOSE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
+def _kill(procs: list[subprocess.Popen]) -> None:
+    """SIGKILL the local cluster: each command's process group (a nanny's workers included).
+
+    Not SIGTERM: a graceful close, one command after the other, took 0.7 to
+    2.2 s each (measured at load 7-9, workers busy), and nothing in a run's
+    own cluster outlives the run."""
+    import psutil  # a dependency of distributed
+
+    orphans = []  # the nanny's workers: not our children, so not waited for by proc.wait()
+    for proc in procs:
+        with suppress(psutil.Error):
+            orphans += psutil.Process(proc.pid).children(recursive=True)
+    for proc in procs:
         with suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+    for proc in procs:
         proc.wait()
+    deadline = time.monotonic() + GONE_TIMEOUT_S
+    while time.monotonic() < deadline and any(_running(p) for p in orphans):
+        time.sleep(0.01)
 
 
-def _wait_for_workers(client: Any, address: str) -> None:
+def _running(proc: Any) -> bool:
+    """Whether a psutil process still runs (a zombie has died: only its parent's reaping is left)."""
+    import psutil
+
     try:
-        client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)
-    except TimeoutError:
-        raise GruqError(
-            f"the Dask scheduler at {address.strip()} has no workers (waited {WORKERS_TIMEOUT_S:.0f} s); "
-            "start some with `dask worker`"
-        ) from None
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
-def _install(client: Any, evaluator: Any) -> str:
+def _stop_point(should_stop: Callable[[], bool]) -> None:
+    if should_stop():
+        from gruq.search.nsga2 import StopRequested  # the search's own; imported late, for a fast `describe`
+
+        raise StopRequested
+
+
+def _wait_for_workers(client: Any, address: str, should_stop: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WORKERS_TIMEOUT_S
+    while not client.scheduler_info(n_workers=-1).get("workers"):
+        _stop_point(should_stop)
+        if time.monotonic() > deadline:
+            raise GruqError(
+                f"the Dask scheduler at {address.strip()} has no workers (waited {WORKERS_TIMEOUT_S:.0f} s); "
+                "start some with `dask worker`"
+            )
+        time.sleep(POLL_S)
+
+
+def _install(client: Any, evaluator: Any, should_stop: Callable[[], bool]) -> str:
     """Register the evaluator plugin on every worker; one line if a worker is refused."""
     name = f"gruq-evaluator-{uuid.uuid4().hex[:12]}"
     plugin = _plugin_class()(evaluator, fingerprint(evaluator))
     try:
-        client.register_plugin(plugin, name=name)
+        _stoppable(partial(client.register_plugin, plugin, name=name), should_stop)
     except GruqError:
         raise
     except Exception as exc:
+        if should_stop():
+            raise  # the stop (StopRequested), not a failed install
         first = (str(exc).strip().splitlines() or [""])[0]
         raise GruqError(f"cannot install the evaluator on the Dask workers: {type(exc).__name__}: {first}") from None
     return name
+
+
+def _stoppable(fn: Callable[[], Any], should_stop: Callable[[], bool]) -> Any:
+    """`fn()`, or StopRequested as soon as `should_stop()` turns true.
+
+    For a call that waits on workers (installing the plugin: they import
+    torch, seconds under load). It runs in a daemon thread that a stop
+    abandons: the client it uses is closed next."""
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=call, name="gruq-dask-call", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        _stop_point(should_stop)
+        thread.join(POLL_S)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def _map(
@@ -330,7 +401,7 @@ def _map(
     by the stop flag, by the scheduler connection, and by the workers' presence."""
     rngs = random.getstate(), _numpy_state()  # the search's, which nothing here may consume
     futures = [client.submit(_on_worker, name, fn, item, pure=False) for item in items]
-    watch = _Watch(client, address)
+    watch = _Watch(client, address, should_stop)
     try:
         for i, fut in enumerate(futures):
             while not fut.done():
@@ -367,8 +438,8 @@ def _restore(rngs: tuple[Any, Any]) -> None:
 class _Watch:
     """Notices a lost scheduler at once, and a cluster with no worker after a while."""
 
-    def __init__(self, client: Any, address: str) -> None:
-        self.client, self.address = client, address
+    def __init__(self, client: Any, address: str, should_stop: Callable[[], bool]) -> None:
+        self.client, self.address, self.should_stop = client, address, should_stop
         self.next_look = time.monotonic() + 1.0
         self.without_workers_since: float | None = None
 
@@ -382,6 +453,8 @@ class _Watch:
         try:
             workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
         except Exception:
+            if self.should_stop():
+                raise  # a signal's StopRequested landed in the call (gruq.search.run): a stop, not a loss
             raise _lost(self.address) from None
         if workers:
             self.without_workers_since = None
