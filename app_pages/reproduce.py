@@ -12,6 +12,7 @@ import ui
 from gruq.errors import GruqError
 from gruq.report import FITNESS_NAMES, command_line, figure_paths
 from gruq.reproduce import load_summary, load_task
+from gruq.stats import wilson_acc
 
 ui.setup("Reproduce")
 st.title("Reproduce: mixed against homogeneous precision")
@@ -33,39 +34,73 @@ st.markdown(
     "smaller on select is used (reports/README.md compares them). "
     f"Made with `{command_line(b, source=summary.get('source'))}` in **{summary['wall_seconds'] / 60:.1f} min**."
 )
+
+
+def task_records(task: str) -> list[dict]:
+    """A task's per-seed records (result.json): the holdout n and the paired interval of
+    the difference to all-8-bit, which summary.json does not carry."""
+    try:
+        return load_task(REPORTS, task)
+    except GruqError:
+        return []
+
+
+def ci_text(interval: list[float] | tuple[float, float] | None, scale: float = 100.0, sign: bool = False) -> str:
+    """An interval as "93.3-99.0" (accuracies) or "+0.00 to +2.00" (differences in pp); "" if unknown."""
+    if interval is None:
+        return ""
+    lo, hi = interval[0] * scale, interval[1] * scale
+    return f"{lo:+.2f} to {hi:+.2f}" if sign else f"{lo:.1f}-{hi:.1f}"
+
+
 rows = []
 for task, t in summary["tasks"].items():
+    by_seed = {r.get("seed"): r for r in task_records(task)}
     for s in t["seeds"]:
         p = s["pick"]
+        record = by_seed.get(s["seed"], {})
+        n_holdout = (record.get("sequences") or {}).get("holdout")
         rows.append(
             {
                 "task": task,
                 "seed": s["seed"],
                 "reduction %": round(p["reduction"] * 100, 1),
                 "size kB": p["size_bytes"] / 1000,
+                "holdout n": n_holdout,
                 "holdout acc %": round(p["test_accuracy"] * 100, 2),
                 "95% CI %": f"{p['test_ci95'][0] * 100:.1f}-{p['test_ci95'][1] * 100:.1f}",
                 "all-8-bit holdout %": round(p["test_acc8"] * 100, 2),
+                "all-8-bit 95% CI %": ci_text(wilson_acc(p["test_acc8"], n_holdout)) if n_holdout else "",
                 "delta pp": round(p["test_delta_pp"], 2),
+                "delta paired 95% CI pp": ci_text((record.get("pick") or {}).get("test_delta_ci95_pp"), 1.0, True),
                 "hv mixed": round(s["hv_mixed"], 4),
                 "hv homogeneous": round(s["hv_homogeneous"], 4),
                 "search fitness": FITNESS_NAMES.get(s.get("fitness", {}).get("used", "ptq"), "post-training"),
             }
         )
 st.dataframe(pd.DataFrame(rows), hide_index=True)
+st.caption(
+    "Holdout accuracies on n sequences, with a 95% Wilson interval; the difference to all-8-bit with a paired "
+    "bootstrap 95% interval (the same sequences). Means are over seeds, with their range (min..max)."
+)
+
+
+def spread(values: list[float], fmt: str) -> str:
+    return f"({format(min(values), fmt)}..{format(max(values), fmt)})"
+
+
 st.markdown(
     " · ".join(
-        f"**{task}**: mean reduction {t['reduction_mean'] * 100:.1f}%, mean delta {t['test_delta_pp_mean']:+.2f} pp"
+        f"**{task}**: mean reduction {t['reduction_mean'] * 100:.1f}% "
+        f"{spread([100 * s['pick']['reduction'] for s in t['seeds']], '.1f')}, "
+        f"mean delta {t['test_delta_pp_mean']:+.2f} pp {spread([s['pick']['test_delta_pp'] for s in t['seeds']], '+.2f')}"
         for task, t in summary["tasks"].items()
     )
 )
 
 task = st.selectbox("Task", list(summary["tasks"]), key="reproduce_task")
 t = summary["tasks"][task]
-try:
-    records = load_task(REPORTS, task)
-except GruqError:
-    records = []
+records = task_records(task)
 n = records[0].get("sequences", {}) if records else {}
 if n:
     st.caption(
@@ -79,13 +114,17 @@ if (REPORTS / paths["front"]).is_file():
         caption="holdout accuracy against size (first seed): fine-tuned mixed front (blue) and "
         "homogeneous genomes (orange; hollow: before fine-tuning)",
     )
+paired = {r.get("seed"): (r.get("pick") or {}).get("test_delta_ci95_pp") for r in records}
 for s in t["seeds"]:
     p = s["pick"]
+    delta_ci = ci_text(paired.get(s["seed"]), 1.0, True)
     st.markdown(
         f"**Seed {s['seed']}**: {p['reduction'] * 100:.1f}% smaller than all-8-bit, {p['test_accuracy'] * 100:.2f}% "
         f"holdout accuracy (95% CI {p['test_ci95'][0] * 100:.1f}-{p['test_ci95'][1] * 100:.1f}%"
         + (f", n={n['holdout']}" if n else "")
-        + f"), {p['test_delta_pp']:+.2f} pp against all-8-bit, {p['size_bytes'] / 1000:.2f} kB, "
+        + f"), {p['test_delta_pp']:+.2f} pp against all-8-bit's {p['test_acc8'] * 100:.2f}%"
+        + (f" (paired 95% CI {delta_ci} pp)" if delta_ci else "")
+        + f", {p['size_bytes'] / 1000:.2f} kB, "
         f"bits `{','.join(map(str, p['bits']))}`"
     )
     st.code(p["check"], language="sh")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from gruq.errors import GruqError
 from gruq.report import command_line, render_readme, summary_table
-from gruq.reproduce import COST_RATIO, Budget, cost_ratio, reproduce, smallest_within, spread_subset
+from gruq.reproduce import COST_RATIO, Budget, cost_ratio, load_task, reproduce, smallest_within, spread_subset
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = Budget(
@@ -318,3 +319,20 @@ def test_app_page_reads_the_report(run, monkeypatch):
 def test_app_page_without_a_report_says_how_to_make_one(tmp_path, monkeypatch):
     at = _page(monkeypatch, tmp_path)
     assert "gruq reproduce" in at.info[0].value
+
+
+def test_app_page_gives_every_holdout_figure_its_n_and_interval(monkeypatch):
+    """The shipped report (reports/): each accuracy with its n and a 95% interval, each
+    difference to all-8-bit with its paired interval, each mean over seeds with its range."""
+    reports = ROOT / "reports"
+    summary = json.loads((reports / "summary.json").read_text())
+    at = _page(monkeypatch, reports)
+    table = at.dataframe[0].value
+    holdout = {t: load_task(reports, t)[0]["sequences"]["holdout"] for t in summary["tasks"]}
+    assert list(table["holdout n"]) == [holdout[t] for t in table["task"]]
+    assert all(re.fullmatch(r"\d+\.\d-\d+\.\d", ci) for ci in table["all-8-bit 95% CI %"])
+    assert all(re.fullmatch(r"[+-]\d+\.\d\d to [+-]\d+\.\d\d", ci) for ci in table["delta paired 95% CI pp"])
+    means = next(m.value for m in at.markdown if "mean reduction" in m.value)
+    assert means.count("..") == 2 * len(summary["tasks"])  # a range beside each mean
+    seeds = [m.value for m in at.markdown if m.value.startswith("**Seed")]
+    assert seeds and all("paired 95% CI" in s and "n=" in s for s in seeds)
