@@ -351,6 +351,11 @@ def form_wording(exc: SettingError) -> str:
     f = exc.facts
     if exc.setting == "pins":
         return "Every operator is pinned to one width: there is only one scheme, so there is nothing to search."
+    if exc.setting == "scheduler" and "problem" in f:
+        return (
+            f'The Dask scheduler address (under "Where to compute") {f["problem"]}. '
+            "Leave it empty to compute on this machine."
+        )
     if "smallest_bytes" not in f:
         return str(exc)
     asked = f"{f['max_size_bytes'] / KB:.2f} kB"

@@ -36,7 +36,9 @@ def launch_page() -> AppTest:
 def test_a_bad_scheduler_address_is_explained_before_launch(db: Path) -> None:
     at = launch_page()
     at.text_input(key="scheduler").set_value("my-cluster").run()
-    assert any("--scheduler takes tcp://HOST:PORT" in e.value for e in at.error)
+    said = " ".join(e.value for e in at.error)
+    assert 'The Dask scheduler address (under "Where to compute") takes tcp://HOST:PORT' in said
+    assert "got 'my-cluster'" in said and "--scheduler" not in said  # the form's words, not the flag
     assert at.button(key="launch").disabled
 
 

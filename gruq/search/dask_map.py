@@ -46,9 +46,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from gruq.errors import GruqError
+from gruq.errors import GruqError, SettingError
 
 CONNECT_TIMEOUT_S = 10.0  # reaching the scheduler, at start and when submitting
 WORKERS_TIMEOUT_S = 60.0  # a scheduler with no worker (all gone) for this long fails the run
@@ -63,19 +63,24 @@ _TCP = re.compile(r"tcp://(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})")
 
 
 def parse(address: str) -> tuple[str, Any]:
-    """("local", n_workers) or ("tcp", (host, port)); a GruqError names the accepted forms."""
+    """("local", n_workers) or ("tcp", (host, port)); a SettingError names the accepted forms
+    (its `problem` fact is the refusal without the flag, for the app's form)."""
     text = address.strip() if isinstance(address, str) else ""
     if m := _LOCAL.fullmatch(text):
         n = int(m[1])
         if not 1 <= n <= MAX_LOCAL_WORKERS:
-            raise GruqError(f"--scheduler local:N needs 1 to {MAX_LOCAL_WORKERS} workers; got {address!r}")
+            _refuse(f"takes local:N with 1 to {MAX_LOCAL_WORKERS} workers; got {address!r}", address)
         return "local", n
     if m := _TCP.fullmatch(text):
         port = int(m[2])
         if not 1 <= port <= 65535:
-            raise GruqError(f"--scheduler {address!r}: the port must be 1 to 65535")
+            _refuse(f"needs a port from 1 to 65535; got {address!r}", address)
         return "tcp", (m[1].strip("[]"), port)
-    raise GruqError(f"--scheduler takes tcp://HOST:PORT (a running Dask scheduler) or local:N; got {address!r}")
+    _refuse(f"takes tcp://HOST:PORT (a running Dask scheduler) or local:N; got {address!r}", address)
+
+
+def _refuse(problem: str, address: object) -> NoReturn:
+    raise SettingError(f"--scheduler {problem}", "scheduler", problem=problem, address=address)
 
 
 def describe(address: str) -> str:
