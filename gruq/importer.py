@@ -58,16 +58,27 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise GruqError(f"{path}: no such file")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means not a plain state_dict
-        raise GruqError(
-            f"{path} is not a weights-only torch file ({type(exc).__name__}); save model.state_dict()"
-        ) from None
+    except Exception:  # noqa: BLE001 - any failure means not a plain state_dict
+        raise GruqError(_unreadable(path)) from None
     if not isinstance(raw, Mapping) or not all(isinstance(k, str) for k in raw):
         raise GruqError(f"{path} holds a {type(raw).__name__}, not a state_dict; save model.state_dict()")
     bad = [k for k, v in raw.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise GruqError(f"{path}: {bad[0]!r} is not a tensor; save model.state_dict() (a dict of tensors)")
     return dict(raw)
+
+
+def _unreadable(path: Path) -> str:
+    """Why torch.load(weights_only=True) refused a file, in the user's terms (not the
+    exception's class): torch.save writes a zip archive, so anything else is not its file."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return f"{path} is not a file torch.save wrote; save torch.save(model.state_dict(), path)"
+    return (
+        f"{path} holds more than tensors (a whole model?), which a weights-only load refuses; "
+        "save torch.save(model.state_dict(), path)"
+    )
 
 
 def _norm_prefix(prefix: str | None) -> str | None:

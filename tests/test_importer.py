@@ -213,6 +213,18 @@ def test_extra_tensors_are_refused(tmp_path):
     refused(tmp_path, {**state, **head(4), "embed.weight": torch.zeros(10, 3)}, "one Linear head")
 
 
+def test_a_file_that_is_no_state_dict_is_refused_in_plain_words(tmp_path):
+    """A text file renamed .pt, or a whole pickled model: the reason, never an exception's class name."""
+    make_data(tmp_path / "data.npz")
+    (tmp_path / "notes.pt").write_text("hello, this is not a model")
+    torch.save(Net(4, 1), tmp_path / "whole.pt")
+    for name, said in (("notes.pt", "is not a file torch.save wrote"), ("whole.pt", "holds more than tensors")):
+        with pytest.raises(GruqError, match=said) as info:
+            import_state_dict(tmp_path / name, str(tmp_path / "data.npz"), tmp_path / "my.ckpt")
+        assert "Error" not in str(info.value) and "state_dict()" in str(info.value)
+        assert not (tmp_path / "my.ckpt").exists()
+
+
 def head(inputs: int, classes: int = C) -> dict:
     lin = nn.Linear(inputs, classes)
     return {"head.weight": lin.weight.detach(), "head.bias": lin.bias.detach()}
