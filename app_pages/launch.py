@@ -13,6 +13,7 @@ import ui
 from gruq.errors import GruqError, SettingError
 from gruq.genome import MAX_BITS, MIN_BITS
 from gruq.ops import DESCRIPTION, LINEAR, OPS
+from gruq.stats import pct_interval, wilson_acc
 from gruq.views import KB
 
 ui.setup("Launch a search")
@@ -125,11 +126,14 @@ if facts:
     c = st.columns(4)
     c[0].metric("steps x features", f"{facts['steps']} x {facts['features']}")
     c[1].metric("classes", facts["classes"])
-    c[2].metric("model size, all 8-bit", f"{facts['size8'] / KB:.2f} kB")
+    # until the user's model is uploaded, its shape (and so its size) is not known
+    c[2].metric("model size, all 8-bit", "—" if need_model else f"{facts['size8'] / KB:.2f} kB")
     float_slot = c[3].empty()
     float_slot.metric("float accuracy (validation)", "…", help="reading the float model...")
     gru = (
-        f"{facts['layers']} stacked GRU layers of {facts['hidden']} hidden units (17 operators each)"
+        "Your model's layers, hidden units and sizes show once it is imported"
+        if need_model
+        else f"{facts['layers']} stacked GRU layers of {facts['hidden']} hidden units (17 operators each)"
         if facts["layers"] > 1
         else f"GRU with {facts['hidden']} hidden units"
     )
@@ -188,7 +192,7 @@ with c2:
     )
     floor_slot = st.empty()
 
-if facts:  # the sizes a limit can take
+if facts and not need_model:  # the sizes a limit can take (of the model to quantize)
     # also loads the browser's chart library now, not when the first front arrives (seconds on a busy machine)
     from gruq import figures
     from gruq.genome import homogeneous, size_bytes
@@ -273,7 +277,7 @@ def reachable() -> str:
     )
 
 
-if reach is not None and facts:
+if reach is not None and facts and not need_model:
     reach.caption(reachable())
 if all(lo == hi for lo, hi in zip(*gene_bounds())):
     st.warning(
@@ -401,10 +405,14 @@ def check(cfg: dict) -> list[str]:
 
 if facts and task and not need_model:
     facts.update(checkpoint_facts(task, checkpoint))
-    float_slot.metric(
-        "float accuracy (validation)",
-        f"{100 * facts['float_val']:.1f}%" if facts["float_val"] is not None else "not trained",
-    )
+    if facts["float_val"] is None:
+        float_slot.metric("float accuracy (validation)", "not trained")
+    else:
+        with float_slot.container():  # the accuracy with its n and 95% interval, as everywhere
+            st.metric("float accuracy (validation)", f"{100 * facts['float_val']:.1f}%")
+            st.caption(
+                f"{facts['val']} sequences, 95% interval {pct_interval(wilson_acc(facts['float_val'], facts['val']))}"
+            )
     if not facts["trained"]:
         with training_slot:
             ui.training_panel(task)
@@ -413,7 +421,8 @@ if facts and task and not need_model:
         training_slot.caption(
             f"Imported: on the {facts['test']} test sequences, your model scores "
             f"{100 * imported['source_test_accuracy']:.2f}% and gruq's float copy of it "
-            f"{100 * imported['test_accuracy']:.2f}% (equal when the import is exact)."
+            f"{100 * imported['test_accuracy']:.2f}% (equal when the import is exact; 95% interval "
+            f"{pct_interval(wilson_acc(imported['test_accuracy'], facts['test']))})."
         )
     if facts["float_val"] is not None and min_acc_pct > 100 * facts["float_val"]:
         floor_slot.warning(

@@ -112,6 +112,7 @@ def test_launch_page_describes_the_task_and_accepts_the_defaults(empty_db) -> No
     at = open_page()
     assert "find the smallest GRU" in at.title[0].value
     assert metric(at, "classes").value == "9"
+    assert "100 sequences, 95% interval [" in texts(at)  # the float accuracy's n (validation) and interval
     assert "These settings can run" in texts(at)
     assert not at.button(key="launch").disabled
 

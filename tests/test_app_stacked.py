@@ -82,6 +82,9 @@ def test_launch_imports_an_uploaded_two_layer_gru_and_searches_that_model(empty_
     at = choose_own_model(open_page(), data)
     assert any("Upload your model's state_dict" in e.value for e in at.error)  # the data alone are not enough
     assert at.button(key="launch").disabled
+    # until the model is there, no shape or size is claimed for it (gruq's own 32-unit model is not the user's)
+    assert "with 32 hidden units" not in texts(at) and metric(at, "model size, all 8-bit").value == "—"
+    assert "sizes show once it is imported" in texts(at) and not plotly_specs(at)
     choose_own_model(at, data, model)
     assert not at.error, [e.value for e in at.error]
     assert "2 stacked GRU layers of 8 hidden units" in texts(at)
@@ -94,6 +97,7 @@ def test_launch_imports_an_uploaded_two_layer_gru_and_searches_that_model(empty_
     assert meta["test_accuracy"] == meta["source_test_accuracy"]  # the import is the user's model
     said = f"your model scores {100 * meta['source_test_accuracy']:.2f}% and gruq's float copy of it"
     assert said in texts(at)
+    assert "36 sequences, 95% interval [" in texts(at)  # the float accuracy on 20% of 180 sequences (validation)
     at.number_input(key="pop").set_value(4)
     at.number_input(key="gens").set_value(1)
     at.run()
