@@ -70,7 +70,7 @@ except GruqError as exc:
     st.stop()
 layers, names = shape.layers, layer_names(shape.layers)  # 17 genes per layer, l0.lin_xr ... when stacked
 if clicked is not None and len(clicked) in (N_OPS, N_OPS * layers):
-    options.append(("the point you clicked", expand(clicked, layers)))
+    options.append(("the scheme you opened (its bits are in the address)", expand(clicked, layers)))
 elif clicked is not None:
     st.warning(f"Ignoring the bits in the address: {len(clicked)} widths, but this model has {N_OPS * layers}.")
 
@@ -198,6 +198,13 @@ c[3].metric(
     delta=f"{-100 * (1 - ops_ / ops8):.0f}% vs all-8-bit",
     delta_color="inverse" if ops_ < ops8 else "off",
 )
+
+
+def val_n(accuracy: float) -> str:
+    """A validation accuracy's n and 95% interval, as every accuracy on the page carries them."""
+    return f"n={n['val']}, 95% interval {pct_interval(wilson_acc(accuracy, n['val']))}"
+
+
 if source is not None:
     whose = (
         "the one on the run's front"
@@ -206,14 +213,17 @@ if source is not None:
     )
     st.markdown(
         f"**Model: {label}**, the one run {run_id} reported for these bits: its validation accuracy "
-        f"**{100 * val:.1f}%** (n={n['val']}) is {whose}, and the C model you download below is this model."
+        f"**{100 * val:.1f}%** ({val_n(val)}) is {whose}, and the C model you download below is this model."
         if val is not None
         else f"**Model: {label}** (run {run_id})."
     )
-elif run is not None:
+else:
+    scored_val = f": validation accuracy **{100 * val:.1f}%** ({val_n(val)})" if val is not None else ""
     st.markdown(
         f"**Model: {label}.** Run {run_id} never scored these bits, so they are shown after post-training "
-        "quantization of the float model, without the run's fine-tuning."
+        f"quantization of the float model, without the run's fine-tuning{scored_val}."
+        if run is not None
+        else f"**Model: {label}** quantization of the float model{scored_val}."
     )
 if val is not None and val8 is not None:
     if views.cost_of(run["objective"] if run is not None else None) == "bops":  # speak of what the run minimised
@@ -231,7 +241,7 @@ if val is not None and val8 is not None:
         )
     st.caption(
         f"The all-8-bit model ({kind8}{', like this scheme' if swapped8 else ''}): {100 * val8:.1f}% on "
-        f"validation data, {cost8}. This scheme is {100 * (val - val8):+.1f} points from it "
+        f"validation data ({val_n(val8)}), {cost8}. This scheme is {100 * (val - val8):+.1f} points from it "
         f"(one validation sequence is {100 / n['val']:.1f} points) and {saving}."
     )
 

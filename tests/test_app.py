@@ -479,6 +479,24 @@ def test_explorer_what_if_rescores_the_edited_genome(filled_db) -> None:
     assert tuple(at.dataframe[0].value["bits"]) == tuple(g)
 
 
+def test_explorer_gives_every_validation_accuracy_its_n_and_interval(filled_db) -> None:
+    """Not only in a tooltip: the scheme's model line and the all-8-bit reference, scored by the run or not."""
+    at = open_page(EXPLORER, run="1", bits="8")
+    model_line = next(m.value for m in at.markdown if m.value.startswith("**Model:"))
+    assert "(n=100, 95% interval [" in model_line
+    assert "on validation data (n=100, 95% interval [" in texts(at)  # the all-8-bit model
+    from gruq import store
+
+    edited = list(homogeneous(8))
+    edited[OPS.index("lin_hn")], edited[OPS.index("add_r")], edited[OPS.index("sig_z")] = 3, 2, 5
+    assert edited not in [m["bits"] for m in store.individuals(filled_db, 1)]  # bits the run never scored
+    for op in ("lin_hn", "add_r", "sig_z"):
+        at.slider(key=f"wi_{op}").set_value(edited[OPS.index(op)])
+    at.run()
+    model_line = next(m.value for m in at.markdown if m.value.startswith("**Model:"))
+    assert "never scored these bits" in model_line and "(n=100, 95% interval [" in model_line
+
+
 def test_explorer_says_whether_a_scored_scheme_is_on_the_front(filled_db) -> None:
     from gruq import store
 
@@ -544,7 +562,7 @@ def test_explorer_of_a_fine_tuned_front_point_shows_that_model(tuned_run, monkey
     at = open_page(EXPLORER, run="1", bits=",".join(map(str, member["bits"])))
     assert metric(at, "accuracy, validation").value == f"{100 * member['accuracy']:.1f}%"  # the front's number
     text = texts(at)
-    assert "Model: fine-tuned 1 epoch" in text and "(n=100)" in text
+    assert "Model: fine-tuned 1 epoch" in text and "(n=100, 95% interval [" in text
     test = evaluate("vowels", tuple(member["bits"]), "test", finetune_epochs=1, seed=0)["accuracy"]
     assert f"**{100 * test:.2f}%**" in text and "n=300" in text  # the same model's test accuracy
     label = f"front: {100 * member['accuracy']:.1f}% validation (fine-tuned 1 epoch)"
