@@ -322,6 +322,7 @@ record = {
     "model": label,
     "val_accuracy": val,
     "val_sequences": n["val"],
+    "val_ci95": list(wilson_acc(val, n["val"])) if val is not None else None,
     "test_accuracy": test["accuracy"] if test else None,
     "test_sequences": test["n"] if test else None,
     "test_ci95": list(test["ci95"]) if test else None,
