@@ -49,7 +49,7 @@ for run_id in chosen:
     try:
         shape = ui.shape_of(r["task"], ui.run_checkpoint(r))
         cost = "bops" if r["objective"] == "bops" else "size_bytes"
-        front = views.run_front(views.points_frame(store.individuals(db, run_id)), cost)
+        front = views.reported_front(views.run_front(views.points_frame(store.individuals(db, run_id)), cost))
     except GruqError as exc:
         st.warning(f"Run {run_id}: {exc}")
         continue

@@ -338,7 +338,7 @@ d[0].download_button(
 if front is not None and len(front):
     d[1].download_button(
         "The run's front (CSV)",
-        views.front_csv(front),
+        views.front_csv(views.reported_front(front)),  # the Live page's CSV: the reported models' numbers
         file_name=f"gruq-run{run['run_id']}-front.csv",
         mime="text/csv",
         key="dl_front",

@@ -113,8 +113,7 @@ def live() -> None:
     points = views.points_frame(store.individuals(db, run_id))
     front = views.run_front(points, cost)
     front_tuned = "finetuned_accuracy" in front and front["finetuned_accuracy"].notna().any()
-    if front_tuned:  # after the final fine-tuning the front's models are the fine-tuned ones: show their numbers
-        front = front.assign(accuracy=front["finetuned_accuracy"].fillna(front["accuracy"]))
+    front = views.reported_front(front)  # after the final fine-tuning: the fine-tuned models' numbers
     n_val = ui.split_sizes(task).get("val")
     base, base_note, model8 = None, "", None
     if not points.empty:  # nothing to compare yet while the first generation is scored

@@ -209,6 +209,15 @@ def run_front(points: pd.DataFrame, cost: str = "size_bytes") -> pd.DataFrame:
     return distinct_tradeoffs(front_frame(points, cost), cost)
 
 
+def reported_front(front: pd.DataFrame) -> pd.DataFrame:
+    """A front with each member's reported accuracy: after the run's final fine-tuning of the
+    front (finetuned_accuracy) where it had one, else the search's. One model per scheme: the
+    fine-tuned model is the one every page shows, exports and downloads for that member."""
+    if "finetuned_accuracy" not in front or not front["finetuned_accuracy"].notna().any():
+        return front
+    return front.assign(accuracy=front["finetuned_accuracy"].fillna(front["accuracy"]))
+
+
 def front_table(front: pd.DataFrame, shape: ModelShape, objective: str | None = "size") -> pd.DataFrame:
     """The front for reading: accuracy, size, bit operations, the saving against
     all-8-bit in the run's own objective, and the bits."""

@@ -177,6 +177,17 @@ def test_run_front_is_one_row_per_trade_off() -> None:
     assert views.front_csv(front).count("\n") == 3  # header + the same rows the page shows
 
 
+def test_a_fine_tuned_front_reports_and_downloads_the_fine_tuned_accuracies() -> None:
+    """One model per scheme: after the run's final fine-tuning of its front, the front every page
+    draws and downloads (Live, Explorer CSV, Compare) carries the fine-tuned models' accuracies."""
+    pts = frame([(0.9, 100), (0.8, 50)]).assign(feasible=True, on_front=True, finetuned_accuracy=[0.93, None])
+    front = views.reported_front(views.run_front(pts))
+    assert sorted(front["accuracy"]) == [0.8, 0.93]  # a member without fine-tuning keeps its own
+    assert "0.93" in views.front_csv(front) and "0.9," not in views.front_csv(front)
+    plain = frame([(0.9, 100)]).assign(feasible=True, on_front=True, finetuned_accuracy=[None])
+    assert list(views.reported_front(views.run_front(plain))["accuracy"]) == [0.9]
+
+
 def test_an_empty_front_is_explained_with_the_best_accuracy_reached() -> None:
     pts = frame([(0.91, 5000), (0.95, size_bytes(homogeneous(8), SHAPE)), (0.5, 2500)])
     pts = pts.assign(genome=[homogeneous(5), homogeneous(8), homogeneous(2)], feasible=False, on_front=False)
