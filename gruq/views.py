@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from gruq import fixedpoint
+from gruq.errors import GruqError
 from gruq.genome import (
     MAX_BITS,
     MIN_BITS,
@@ -475,18 +476,26 @@ def sigmoid_lut(in_bits: int, out_bits: int, in_exponent: int = 3) -> dict:
 
 
 def genome_from(value: object) -> Genome:
-    """A genome from a list, tuple, JSON text or comma-separated text."""
+    """A genome from a list, tuple, JSON text or comma-separated text (the Explorer's address):
+    one width (for every operator) or 17 per layer. Text that is no list of integers is a
+    GruqError in the page's words, not the command line's flag nor a JSON parser's."""
     import json
 
-    from gruq.genome import layers_of, parse_bits, validate
+    from gruq.genome import layers_of, validate
 
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            value = json.loads(text)
+    given = value
+    try:
+        if isinstance(value, str) and value.strip().startswith("["):
+            value = json.loads(value)
+        if isinstance(value, str):
+            bits = [int(p.strip()) for p in value.split(",")]
+            bits = bits * N_OPS if len(bits) == 1 else bits
         else:
-            return parse_bits(text)
-    bits = [int(v) for v in value]  # type: ignore[union-attr]
+            bits = [int(v) for v in value]  # type: ignore[union-attr]
+    except (ValueError, TypeError):  # json.JSONDecodeError is a ValueError
+        raise GruqError(
+            f"the bits must be one width, or {N_OPS} per layer, as comma-separated integers; got {given!r}"
+        ) from None
     return validate(bits, layers_of(bits))
 
 

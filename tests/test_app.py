@@ -479,6 +479,11 @@ def test_explorer_what_if_rescores_the_edited_genome(filled_db) -> None:
     assert tuple(at.dataframe[0].value["bits"]) == tuple(g)
 
 
+def test_explorer_ignores_unreadable_bits_in_the_address_in_plain_words(filled_db) -> None:
+    at = open_page(EXPLORER, run="1", bits="[1,2")  # open_page: no exception on the page
+    assert any("Ignoring the bits in the address: the bits must be" in w.value for w in at.warning)
+
+
 def test_explorer_gives_every_validation_accuracy_its_n_and_interval(filled_db) -> None:
     """Not only in a tooltip: the scheme's model line and the all-8-bit reference, scored by the run or not."""
     at = open_page(EXPLORER, run="1", bits="8")

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from gruq import figures, fixedpoint, views
+from gruq.errors import GruqError
 from gruq.genome import ModelShape, fixed_bytes, homogeneous, size_bytes
 from gruq.ops import LINEAR, OPS
 
@@ -321,6 +322,10 @@ def test_stacked_views_name_genes_by_layer() -> None:
     assert list(parts)[:2] == ["l0.lin_xr", "l0.lin_hr"] and "l1.lin_hn" in parts and len(parts) == 13
     assert views.genome_from(",".join(map(str, TWO))) == TWO
     assert views.genome_from(list(TWO)) == TWO and views.genome_from(str(list(TWO))) == TWO
+    for junk in ("abc", "[1,2", '["a"]', "4,x"):  # a hand-edited address: one plain line, no parser's error
+        with pytest.raises(GruqError, match=r"^the bits must be one width, or 17 per layer") as info:
+            views.genome_from(junk)
+        assert repr(junk) in str(info.value) and "--bits" not in str(info.value)
     assert "l1.add_h" in views.front_csv(pd.DataFrame({"accuracy": [0.5], "size_bytes": [1.0], "genome": [TWO]}))
     assert views.wide_operators([TWO], top=1) == [(f"l0.{OPS[6]}", 8.0)]  # the first gene at 8 bits
     base = views.baselines(STACKED, [0.1 * b for b in range(2, 9)])
