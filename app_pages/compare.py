@@ -122,7 +122,13 @@ cl = views.cluster_genomes([m[1] for m in members], names, k)
 st.plotly_chart(figures.bits_heatmap(cl.genomes, cl.names, cl.labels), key="compare_heatmap")
 st.caption(
     "Each row is one solution from a front, each column an operator; colour = bits (red narrow, blue wide). "
-    "Rows are grouped by cluster (c1 = widest on average); black lines separate the clusters."
+    "Rows are grouped by cluster (c1 = widest on average); black lines separate the clusters. "
+    "The accuracies in the row names are on validation data: "
+    + "; ".join(
+        f"{ui.split_sizes(r['task']).get('val', '?')} sequences for {ui.task_label(r['task'])}"
+        for r in {by_id[i]["task"]: by_id[i] for i in chosen}.values()
+    )
+    + ". One sequence is 100/n accuracy points: a difference of a few sequences is noise."
 )
 
 st.subheader("Mean bits per operator")

@@ -651,6 +651,7 @@ def test_compare_overlays_two_runs_and_clusters_their_fronts(filled_db) -> None:
     assert heatmap["data"][0]["type"] == "heatmap"
     assert heatmap["data"][0]["x"] == list(OPS)
     assert "keeps widest" in texts(at)
+    assert "on validation data: 100 sequences for vowels" in texts(at)  # the n of the accuracies in row names
     at.slider(key="compare_k").set_value(2).run()
     assert not at.exception
 
