@@ -189,17 +189,19 @@ def test_a_model_it_cannot_train_is_refused_not_trained_wrongly() -> None:
         Population(both_ways, s.calib, [homogeneous(4)])
 
 
-# weights_sha256 of two fixed vowels recipes, recorded on the one-layer code before stacked
-# fine-tuning existed: one-layer numbers (reproduce's reports, recorded recipe hashes) must not move.
-MIXED = (2, 6, 4, 3, 5, 8, 4, 2, 7, 8, 6, 5, 3, 2, 6, 4, 8)
-PINNED = [
-    ((4,) * 17, {"finetune_epochs": 1, "seed": 0, "samples": 64}, "b7054fd964d0ed29b153db74809b6deefd711bbed0b5fb8b0271b9aee4fc365b"),
-    (MIXED, {"finetune_epochs": 2, "seed": 7, "samples": 48, "select": "val"}, "31a3ba0579a7f4c9bea54f589ab9611a1cfc1a46dab2980e7697a40ce412b09b"),
-]  # fmt: skip
+# A pick of the reports/ committed last round (vowels, seed 0), with the holdout accuracy its `check`
+# gave then: 146 of 150, on another machine and before stacked fine-tuning existed. Reported one-layer
+# numbers must not move. Fine-tuned weights themselves are bit-identical only on one kind of CPU
+# (MKL and ATen pick kernels by instruction set; weights_sha256 recorded there differs here), so the
+# pin is the accuracy a user re-derives, not a hash.
+REPORTED_PICK = (2, 2, 7, 7, 2, 2, 7, 7, 2, 2, 6, 8, 8, 7, 8, 7, 6)
 
 
-@pytest.mark.parametrize(("genome", "options", "sha"), PINNED)
-def test_one_layer_fine_tuning_gives_the_weights_it_always_gave(genome, options, sha) -> None:
-    from gruq.scheme_model import from_options, weights_sha256
+def test_a_reported_one_layer_fine_tuned_accuracy_is_re_derived_exactly() -> None:
+    from gruq.evaluate import accuracies, load
+    from gruq.scheme_model import from_options
 
-    assert weights_sha256(from_options("vowels", genome, **options).build()) == sha
+    ckpt = from_options("vowels", REPORTED_PICK, finetune_epochs=6, seed=0, samples=1024, select="val").build()
+    data, _ = load("vowels")
+    [accuracy] = accuracies(ckpt, [REPORTED_PICK], data.split("holdout"))
+    assert round(accuracy * 150) == 146
