@@ -132,6 +132,29 @@ def test_each_front_member_takes_the_one_bit_reduction_predicted_to_lose_least_p
         assert per_byte(step) == pytest.approx(min(map(per_byte, moves)), abs=1e-4)
 
 
+def test_the_greedy_walk_takes_measured_steps_and_scores_only_those_predicted_to_beat_them() -> None:
+    cons = constraints()
+
+    def lowered(m):
+        return [m[:i] + (m[i] - 1,) + m[i + 1 :] for i in LINEAR if m[i] > 2]
+
+    cache = {g: additive(g) for g in [homogeneous(b) for b in range(2, 9)] + lowered(guided.top(cons))}
+    model = guided.Surrogate(cons, cache)
+
+    def measured_step(m):
+        return min(lowered(m), key=lambda g: (cache[m] - cache[g]) / (cons.cost(m) - cons.cost(g)))
+
+    first = measured_step(guided.top(cons))  # every reduction of the top genome is scored
+    walk = guided.greedy_walk(cache, model, cons)
+    assert sorted(walk) == sorted(lowered(first))  # none of them scored: all predicted to beat nothing
+    cache.update({g: additive(g) for g in walk})
+    second = measured_step(first)
+    assert sorted(guided.greedy_walk(cache, model, cons)) == sorted(lowered(second))
+    free = lowered(second)[0]
+    cache[free] = cache[second]  # measured to lose nothing: no prediction beats it, the walk takes it
+    assert sorted(guided.greedy_walk(cache, model, cons)) == sorted(lowered(free))
+
+
 def test_settling_puts_free_genes_at_the_width_the_surrogate_finds_most_accurate() -> None:
     cons = constraints()
     peak = homogeneous(8)[:2] + (5,) + homogeneous(8)[3:]  # add_r at 5 bits is best here

@@ -121,9 +121,11 @@ def propose(
     predicted hypervolume gain take all but one slot in EXPLORE_SHARE; the
     remaining slots go to offspring in DEAP's order, so the search keeps
     exploring where the surrogate is wrong, until EXPLORE_UNTIL genomes are
-    scored; from then on they go to the front members' greedy steps
-    (`guided.descents`). The switch depends on the scored genomes only, never
-    on the budget, so a shorter budget run stays the start of a longer one.
+    scored; from then on one slot in EXPLORE_SHARE_LATE goes to the measured
+    greedy walk's next steps and the front members' greedy steps
+    (`guided.greedy_walk`, `guided.descents`). The switch depends on the
+    scored genomes only, never on the budget, so a shorter budget run stays
+    the start of a longer one.
     Fewer than `k` when the space has no more new genomes.
     """
     first = [g for g in dict.fromkeys(toolbox.probes()) if g not in cache][:k]
@@ -147,9 +149,12 @@ def propose(
     offer(children, model.predict(children))
     if len(cache) < guided.EXPLORE_UNTIL:
         explore = [g for g in children if g in taken and g not in first]
+        share = guided.EXPLORE_SHARE
     else:
-        explore = [g for g in guided.descents(members, cache, model, cons) if g not in first]
-    n_explore = min(len(explore), k // guided.EXPLORE_SHARE)
+        late = guided.greedy_walk(cache, model, cons) + guided.descents(members, cache, model, cons)
+        explore = [g for g in dict.fromkeys(late) if g not in first and cons.size_ok(g)]
+        share = guided.EXPLORE_SHARE_LATE
+    n_explore = min(len(explore), k // share)
     pool = [g for g in taken if g not in first]
     exploit = guided.pick(pool, [taken[g] for g in pool], [ind.fitness.values for ind in front], cons, k - n_explore)
     chosen = first + exploit + [g for g in explore if g not in exploit][:n_explore]
