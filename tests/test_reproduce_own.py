@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_importer import Net, make_data, trained
+from test_reproduce import PICK_KEYS
 from test_search_cli import one_error_line
 
 from gruq.cli import main
@@ -30,19 +31,6 @@ TINY = [
     "--front-size", "2", "--workers", "1", "--fitness", "compare", "--search-finetune-samples", "48",
     "--finetuned-pop", "4",
 ]  # fmt: skip
-PICK_KEYS = {
-    "bits",
-    "selected_on",
-    "select_accuracy",
-    "select_acc8",
-    "test_accuracy",
-    "test_acc8",
-    "test_delta_pp",
-    "test_ci95",
-    "size_bytes",
-    "reduction",
-    "check",
-}
 
 
 def imported(tmp: Path, seed: int = 1) -> tuple[Path, Path]:
