@@ -484,6 +484,14 @@ def test_explorer_ignores_unreadable_bits_in_the_address_in_plain_words(filled_d
     assert any("Ignoring the bits in the address: the bits must be" in w.value for w in at.warning)
 
 
+def test_a_run_the_store_does_not_hold_is_said_not_silently_replaced(filled_db) -> None:
+    for asked in ("99", "x"):
+        at = open_page(EXPLORER, run=asked)
+        assert any(f"There is no run {asked} in this store: showing run " in w.value for w in at.warning)
+    at = open_page(EXPLORER, run="1")
+    assert not any("There is no run" in w.value for w in at.warning)
+
+
 def test_explorer_gives_every_validation_accuracy_its_n_and_interval(filled_db) -> None:
     """Not only in a tooltip: the scheme's model line and the all-8-bit reference, scored by the run or not."""
     at = open_page(EXPLORER, run="1", bits="8")
