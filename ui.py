@@ -139,11 +139,11 @@ def choose_run(runs: list[dict[str, Any]], key: str, label: str = "Run") -> dict
     if not runs:
         return None
     ids = [r["run_id"] for r in runs]
-    asked = st.query_params.get("run")
-    wanted = query_int("run") or st.session_state.get("run_id")
+    asked = query_int("run")
+    wanted = asked or st.session_state.get("run_id")
     index = ids.index(wanted) if wanted in ids else 0
-    if asked is not None and query_int("run") not in ids:  # never show another run as if it were the one asked for
-        st.warning(f"There is no run {asked[:20]} in this store: showing run {ids[index]}.")
+    if "run" in st.query_params and asked not in ids:  # never show another run as if it were the one asked for
+        st.warning(f"There is no run {st.query_params['run'][:20]} in this store: showing run {ids[index]}.")
     choice = st.selectbox(
         label, ids, index=index, key=key, format_func=lambda i: run_label(next(r for r in runs if r["run_id"] == i))
     )

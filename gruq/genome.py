@@ -75,19 +75,23 @@ def homogeneous(b: int, layers: int = 1) -> Genome:
     return validate([b] * (N_OPS * layers), layers)
 
 
+def widths(text: str) -> list[int]:
+    """Comma-separated bit widths; one width stands for all 17 operators. ValueError if
+    a part is no integer (each caller words the refusal for where the text came from)."""
+    values = [int(p.strip()) for p in text.split(",")]
+    return values * N_OPS if len(values) == 1 else values
+
+
 def parse_bits(text: str) -> Genome:
     """Parse `--bits`: one width for all operators, 17 comma-separated widths (the
     same for every layer), or 17 x L (layer by layer). One width gives 17; the
     model's layer count is applied later (`expand`)."""
-    parts = [p.strip() for p in text.split(",")]
     try:
-        values = [int(p) for p in parts]
+        values = widths(text)
     except ValueError:
         raise GruqError(
             f"--bits takes one integer, or {N_OPS} (or {N_OPS} per layer) comma-separated integers; got {text!r}"
         ) from None
-    if len(values) == 1:
-        values = values * N_OPS
     return validate(values, layers_of(values))
 
 

@@ -75,6 +75,16 @@ def layer_names(layers: int = 1) -> tuple[str, ...]:
     return tuple(layer_prefix(k, layers) + name for k in range(layers) for name in OPS)
 
 
+def gene_names(genes: int) -> tuple[str, ...]:
+    """The names of a genome of `genes` genes (17 per layer): `layer_names` by its length."""
+    return layer_names(max(1, genes // N_OPS))
+
+
+def weight_genes(genes: int) -> list[int]:
+    """Indices of a genome's weight genes (lin_*, every layer's): the only genes that cost size."""
+    return [i for i in range(genes) if i % N_OPS in LINEAR]
+
+
 def parse_gene(name: str) -> tuple[int | None, str]:
     """An operator as a setting names it (--pin, --bits-range): `lin_xr`, every layer's (layer
     None), or `l1.lin_xr`, one layer's; a readable error naming what is allowed otherwise.

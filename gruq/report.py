@@ -16,21 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from gruq.genome import MAX_BITS, MIN_BITS
-from gruq.ops import LINEAR, N_OPS, layer_names
+from gruq.ops import N_OPS, gene_names, weight_genes
 
 KB = 1000.0
 MAX_CLUSTERS = 6
 WIDE = 4  # bits: an operator no accurate genome takes below this "needs width"
-
-
-def gene_names(genes: int) -> tuple[str, ...]:
-    """Names of a genome's genes: OPS for one layer, l0.lin_xr ... for a stacked model (17 per layer)."""
-    return layer_names(max(1, genes // N_OPS))
-
-
-def weight_genes(genes: int) -> list[int]:
-    """Indices of the weight genes (the lin_* ones, the only genes that cost size), every layer's."""
-    return [i for i in range(genes) if i % N_OPS in LINEAR]
 
 
 def _genes(record: dict) -> int:

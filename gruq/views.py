@@ -29,7 +29,7 @@ from gruq.genome import (
     size_bytes,
     size_cap,
 )
-from gruq.ops import DESCRIPTION, LINEAR, N_OPS, OPS, layer_names
+from gruq.ops import DESCRIPTION, LINEAR, N_OPS, OPS, gene_names, layer_names, weight_genes
 
 KB = 1000.0  # sizes are shown in kB = 1000 bytes, as the command line prints them
 
@@ -199,7 +199,7 @@ def front_csv(front: pd.DataFrame) -> str:
         row = {"accuracy": r["accuracy"], "size_bytes": r["size_bytes"], "bops": r.get("bops")}
         if "generation" in r:
             row["generation"] = r["generation"]
-        row.update({name: int(b) for name, b in zip(gene_names(r["genome"]), r["genome"])})
+        row.update({name: int(b) for name, b in zip(gene_names(len(r["genome"])), r["genome"])})
         rows.append(row)
     return pd.DataFrame(rows).to_csv(index=False)
 
@@ -278,11 +278,6 @@ def empty_front_reason(points: pd.DataFrame, config: dict, shape: ModelShape) ->
 # ---------------------------------------------------------------- one genome
 
 
-def gene_names(genome: Sequence[int]) -> tuple[str, ...]:
-    """The operator names of a genome's genes: OPS for one layer, l0.lin_xr ... for stacked ones."""
-    return layer_names(max(1, len(genome) // N_OPS))
-
-
 def genome_table(genome: Sequence[int], shape: ModelShape) -> pd.DataFrame:
     """One row per gene: its layer, operator, what it computes, its bits, what the bits set, bytes.
 
@@ -331,8 +326,8 @@ def layer_bits_table(genome: Sequence[int], shape: ModelShape) -> pd.DataFrame:
 def size_breakdown(genome: Sequence[int], shape: ModelShape) -> dict:
     """Weights per linear operator (of each layer) plus the part every genome pays (biases, head)."""
     sizes = op_bytes(genome, shape)
-    names = gene_names(genome)
-    parts = {names[i]: sizes[i] for i in range(len(genome)) if i % N_OPS in LINEAR}
+    names = gene_names(len(genome))
+    parts = {names[i]: sizes[i] for i in weight_genes(len(genome))}
     parts["biases + head (fixed)"] = fixed_bytes(shape)
     return parts
 
@@ -481,15 +476,14 @@ def genome_from(value: object) -> Genome:
     GruqError in the page's words, not the command line's flag nor a JSON parser's."""
     import json
 
-    from gruq.genome import layers_of, validate
+    from gruq.genome import layers_of, validate, widths
 
     given = value
     try:
         if isinstance(value, str) and value.strip().startswith("["):
             value = json.loads(value)
         if isinstance(value, str):
-            bits = [int(p.strip()) for p in value.split(",")]
-            bits = bits * N_OPS if len(bits) == 1 else bits
+            bits = widths(value)
         else:
             bits = [int(v) for v in value]  # type: ignore[union-attr]
     except (ValueError, TypeError):  # json.JSONDecodeError is a ValueError

@@ -262,11 +262,7 @@ def descents(front: Sequence[Genome], cache: dict[Genome, float], model: Surroga
     steps: list[tuple[float, Genome]] = []
     for m in sorted(front):
         cost = _cost(cons, m)
-        moves = [
-            g
-            for g in (_with(m, i, m[i] - 1) for i in cost_genes(cons) if m[i] > cons.low[i])
-            if g not in cache and cons.size_ok(g) and _cost(cons, g) < cost
-        ]
+        moves = [g for g in _reductions(m, cons) if g not in cache]
         if not moves:
             continue
         predicted = model.moved(moves, [m] * len(moves), [cache[m]] * len(moves))
@@ -294,11 +290,7 @@ def greedy_walk(cache: dict[Genome, float], model: Surrogate, cons: Constraints)
     m = top(cons)
     while m in cache:
         cost = _cost(cons, m)
-        moves = [
-            g
-            for g in (_with(m, i, m[i] - 1) for i in cost_genes(cons) if m[i] > cons.low[i])
-            if cons.size_ok(g) and _cost(cons, g) < cost
-        ]
+        moves = _reductions(m, cons)
         scored = [g for g in moves if g in cache]
         new = [g for g in moves if g not in cache]
         best = min(((cache[m] - cache[g]) / (cost - _cost(cons, g)), g) for g in scored) if scored else None
@@ -312,6 +304,14 @@ def greedy_walk(cache: dict[Genome, float], model: Surrogate, cons: Constraints)
             return []
         m = best[1]
     return []
+
+
+def _reductions(genome: Genome, cons: Constraints) -> list[Genome]:
+    """The genome's one-bit reductions of a cost gene that cost less and fit the size limit:
+    the steps of greedy bit reduction."""
+    cost = _cost(cons, genome)
+    steps = (_with(genome, i, genome[i] - 1) for i in cost_genes(cons) if genome[i] > cons.low[i])
+    return [g for g in steps if cons.size_ok(g) and _cost(cons, g) < cost]
 
 
 def pick(

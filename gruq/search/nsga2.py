@@ -152,7 +152,7 @@ def propose(
         share = guided.EXPLORE_SHARE
     else:
         late = guided.greedy_walk(cache, model, cons) + guided.descents(members, cache, model, cons)
-        explore = [g for g in dict.fromkeys(late) if g not in first and cons.size_ok(g)]
+        explore = [g for g in dict.fromkeys(late) if g not in first]
         share = guided.EXPLORE_SHARE_LATE
     n_explore = min(len(explore), k // share)
     pool = [g for g in taken if g not in first]
