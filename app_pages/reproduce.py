@@ -68,7 +68,7 @@ for task, t in summary["tasks"].items():
                 "size kB": p["size_bytes"] / 1000,
                 "holdout n": n_holdout,
                 "holdout acc %": round(p["test_accuracy"] * 100, 2),
-                "95% CI %": f"{p['test_ci95'][0] * 100:.1f}-{p['test_ci95'][1] * 100:.1f}",
+                "95% CI %": ci_text(p["test_ci95"]),
                 "all-8-bit holdout %": round(p["test_acc8"] * 100, 2),
                 "all-8-bit 95% CI %": ci_text(wilson_acc(p["test_acc8"], n_holdout)) if n_holdout else "",
                 "delta pp": round(p["test_delta_pp"], 2),
