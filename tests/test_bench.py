@@ -280,15 +280,49 @@ def test_a_genome_s_qat_step_does_at_least_the_float_step_s_matrix_work() -> Non
         assert f["qat_genome"] >= f["float"] > 0
 
 
+def test_the_float_step_splits_into_a_forward_of_one_third_to_one_half() -> None:
+    """Forward [x|h] @ W; backward the weight gradients (as many flops) plus dh through W_hh:
+    the forward share is (F+H) / (2F+3H), a third with no inputs, below a half always."""
+    for features, hidden in ((28, 64), (12, 32), (6, 64), (1, 32), (0, 8)):
+        s = qat_floor.flop_split(features, hidden)
+        assert s["forward"] + s["backward"] == qat_floor.step_flops(features, hidden)["float"]
+        assert 1 / 3 <= s["forward"] / (s["forward"] + s["backward"]) < 1 / 2
+    assert qat_floor.flop_split(0, 8)["forward"] * 3 == qat_floor.step_flops(0, 8)["float"]
+
+
+def test_the_floor_is_16_genomes_products_at_their_rates_in_float_epochs() -> None:
+    """2e9 forward flops at 4 G ops/s and 3e9 backward at 2: 2 s a genome, 32 s for 16, 8 float epochs of 4 s."""
+    assert qat_floor.floor_r16(2e9, 3e9, 4.0, 2.0, 4.0) == pytest.approx(8.0)
+    assert qat_floor.floor_r16(2e9, 3e9, 4.0, 2.0, 4.0, genomes=1) == pytest.approx(0.5)
+    assert qat_floor.floor_r16(2e9, 3e9, 2.0, 2.0, 4.0) == pytest.approx(16 * 5e9 / 2e9 / 4.0)
+
+
+def test_a_product_the_kernel_refuses_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(a, b):
+        raise RuntimeError("_int_mm: shape not supported\nmore detail")
+
+    monkeypatch.setattr(qat_floor.torch, "_int_mm", refuse)
+    assert qat_floor.product_gops("int8", 8, 8, 8, runs=1) == "refused: _int_mm: shape not supported"
+    assert qat_floor.product_gops("float32", 8, 8, 8, runs=1) > 0
+
+
 def test_qat_floor_reports_the_ratios_it_derives() -> None:
     """bench/qat_floor.py on a tiny vowels budget: every ratio is the quotient of the figures it reports."""
     out = qat_floor.qat_floor("vowels", samples=32)
-    f_cpu = out["float_epoch_cpu"]
-    flops = out["flops_per_sequence_step"]["float"] * out["sequences"] * out["steps"]
-    assert out["floor_r16_at_peak"] == pytest.approx(16 * flops / (out["peak_gflops"] * 1e9) / f_cpu)
+    f_cpu, peak = out["float_epoch_cpu"], out["peak_gflops"]
+    seq_steps = out["sequences"] * out["steps"]
+    flops = out["flops_per_sequence_step"]["float"] * seq_steps
+    fwd, bwd = (out["float_flops_per_sequence_step"][p] * seq_steps for p in ("forward", "backward"))
+    assert out["floor_r16_at_peak"] == pytest.approx(16 * flops / (peak * 1e9) / f_cpu)
     assert out["matmul_only_r16"] == pytest.approx(out["matmul_only_cpu"] / f_cpu)
     assert out["r16_cpu"] == pytest.approx(out["batched_epoch_cpu"] / f_cpu)
-    assert out["peak_gflops"] > 0 and len(out["load_average"]) == 3
+    assert peak == out["product_gops"]["float32"]["peak"] > 0 and len(out["load_average"]) == 3
+    assert set(out["product_gops"]) == {"float32", "bfloat16", "float16", "int8"}
+    assert all(set(r) == set(out["product_shapes"]) for r in out["product_gops"].values())
+    int8 = max(r for r in out["product_gops"]["int8"].values() if isinstance(r, float))
+    assert out["floor_r16_int8_forward"] == pytest.approx(16 * (fwd / int8 + bwd / peak) / 1e9 / f_cpu)
+    assert out["peak_fraction_for_r16_4"] == pytest.approx(out["floor_r16_at_peak"] / 4)
+    assert out["float_epoch_peak_fraction"] == pytest.approx(out["float_gflops"] / peak)
 
 
 def test_search_quality_mode_reports_every_task_budget_method_and_held_out_figure() -> None:
