@@ -34,8 +34,8 @@ MAX_STEPS = 4096  # T: training memory grows with batch x T x hidden (T = 10^5 t
 MAX_FEATURES = 4096  # F
 MAX_VALUES = 50_000_000  # N x T x F, about 200 MB as float32
 # Training cost: GRU cell steps per epoch over the whole file (N x T). har, the
-# largest built-in task, has 11,213 x 128 = 1.4 M; one epoch of its 6,213
-# training sequences took about 21 s here (hidden 64, 2 cores).
+# largest built-in task, has 10,411 x 128 = 1.3 M; one epoch of its 5,952
+# training sequences took about 21 s on the first round's machine (hidden 64, 2 cores).
 MAX_CELL_STEPS = 8_000_000
 
 

@@ -5,7 +5,7 @@ store, launches a small search on vowels from the Launch page, watches the
 chart appear and grow on the Live run page, clicks a point of the front and
 checks the drill-down. Screenshots go to test-artifacts/.
 
-Waits use the selectors of Streamlit's own browser tests (NOTES.md): the app is
+Waits use the selectors of Streamlit's own browser tests (e2e_playwright): the app is
 connected, and the script is not running.
 """
 

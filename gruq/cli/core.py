@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out",
         type=path("output_file"),
-        help="checkpoint path (default: assets/<task>.pt; a .npz task gets assets/<stem>-<hash of its path>.pt)",
+        help="checkpoint path (default: assets/<task>.pt, assets/<task>_<L>layer.pt with --layers L > 1; a .npz task gets assets/<stem>-<hash of its path>.pt)",
     )
     p.add_argument("--layers", type=layers, default=1, help="stacked GRU layers, 1 to 4 (default 1)")
     add_json(p)

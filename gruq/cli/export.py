@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "prints N/N identical.",
     )
     p.add_argument("--task", help="smnist, vowels, har, ecg, or a path to a .npz (with --bits)")
-    p.add_argument("--bits", type=bits, help="one width for all, or 17 comma-separated")
+    p.add_argument(
+        "--bits", type=bits, help="one width for all, or 17 comma-separated per layer (17 x L for L stacked layers)"
+    )
     p.add_argument("--checkpoint", help="float checkpoint (default: the task's, in assets/)")
     p.add_argument("--db", metavar="PATH", help="a run store: export a member of a run's front")
     p.add_argument("--run", type=natural, metavar="ID", help="the run (with --db)")
