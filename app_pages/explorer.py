@@ -321,8 +321,8 @@ record = {
     "bops": ops_,
     "model": label,
     "val_accuracy": val,
-    "val_sequences": n["val"],
-    "val_ci95": list(wilson_acc(val, n["val"])) if val is not None else None,
+    "val_sequences": n.get("val"),
+    "val_ci95": list(wilson_acc(val, n["val"])) if val is not None and n.get("val") else None,
     "test_accuracy": test["accuracy"] if test else None,
     "test_sequences": test["n"] if test else None,
     "test_ci95": list(test["ci95"]) if test else None,
@@ -338,7 +338,8 @@ d[0].download_button(
 if front is not None and len(front):
     d[1].download_button(
         "The run's front (CSV)",
-        views.front_csv(views.reported_front(front)),  # the Live page's CSV: the reported models' numbers
+        # the Live page's CSV: the reported models' numbers, their split, n, interval and model
+        views.front_csv(views.reported_front(front), n.get("val"), views.front_models(front, run["config"], task)),
         file_name=f"gruq-run{run['run_id']}-front.csv",
         mime="text/csv",
         key="dl_front",

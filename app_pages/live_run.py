@@ -299,7 +299,7 @@ def live() -> None:
                 open_in_explorer(tuple(front.iloc[rows[0]]["genome"]))
             st.download_button(
                 "Download the front (CSV)",
-                views.front_csv(front),
+                views.front_csv(front, n_val, views.front_models(front, cfg, task)),
                 file_name=f"gruq-run{run_id}-front.csv",
                 mime="text/csv",
                 key=f"csv_{run_id}",

@@ -30,6 +30,7 @@ from gruq.genome import (
     size_cap,
 )
 from gruq.ops import DESCRIPTION, LINEAR, N_OPS, OPS, gene_names, layer_names, weight_genes
+from gruq.stats import wilson_acc
 
 KB = 1000.0  # sizes are shown in kB = 1000 bytes, as the command line prints them
 
@@ -192,16 +193,46 @@ def pick_summary(
     return out
 
 
-def front_csv(front: pd.DataFrame) -> str:
-    """The front as CSV: one row per solution, one column per operator's bits."""
+def front_csv(front: pd.DataFrame, sequences: int | None = None, models: Sequence[str] | None = None) -> str:
+    """The front as CSV: one row per solution, one column per operator's bits.
+
+    A spreadsheet keeps none of the page's captions, so the header says what each
+    accuracy is: `val_accuracy` (the validation split the search ranked schemes on;
+    optimistic for a front), measured on `val_sequences` sequences, with its 95% Wilson
+    interval (`val_ci95_low`, `val_ci95_high`), of the model named in `model` (one label
+    per row from `front_models`; empty when not given). Unknown n leaves those columns
+    empty rather than dropping them, so every reader sees the same header.
+    """
     rows = []
-    for _, r in front.iterrows():
-        row = {"accuracy": r["accuracy"], "size_bytes": r["size_bytes"], "bops": r.get("bops")}
+    for i, (_, r) in enumerate(front.iterrows()):
+        acc = float(r["accuracy"])
+        lo, hi = wilson_acc(acc, sequences) if sequences else (None, None)
+        row = {
+            "val_accuracy": acc,
+            "val_sequences": sequences,
+            "val_ci95_low": None if lo is None else round(lo, 4),
+            "val_ci95_high": None if hi is None else round(hi, 4),
+            "model": models[i] if models is not None else None,
+            "size_bytes": r["size_bytes"],
+            "bops": r.get("bops"),
+        }
         if "generation" in r:
             row["generation"] = r["generation"]
         row.update({name: int(b) for name, b in zip(gene_names(len(r["genome"])), r["genome"])})
         rows.append(row)
     return pd.DataFrame(rows).to_csv(index=False)
+
+
+def front_models(front: pd.DataFrame, config: dict, task: str) -> list[str]:
+    """Which model each front row's accuracy belongs to ("post-training", "fine-tuned 1
+    epoch", ...): the final front's fine-tuning for a member that had it, else what the
+    search scored it with (`gruq.scheme_model.for_run`)."""
+    from gruq.scheme_model import for_run
+
+    tuned = front["finetuned_accuracy"] if "finetuned_accuracy" in front else pd.Series([None] * len(front))
+    return [
+        for_run(config, task, tuple(int(b) for b in g), bool(pd.notna(t))).label for g, t in zip(front["genome"], tuned)
+    ]
 
 
 def run_front(points: pd.DataFrame, cost: str = "size_bytes") -> pd.DataFrame:

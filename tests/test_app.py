@@ -414,6 +414,28 @@ def test_live_page_and_explorer_show_the_same_front(filled_db) -> None:
     assert rows == len(starts) > 0
 
 
+def test_the_front_csv_of_both_pages_says_split_n_interval_and_model(filled_db, monkeypatch) -> None:
+    """The download leaves the captions behind: both pages hand out the same front, its
+    accuracies named as validation accuracies on the task's 100 sequences, of a named model."""
+    import io
+
+    import pandas as pd
+
+    made: list[str] = []
+    real = views.front_csv
+    monkeypatch.setattr(views, "front_csv", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    open_page(LIVE, run="1")
+    open_page(EXPLORER, run="1")
+    assert len(made) == 2 and made[0] == made[1]
+    table = pd.read_csv(io.StringIO(made[0]))
+    assert {"val_accuracy", "val_sequences", "val_ci95_low", "val_ci95_high", "model"} <= set(table.columns)
+    assert "accuracy" not in table.columns and set(table["val_sequences"]) == {100}
+    assert set(table["model"]) == {"post-training"}  # the run neither fine-tuned its schemes nor its front
+    assert (table["val_ci95_low"] <= table["val_accuracy"]).all() and (
+        table["val_accuracy"] <= table["val_ci95_high"]
+    ).all()
+
+
 def test_cancel_stops_a_running_search(fake_db, monkeypatch) -> None:
     from gruq.search import launch
 

@@ -178,6 +178,31 @@ def test_run_front_is_one_row_per_trade_off() -> None:
     assert views.front_csv(front).count("\n") == 3  # header + the same rows the page shows
 
 
+def test_the_front_csv_header_says_which_split_how_many_sequences_and_which_model() -> None:
+    """A downloaded front leaves the page's captions behind: its header names the split
+    (validation), the n, the 95% interval and the model of every accuracy."""
+    import io
+
+    from gruq.stats import wilson_acc
+
+    pts = frame([(0.9, 100), (0.8, 50)]).assign(
+        feasible=True, on_front=True, finetuned_accuracy=[0.93, None], genome=[homogeneous(6), homogeneous(4)]
+    )
+    front = views.reported_front(views.run_front(pts))
+    config = {"seed": 0, "front_finetune_epochs": 2}
+    models = views.front_models(front, config, "vowels")
+    table = pd.read_csv(io.StringIO(views.front_csv(front, 100, models)))
+    assert list(table.columns[:7]) == [
+        "val_accuracy", "val_sequences", "val_ci95_low", "val_ci95_high", "model", "size_bytes", "bops"
+    ]  # fmt: skip
+    assert "accuracy" not in table.columns and list(table["val_sequences"]) == [100, 100]
+    assert list(table["model"]) == ["post-training", "fine-tuned 2 epochs (final front)"]  # the 0.8 member first
+    for acc, lo, hi in zip(table["val_accuracy"], table["val_ci95_low"], table["val_ci95_high"]):
+        assert (lo, hi) == pytest.approx(wilson_acc(acc, 100), abs=1e-4) and lo < acc < hi
+    unknown = pd.read_csv(io.StringIO(views.front_csv(front)))
+    assert list(unknown.columns) == list(table.columns) and unknown["val_sequences"].isna().all()
+
+
 def test_a_fine_tuned_front_reports_and_downloads_the_fine_tuned_accuracies() -> None:
     """One model per scheme: after the run's final fine-tuning of its front, the front every page
     draws and downloads (Live, Explorer CSV, Compare) carries the fine-tuned models' accuracies."""
