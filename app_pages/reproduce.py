@@ -53,6 +53,12 @@ def ci_text(interval: list[float] | tuple[float, float] | None, scale: float = 1
     return f"{lo:+.2f} to {hi:+.2f}" if sign else f"{lo:.1f}-{hi:.1f}"
 
 
+def with_ci(value: str, interval: str) -> str:
+    """A figure and its interval in one cell, "92.20 (89.5-94.2)": one column, not two, so the
+    table fits a laptop's width without hiding an interval."""
+    return f"{value} ({interval})" if interval else value
+
+
 rows = []
 for task, t in summary["tasks"].items():
     by_seed = {r.get("seed"): r for r in task_records(task)}
@@ -60,28 +66,41 @@ for task, t in summary["tasks"].items():
         p = s["pick"]
         record = by_seed.get(s["seed"], {})
         n_holdout = (record.get("sequences") or {}).get("holdout")
+        acc8_ci = ci_text(wilson_acc(p["test_acc8"], n_holdout)) if n_holdout else ""
+        delta_ci = ci_text((record.get("pick") or {}).get("test_delta_ci95_pp"), 1.0, True)
         rows.append(
             {
                 "task": task,
                 "seed": s["seed"],
-                "reduction %": round(p["reduction"] * 100, 1),
-                "size kB": p["size_bytes"] / 1000,
-                "holdout n": n_holdout,
-                "holdout acc %": round(p["test_accuracy"] * 100, 2),
-                "95% CI %": ci_text(p["test_ci95"]),
-                "all-8-bit holdout %": round(p["test_acc8"] * 100, 2),
-                "all-8-bit 95% CI %": ci_text(wilson_acc(p["test_acc8"], n_holdout)) if n_holdout else "",
-                "delta pp": round(p["test_delta_pp"], 2),
-                "delta paired 95% CI pp": ci_text((record.get("pick") or {}).get("test_delta_ci95_pp"), 1.0, True),
-                "hv mixed": round(s["hv_mixed"], 4),
-                "hv homogeneous": round(s["hv_homogeneous"], 4),
+                "kB (smaller)": f"{p['size_bytes'] / 1000:.2f} (-{p['reduction'] * 100:.1f}%)",
+                "n": n_holdout,
+                "holdout % (95% CI)": with_ci(f"{p['test_accuracy'] * 100:.2f}", ci_text(p["test_ci95"])),
+                "8-bit % (95% CI)": with_ci(f"{p['test_acc8'] * 100:.2f}", acc8_ci),
+                "Δ pp (paired CI)": with_ci(f"{p['test_delta_pp']:+.2f}", delta_ci),
+                "hv mixed/homog.": f"{s['hv_mixed']:.3f} / {s['hv_homogeneous']:.3f}",
                 "search fitness": FITNESS_NAMES.get(s.get("fitness", {}).get("used", "ptq"), "post-training"),
             }
         )
-st.dataframe(pd.DataFrame(rows), hide_index=True)
+HELP = {
+    "kB (smaller)": "The pick's model size, and how much smaller it is than all-8-bit.",
+    "n": "Holdout sequences every accuracy in the row is measured on.",
+    "holdout % (95% CI)": "The pick's holdout accuracy, with its 95% Wilson interval.",
+    "8-bit % (95% CI)": "All-8-bit's holdout accuracy (same fine-tuning), with its 95% Wilson interval.",
+    "Δ pp (paired CI)": "Pick minus all-8-bit, in points, with a paired bootstrap 95% interval (same sequences).",
+    "hv mixed/homog.": "Hypervolume of the mixed-precision front / of the all-2-bit ... all-8-bit genomes.",
+    "search fitness": "What the search ranked schemes by: post-training accuracy, or after one fine-tuning epoch.",
+}
+st.dataframe(
+    pd.DataFrame(rows),
+    hide_index=True,
+    height=38 + 35 * len(rows),  # every task and seed at once: no scrolling inside the table
+    column_config={name: st.column_config.Column(help=text) for name, text in HELP.items()},
+)
 st.caption(
-    "Holdout accuracies on n sequences, with a 95% Wilson interval; the difference to all-8-bit with a paired "
-    "bootstrap 95% interval (the same sequences). Means are over seeds, with their range (min..max)."
+    "The pick of each task and seed: its size (and saving against all-8-bit), holdout accuracies on n sequences "
+    "with a 95% Wilson interval, the difference to all-8-bit (Δ, in points) with a paired bootstrap 95% interval "
+    "(the same sequences), and the hypervolumes of the mixed and homogeneous fronts. Means are over seeds, with "
+    "their range (min..max)."
 )
 
 
@@ -127,7 +146,7 @@ for s in t["seeds"]:
         + f", {p['size_bytes'] / 1000:.2f} kB, "
         f"bits `{','.join(map(str, p['bits']))}`"
     )
-    st.code(p["check"], language="sh")
+    st.code(p["check"], language="sh", wrap_lines=True)  # the whole command in view, no sideways scroll
 if (REPORTS / paths["bits"]).is_file():
     st.image(str(REPORTS / paths["bits"]), caption="bits per operator of the front's genomes, grouped by cluster")
 if records:
