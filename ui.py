@@ -203,10 +203,9 @@ def own_task_picker(prefix: str = "") -> str | None:
         except GruqError as exc:
             path.unlink(missing_ok=True)
             st.error(f"This file cannot be used: {exc}")
-            return refused()
+            return refused(bool(uploaded_data()))
         st.session_state[f"{prefix}own_task"] = str(path)
-    uploads = uploads_dir()
-    known = sorted(str(p) for p in uploads.glob("*.npz")) if uploads.exists() else []
+    known = uploaded_data()
     if not known:
         return None
     current = st.session_state.get(f"{prefix}own_task")
@@ -216,9 +215,23 @@ def own_task_picker(prefix: str = "") -> str | None:
     )
 
 
-def refused() -> None:
-    """After a refused upload: nothing is chosen, and the earlier uploads are said to be kept."""
-    st.caption("Your earlier uploads are kept: remove the refused file above (its x) to choose one of them again.")
+def uploaded_data() -> list[str]:
+    """The data sets uploaded before (kept under uploads/), by name."""
+    uploads = uploads_dir()
+    return sorted(str(p) for p in uploads.glob("*.npz")) if uploads.exists() else []
+
+
+def imported_models(task: str) -> list[str]:
+    """The models imported before for the data set `task`, by name."""
+    folder = models_dir()
+    return sorted(str(p) for p in folder.glob(f"{Path(task).stem}+*.pt")) if folder.exists() else []
+
+
+def refused(earlier: bool) -> None:
+    """After a refused upload: nothing is chosen; the earlier uploads, if there are any, are
+    said to be kept (a first upload that fails has none to speak of)."""
+    if earlier:
+        st.caption("Your earlier uploads are kept: remove the refused file above (its x) to choose one of them again.")
     return None
 
 
@@ -285,9 +298,8 @@ def own_model_picker() -> tuple[str | None, str | None]:
                 refusals[key] = str(exc)
         if key in refusals:
             st.error(f"This model cannot be used: {refusals[key]}")
-            return task, refused()
-    folder = models_dir()
-    known = sorted(str(p) for p in folder.glob(f"{Path(task).stem}+*.pt")) if folder.exists() else []
+            return task, refused(bool(imported_models(task)))
+    known = imported_models(task)
     if not known:
         return task, None
     current = st.session_state.get("own_model")

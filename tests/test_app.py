@@ -208,6 +208,7 @@ def test_launch_refuses_an_uploaded_file_that_is_not_a_task(empty_db) -> None:
     assert not at.exception
     assert any(e.value.startswith("This file cannot be used: broken.npz: not a .npz file") for e in at.error)
     assert not list((empty_db.parent / "uploads").glob("*.npz"))  # a bad file is not kept
+    assert "earlier uploads" not in texts(at)  # a first upload has none to speak of
 
 
 @pytest.mark.parametrize(

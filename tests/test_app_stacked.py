@@ -126,6 +126,7 @@ def test_a_refused_model_shows_its_one_line_and_no_earlier_model(empty_db) -> No
     assert "This model cannot be used:" in errors and "bidirectional" in errors
     assert str(empty_db.parent) not in errors  # the user's words, not the server's paths
     assert not [s for s in at.selectbox if s.key == "own_model_pick"]  # the earlier model does not stand in
+    assert "Your earlier uploads are kept" in texts(at)  # it is kept, and the page says so
     assert at.button(key="launch").disabled
     models = empty_db.parent / "uploads" / "models"
     assert len(list(models.glob("*+*.pt"))) == 1 and not list(models.glob("other-*"))  # nothing lost, nothing kept
@@ -148,6 +149,7 @@ def test_a_refused_data_file_shows_its_error_and_not_the_previous_file(empty_db)
     assert not [m for m in at.metric if m.label == "classes"]
     assert "Choose a task (or upload your data) first." in [e.value for e in at.error]
     assert [p.name.split("-")[0] for p in (empty_db.parent / "uploads").glob("*.npz")] == ["first"]  # kept
+    assert "Your earlier uploads are kept" in texts(at)  # and the page says so
 
 
 def test_launch_offers_the_shipped_two_layer_model(empty_db) -> None:
