@@ -275,7 +275,7 @@ def live() -> None:
             alike = int(front["alike"].sum())
             st.markdown(
                 f"**The front: {len(front)} trade-off{'s' if len(front) != 1 else ''}** (validation accuracy"
-                + (f" on {n_val} sequences" if n_val else "")
+                + (f" on {n_val} sequences, with its 95% interval" if n_val else "")
                 + (", after the final fine-tuning" if front_tuned else "")
                 + "; bits per operator, in the order of the Learn page's table; select a row to inspect it)"
                 + (
@@ -285,7 +285,7 @@ def live() -> None:
                     else ""
                 )
             )
-            table = views.front_table(front, shape, r["objective"])
+            table = views.front_table(front, shape, r["objective"], n_val)
             sel = st.dataframe(
                 table,
                 hide_index=True,

@@ -250,18 +250,29 @@ def reported_front(front: pd.DataFrame) -> pd.DataFrame:
     return front.assign(accuracy=front["finetuned_accuracy"].fillna(front["accuracy"]))
 
 
-def front_table(front: pd.DataFrame, shape: ModelShape, objective: str | None = "size") -> pd.DataFrame:
+def front_table(
+    front: pd.DataFrame, shape: ModelShape, objective: str | None = "size", sequences: int | None = None
+) -> pd.DataFrame:
     """The front for reading: accuracy, size, bit operations, the saving against
-    all-8-bit in the run's own objective, and the bits."""
+    all-8-bit in the run's own objective, and the bits.
+
+    Given the `sequences` the accuracies were measured on, each accuracy shares its cell
+    with its 95% Wilson interval, "97.0 (91.5-99.0)": a row read alone still says how
+    sure it is, and the table keeps its width (the bits stay in view)."""
     full = homogeneous(MAX_BITS, shape.layers)
     size8, bops8 = size_bytes(full, shape), bops(full, shape)
     w = words(objective)
     rows = []
     for a, sz, ops, g in zip(front["accuracy"], front["size_bytes"], front["bops"], front["genome"]):
         saving = 1 - (ops / bops8 if w["cost"] == "bops" else sz / size8)
+        if sequences:
+            lo, hi = wilson_acc(float(a), sequences)
+            accuracy = {"acc. % (95% CI)": f"{100 * float(a):.1f} ({100 * lo:.1f}-{100 * hi:.1f})"}
+        else:
+            accuracy = {"accuracy %": round(100 * float(a), 2)}
         rows.append(
             {
-                "accuracy %": round(100 * float(a), 2),
+                **accuracy,
                 "size kB": round(float(sz) / KB, 3),
                 "M BOPs": round(float(ops) / 1e6, 3),
                 f"{w['saving']} than 8-bit": f"{100 * saving:.0f}%",

@@ -425,7 +425,8 @@ def test_the_front_csv_of_both_pages_says_split_n_interval_and_model(filled_db, 
     made: list[str] = []
     real = views.front_csv
     monkeypatch.setattr(views, "front_csv", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
-    open_page(LIVE, run="1")
+    live = open_page(LIVE, run="1")
+    assert "acc. % (95% CI)" in live.dataframe[0].value.columns  # the table on the page: each row its interval
     open_page(EXPLORER, run="1")
     assert len(made) == 2 and made[0] == made[1]
     table = pd.read_csv(io.StringIO(made[0]))

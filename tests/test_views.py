@@ -171,6 +171,16 @@ def test_front_table_has_both_costs_and_the_saving_of_the_objective() -> None:
     assert size_t["bits"].iloc[0] == " ".join(["2"] * 17)
 
 
+def test_front_table_gives_each_accuracy_its_interval_when_n_is_known() -> None:
+    from gruq.stats import wilson_acc
+
+    front = views.baselines(SHAPE, [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.97])
+    table = views.front_table(front, SHAPE, "size", sequences=100)
+    assert list(table.columns)[0] == "acc. % (95% CI)" and "accuracy %" not in table.columns
+    lo, hi = wilson_acc(0.97, 100)
+    assert table["acc. % (95% CI)"].iloc[-1] == f"97.0 ({100 * lo:.1f}-{100 * hi:.1f})" == "97.0 (91.5-99.0)"
+
+
 def test_run_front_is_one_row_per_trade_off() -> None:
     pts = frame([(0.9, 100), (0.9, 100), (0.8, 50)]).assign(feasible=True, on_front=True)
     front = views.run_front(pts)
