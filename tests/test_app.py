@@ -376,7 +376,7 @@ def test_live_page_draws_a_bops_run_against_bit_operations(fake_db) -> None:
     pick = next(s.value for s in at.success if "Pick this one:" in s.value)
     assert "% fewer bit operations**" in pick and "M BOPs" in pick
     table = at.dataframe[0].value
-    assert "M BOPs" in table.columns and "fewer bit operations than 8-bit" in table.columns
+    assert "M BOPs" in table.columns and "fewer BOPs than 8-bit" in table.columns
     assert "accuracy x bit operations" in texts(at) and "accuracy x size" not in texts(at)
     assert all("M BOPs" in t["hovertemplate"] for t in fig["data"][:3])
     callout = [a["text"] for a in fig["layout"]["annotations"] if "best under" in a.get("text", "")]

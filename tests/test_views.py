@@ -166,8 +166,8 @@ def test_front_table_has_both_costs_and_the_saving_of_the_objective() -> None:
     size_t = views.front_table(front, SHAPE, "size")
     bops_t = views.front_table(front, SHAPE, "bops")
     assert list(size_t.columns) == ["accuracy %", "size kB", "M BOPs", "smaller than 8-bit", "bits"]
-    assert "fewer bit operations than 8-bit" in bops_t.columns
-    assert size_t["smaller than 8-bit"].iloc[-1] == bops_t["fewer bit operations than 8-bit"].iloc[-1] == "0%"
+    assert "fewer BOPs than 8-bit" in bops_t.columns
+    assert size_t["smaller than 8-bit"].iloc[-1] == bops_t["fewer BOPs than 8-bit"].iloc[-1] == "0%"
     assert size_t["bits"].iloc[0] == " ".join(["2"] * 17)
 
 
