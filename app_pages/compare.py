@@ -67,7 +67,8 @@ axis = st.radio(
     "Horizontal axis",
     ["size_pct", "size_bytes", "bops_pct"],
     horizontal=True,
-    index=0 if several_tasks else 1,
+    # the runs' own measure by default: fronts that minimised bit operations, against bit operations
+    index=2 if objectives == {"bops"} else 0 if several_tasks else 1,
     key="compare_axis",
     format_func=lambda a: {
         "size_pct": "size, % of all-8-bit (compares tasks)",

@@ -702,6 +702,19 @@ def test_compare_defaults_to_one_objective_and_names_fine_tuned_runs(fake_db) ->
     assert any(n.startswith("run 3 ") and n.endswith("fine-tuned 1 epoch") for n in names), names
     means = at.dataframe[0].value
     assert list(means.index) == list(OPS)  # operators as rows: the table fits the page's width
+    assert at.radio(key="compare_axis").value == "size_bytes"
+
+
+def test_compare_draws_bit_operation_runs_against_bit_operations(fake_db) -> None:
+    """A front that minimised bit operations is a staircase against bit operations, not against
+    size: the horizontal axis starts on the runs' own measure."""
+    from gruq.search import run
+    from gruq.search.config import SearchConfig
+
+    run.start(fake_db, SearchConfig(task="fake", pop=8, gens=2, seed=0, objective="bops"), progress=False)
+    at = open_page(COMPARE)
+    assert at.multiselect(key="compare_runs").value == [1]
+    assert at.radio(key="compare_axis").value == "bops_pct"
 
 
 # ---------------------------------------------------------------- learn
