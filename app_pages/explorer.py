@@ -305,7 +305,10 @@ if test:
             "- Only the six thick-bordered **linear** operators store weights, so only they change the size; "
             "the others change the arithmetic, and so the accuracy and the bit operations.\n"
             "- Test accuracy comes from the integer-only engine, the same arithmetic a microcontroller runs; "
-            "validation accuracy is what the search ranked schemes by."
+            "validation accuracy is what the search ranked schemes by.\n"
+            "- Choose between schemes on validation accuracy and size, not on test accuracy: a scheme picked "
+            "because its test accuracy came out best carries an optimistic test accuracy (the Reproduce page "
+            "picks on a separate split for this reason)."
         )
 
 # ---------------------------------------------------------------- downloads

@@ -522,6 +522,7 @@ def test_explorer_gives_every_validation_accuracy_its_n_and_interval(filled_db) 
     model_line = next(m.value for m in at.markdown if m.value.startswith("**Model:"))
     assert "(n=100, 95% interval [" in model_line
     assert "on validation data (n=100, 95% interval [" in texts(at)  # the all-8-bit model
+    assert "not on test accuracy" in texts(at)  # picking by test accuracy would make it optimistic
     from gruq import store
 
     edited = list(homogeneous(8))
