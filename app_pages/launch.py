@@ -434,7 +434,12 @@ elif facts and need_model:
 
 st.header("4 · Launch")
 cfg = build_config()
-problems = check(cfg)
+try:
+    runs = ui.list_runs()
+    store_problems = []
+except GruqError as exc:  # a store gruq cannot read: said once, and nothing is launched into it
+    runs, store_problems = [], [str(exc)]
+problems = check(cfg) + store_problems
 for p in problems:
     st.error(p)
 if not problems:
@@ -457,7 +462,6 @@ if st.button("Launch the search", type="primary", disabled=bool(problems), key="
         st.session_state["launched"] = run_id
         st.switch_page("app_pages/live_run.py", query_params={"run": str(run_id)})
 
-runs = ui.list_runs()
 if runs:
     st.divider()
     st.subheader("Earlier runs")

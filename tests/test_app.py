@@ -187,6 +187,18 @@ def test_launching_records_the_run_and_opens_the_live_page(empty_db) -> None:
     assert store.run_detail(empty_db, runs[0]["run_id"])["status"] == "finished"
 
 
+@pytest.mark.parametrize("page", [None, LIVE, EXPLORER, COMPARE])
+def test_a_store_that_is_not_a_gruq_store_is_said_once_on_every_page(empty_db, page) -> None:
+    """GRUQ_DB naming some other file: one plain line, no traceback, and nothing launched into it."""
+    empty_db.write_text("this is not sqlite")
+    at = open_page(page)  # asserts no exception
+    errors = [e.value for e in at.error]
+    assert sum("is not an SQLite database" in e for e in errors) == 1, errors
+    if page is None:
+        assert at.button(key="launch").disabled
+    assert empty_db.read_text() == "this is not sqlite"  # nothing was changed
+
+
 def _npz_bytes(n: int = 180) -> bytes:
     import io
 
