@@ -744,17 +744,33 @@ def load_task(out: str | Path, task: str) -> list[dict]:
     path = Path(out) / "tasks" / task / "result.json"
     if not path.is_file():
         raise GruqError(f"no reproduce result for {task} in {out}; run: python -m gruq reproduce --out {out}")
-    data = json.loads(path.read_text())
+    data = _read_json(path, out)
     if "seeds" not in data:
         raise GruqError(f"{path} was written by an older gruq; run: python -m gruq reproduce --out {out}")
     return data["seeds"]
+
+
+def _read_json(path: Path, out: str | Path) -> dict:
+    """A report file as a dict, or one line saying it is not one (a truncated or hand-edited
+    file reads as a refusal, not as a parser's traceback)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GruqError(
+            f"{path} cannot be read as a report ({exc}); run: python -m gruq reproduce --out {out}"
+        ) from None
+    if not isinstance(data, dict):
+        raise GruqError(f"{path} is not a gruq report; run: python -m gruq reproduce --out {out}")
+    return data
 
 
 def load_summary(out: str | Path) -> dict:
     path = Path(out) / SUMMARY
     if not path.is_file():
         raise GruqError(f"no {SUMMARY} in {out}; run: python -m gruq reproduce --out {out}")
-    summary = json.loads(path.read_text())
+    summary = _read_json(path, out)
+    if not isinstance(summary.get("tasks"), dict) or any(not isinstance(t, dict) for t in summary["tasks"].values()):
+        raise GruqError(f"{path} is not a gruq report; run: python -m gruq reproduce --out {out}")
     if any("seeds" not in t for t in summary.get("tasks", {}).values()):
         raise GruqError(f"{path} was written by an older gruq; run: python -m gruq reproduce --out {out}")
     return summary

@@ -13,7 +13,16 @@ import pytest
 
 from gruq.errors import GruqError
 from gruq.report import command_line, render_readme, summary_table
-from gruq.reproduce import COST_RATIO, Budget, cost_ratio, load_task, reproduce, smallest_within, spread_subset
+from gruq.reproduce import (
+    COST_RATIO,
+    Budget,
+    cost_ratio,
+    load_summary,
+    load_task,
+    reproduce,
+    smallest_within,
+    spread_subset,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = Budget(
@@ -321,6 +330,20 @@ def test_app_page_reads_the_report(run, monkeypatch):
 def test_app_page_without_a_report_says_how_to_make_one(tmp_path, monkeypatch):
     at = _page(monkeypatch, tmp_path)
     assert "gruq reproduce" in at.info[0].value
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"tasks": [1]}', "\udcff"])
+def test_a_damaged_report_is_one_line_on_the_page_and_from_the_loader(tmp_path, monkeypatch, text):
+    (tmp_path / "summary.json").write_text(text, errors="surrogateescape")
+    with pytest.raises(GruqError, match=r"summary\.json (cannot be read as|is not) a .*report") as info:
+        load_summary(tmp_path)
+    assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
+    at = _page(monkeypatch, tmp_path)  # no exception on the page
+    assert "gruq reproduce" in at.info[0].value
+    (tmp_path / "tasks" / "vowels").mkdir(parents=True)
+    (tmp_path / "tasks" / "vowels" / "result.json").write_text("{not json")
+    with pytest.raises(GruqError, match="cannot be read as a report"):
+        load_task(tmp_path, "vowels")
 
 
 def test_app_page_gives_every_holdout_figure_its_n_and_interval(monkeypatch):
