@@ -747,6 +747,7 @@ def load_task(out: str | Path, task: str) -> list[dict]:
     data = _read_json(path, out)
     if "seeds" not in data:
         raise GruqError(f"{path} was written by an older gruq; run: python -m gruq reproduce --out {out}")
+    _check(path, out, data, _RESULT)
     return data["seeds"]
 
 
@@ -765,6 +766,7 @@ def _read_json(path: Path, out: str | Path) -> dict:
 
 
 def load_summary(out: str | Path) -> dict:
+    """summary.json of a report, with every key the Reproduce page reads, or one line saying why not."""
     path = Path(out) / SUMMARY
     if not path.is_file():
         raise GruqError(f"no {SUMMARY} in {out}; run: python -m gruq reproduce --out {out}")
@@ -773,7 +775,70 @@ def load_summary(out: str | Path) -> dict:
         raise GruqError(f"{path} is not a gruq report; run: python -m gruq reproduce --out {out}")
     if any("seeds" not in t for t in summary.get("tasks", {}).values()):
         raise GruqError(f"{path} was written by an older gruq; run: python -m gruq reproduce --out {out}")
+    budget = summary.get("budget")
+    searched_finetuned = isinstance(budget, dict) and budget.get("fitness", "ptq") != "ptq"
+    _check(path, out, summary, {**_SUMMARY, "budget": _BUDGET | _FINETUNED_SEARCH} if searched_finetuned else _SUMMARY)
     return summary
+
+
+# What the Reproduce page reads of a report, key by key: a hand-edited file that lacks one (or
+# holds text where a number belongs) is refused in one line here, not met as a KeyError there.
+# A kind is (test, words); in a dict, "key?" may be absent (or null), "[]" describes each item
+# of a list and "{}" each value of an object.
+_Kind = tuple[Callable[[Any], bool], str]
+_NUMBER: _Kind = (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number")
+_TEXT: _Kind = (lambda v: isinstance(v, str), "text")
+_PAIR: _Kind = (lambda v: isinstance(v, list) and len(v) == 2 and all(_NUMBER[0](x) for x in v), "two numbers")
+_PICK = {k: _NUMBER for k in ("test_accuracy", "test_acc8", "test_delta_pp", "size_bytes", "reduction")}
+_PICK |= {"bits": {"[]": _NUMBER}, "test_ci95": _PAIR, "check": _TEXT}
+_SEED = {"seed": _NUMBER, "hv_mixed": _NUMBER, "hv_homogeneous": _NUMBER, "pick": _PICK, "fitness?": {}}
+_TASK = {"seeds": {"[]": _SEED}, "reduction_mean": _NUMBER, "test_delta_pp_mean": _NUMBER}
+_BUDGET = {k: _NUMBER for k in ("pop", "gens", "finetune_epochs", "seed", "workers", "front_size")}
+_FINETUNED_SEARCH = {"search_finetune_samples": _NUMBER, "finetuned_pop": _NUMBER}  # when "fitness" is not "ptq"
+_SUMMARY = {"budget": _BUDGET, "wall_seconds": _NUMBER, "tasks": {"{}": _TASK}, "source?": {"task": _TEXT}}
+_RECORD = {
+    "seed": _NUMBER,
+    "sequences?": {"holdout": _NUMBER},
+    "pick?": {"test_delta_ci95_pp?": _PAIR},
+    "widths": {"statement": _TEXT},
+}
+_RESULT = {"seeds": {"[]": _RECORD}}
+_ABSENT = object()
+
+
+def _at(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _wrong(value: Any, spec: Any, where: str) -> str | None:
+    """Where `value` departs from `spec` ("tasks.ecg.seeds[0].pick is missing"), None if nowhere."""
+    if value is _ABSENT:
+        return f"{where} is missing"
+    if isinstance(spec, tuple):
+        return None if spec[0](value) else f"{where} is not {spec[1]}"
+    if "[]" in spec:
+        if not isinstance(value, list):
+            return f"{where} is not a list"
+        return next((w for i, v in enumerate(value) if (w := _wrong(v, spec["[]"], f"{where}[{i}]"))), None)
+    if not isinstance(value, dict):
+        return f"{where} is not an object"
+    if "{}" in spec:
+        return next((w for k, v in value.items() if (w := _wrong(v, spec["{}"], _at(where, k)))), None)
+    for key, kind in spec.items():
+        name = key.removesuffix("?")
+        v = value.get(name, _ABSENT)
+        if key.endswith("?") and (v is _ABSENT or v is None):
+            continue
+        if w := _wrong(v, kind, _at(where, name)):
+            return w
+    return None
+
+
+def _check(path: Path, out: str | Path, data: dict, spec: dict) -> None:
+    """Refuse, in one line naming the first wrong key, a report the page cannot read."""
+    wrong = _wrong(data, spec, "")
+    if wrong:
+        raise GruqError(f"{path} is not a gruq report ({wrong}); run: python -m gruq reproduce --out {out}")
 
 
 # ---------------------------------------------------------------- the whole run

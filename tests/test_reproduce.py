@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -344,6 +345,62 @@ def test_a_damaged_report_is_one_line_on_the_page_and_from_the_loader(tmp_path, 
     (tmp_path / "tasks" / "vowels" / "result.json").write_text("{not json")
     with pytest.raises(GruqError, match="cannot be read as a report"):
         load_task(tmp_path, "vowels")
+
+
+def _drop(data: dict, path: str) -> str:
+    """`data` as JSON without the key at the dotted `path` ("tasks.ecg.seeds.0.pick.check")."""
+    *parents, last = path.split(".")
+    node = data
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    del node[last]
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    "path, said",
+    [
+        ("budget", "budget is missing"),
+        ("wall_seconds", "wall_seconds is missing"),
+        ("budget.pop", "budget.pop is missing"),
+        ("tasks.ecg.reduction_mean", "tasks.ecg.reduction_mean is missing"),
+        ("tasks.ecg.seeds.1.pick.check", r"tasks.ecg.seeds\[1\].pick.check is missing"),
+    ],
+)
+def test_a_report_without_a_key_the_page_reads_is_one_line_and_an_info(tmp_path, monkeypatch, path, said):
+    """A hand-edited summary.json that is JSON but lacks a key is refused like a damaged one."""
+    shipped = json.loads((ROOT / "reports" / "summary.json").read_text())
+    (tmp_path / "summary.json").write_text(_drop(shipped, path))
+    with pytest.raises(GruqError, match=rf"summary\.json is not a gruq report \({said}\); run: ") as info:
+        load_summary(tmp_path)
+    assert "\n" not in str(info.value)
+    at = _page(monkeypatch, tmp_path)  # no exception on the page
+    assert said.replace("\\", "") in at.info[0].value and "gruq reproduce" in at.info[0].value
+
+
+def test_a_report_with_text_for_a_number_is_refused_by_name(tmp_path):
+    shipped = json.loads((ROOT / "reports" / "summary.json").read_text())
+    shipped["tasks"]["vowels"]["seeds"][0]["pick"]["test_ci95"] = [0.9]
+    shipped["budget"]["gens"] = "twenty"
+    (tmp_path / "summary.json").write_text(json.dumps(shipped))
+    with pytest.raises(GruqError, match=r"\(budget\.gens is not a number\)"):
+        load_summary(tmp_path)
+    shipped["budget"]["gens"] = 20
+    (tmp_path / "summary.json").write_text(json.dumps(shipped))
+    with pytest.raises(GruqError, match=r"\(tasks\.vowels\.seeds\[0\]\.pick\.test_ci95 is not two numbers\)"):
+        load_summary(tmp_path)
+
+
+def test_a_task_record_without_a_key_the_page_reads_is_refused_and_the_page_goes_on(tmp_path, monkeypatch):
+    shutil.copy(ROOT / "reports" / "summary.json", tmp_path / "summary.json")
+    shipped = json.loads((ROOT / "reports" / "tasks" / "vowels" / "result.json").read_text())
+    (tmp_path / "tasks" / "vowels").mkdir(parents=True)
+    (tmp_path / "tasks" / "vowels" / "result.json").write_text(_drop(shipped, "seeds.0.widths"))
+    with pytest.raises(GruqError, match=r"result\.json is not a gruq report \(seeds\[0\]\.widths is missing\)"):
+        load_task(tmp_path, "vowels")
+    at = _page(monkeypatch, tmp_path)  # the summary's table, without the per-seed extras
+    at.selectbox(key="reproduce_task").set_value("vowels").run()
+    assert not at.exception and "vowels" in at.dataframe[0].value["task"].tolist()
 
 
 def test_app_page_gives_every_holdout_figure_its_n_and_interval(monkeypatch):
