@@ -10,6 +10,7 @@ from gruq import figures, store, views
 from gruq.errors import GruqError
 from gruq.genome import MAX_BITS, bops, homogeneous, size_bytes
 from gruq.ops import N_OPS, layer_names
+from gruq.stats import pct_ci
 from gruq.views import KB
 
 ui.setup("Compare runs")
@@ -43,6 +44,7 @@ if not chosen:
 
 fronts: dict[str, pd.DataFrame] = {}
 tasks_of: dict[str, str] = {}
+n_val: dict[str, int | None] = {}
 objectives = set()
 for run_id in chosen:
     r = by_id[run_id]
@@ -60,6 +62,7 @@ for run_id in chosen:
     )
     name = ui.run_name(r)
     fronts[name] = front
+    n_val[name] = ui.split_sizes(r["task"]).get("val")  # the validation sequences behind its accuracies
     tasks_of[name] = ui.task_label(r["task"])
 
 several_tasks = len(set(tasks_of.values())) > 1
@@ -118,13 +121,13 @@ k = st.slider(
     min(3, len(members)),
     key="compare_k",
 )
-names = [f"{name.split(' · ')[0]} · {100 * a:.1f}% · {sz / KB:.2f} kB" for name, _, a, sz in members]
+names = [f"{name.split(' · ')[0]} · {pct_ci(a, n_val[name], '%')} · {sz / KB:.2f} kB" for name, _, a, sz in members]
 cl = views.cluster_genomes([m[1] for m in members], names, k)
 st.plotly_chart(figures.bits_heatmap(cl.genomes, cl.names, cl.labels), key="compare_heatmap")
 st.caption(
     "Each row is one solution from a front, each column an operator; colour = bits (red narrow, blue wide). "
     "Rows are grouped by cluster (c1 = widest on average); black lines separate the clusters. "
-    "The accuracies in the row names are on validation data: "
+    "The accuracies in the row names, with their 95% intervals, are on validation data: "
     + "; ".join(
         f"{ui.split_sizes(r['task']).get('val', '?')} sequences for {ui.task_label(r['task'])}"
         for r in {by_id[i]["task"]: by_id[i] for i in chosen}.values()

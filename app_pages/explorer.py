@@ -12,7 +12,7 @@ from gruq.errors import GruqError
 from gruq.genome import MAX_BITS, MIN_BITS, bops, expand, homogeneous, size_bytes
 from gruq.ops import DESCRIPTION, LINEAR, N_OPS, OPS, layer_names
 from gruq.scheme_model import for_run
-from gruq.stats import pct_interval, wilson_acc
+from gruq.stats import pct_ci, pct_interval, wilson_acc
 from gruq.views import KB
 
 ui.setup("Explorer")
@@ -81,14 +81,14 @@ def reported(row: dict) -> float:
     return float(ft) if ft is not None and ft == ft else float(row["accuracy"])
 
 
+n = ui.split_sizes(task)  # the validation sequences behind every accuracy below
 if front is not None:
     for row in front.to_dict("records"):
         g = tuple(row["genome"])
         ft_done = row.get("finetuned_accuracy") is not None and row["finetuned_accuracy"] == row["finetuned_accuracy"]
         label = for_run(run["config"], task, g, ft_done).label
-        options.append(
-            (f"front: {100 * reported(row):.1f}% validation ({label}) at {views.format_cost(row[cost], cost)}", g)
-        )
+        accuracy = pct_ci(reported(row), n.get("val"), "%")  # with its 95% interval, as every accuracy
+        options.append((f"front: {accuracy} validation ({label}) at {views.format_cost(row[cost], cost)}", g))
 for b in range(MAX_BITS, MIN_BITS - 1, -1):
     options.append((f"all {b}-bit", homogeneous(b, layers)))
 with c2:
@@ -145,7 +145,6 @@ source = run_id if genome in scored else None
 start_source = run_id if tuple(start) in scored else None
 full = homogeneous(MAX_BITS, layers)
 full_source = run_id if full in scored else None
-n = ui.split_sizes(task)
 size, size8 = size_bytes(genome, shape), size_bytes(full, shape)
 ops_, ops8 = bops(genome, shape), bops(full, shape)
 val = val_start = val8 = test = None

@@ -11,7 +11,7 @@ from gruq import figures, store, views
 from gruq.errors import GruqError
 from gruq.genome import MAX_BITS, MIN_BITS, bops, homogeneous, size_bytes
 from gruq.scheme_model import for_run
-from gruq.stats import pct_interval, unpaired_diff, wilson_acc, within_noise
+from gruq.stats import pct_ci, pct_interval, unpaired_diff, wilson_acc, within_noise
 from gruq.views import KB
 
 ui.setup("Live run")
@@ -165,7 +165,7 @@ def live() -> None:
     if best is not None:
         s = views.pick_summary(best, shape, acc8, cost)
         best_text = (
-            f"<b>best under {views.format_cost(limit, cost)}</b><br>accuracy {100 * s['accuracy']:.1f}%"
+            f"<b>best under {views.format_cost(limit, cost)}</b><br>accuracy {pct_ci(s['accuracy'], n_val, '%')}"
             f"<br>{s['saving_pct']:.0f}% {W['saving']} than all-8-bit"
         )
 
@@ -194,6 +194,7 @@ def live() -> None:
         f"{'smaller' if cost == 'size_bytes' else 'cheaper in bit operations'} and more accurate than a point "
         "on it. Grey diamonds give every operator the same bits (all 2-bit ... all 8-bit). "
         f"Everything right of the red dashed line is over your {W['limit']}. **Click a point to inspect it.**"
+        + (f" The star's accuracy is on {n_val} validation sequences, with its 95% interval." if n_val else "")
         + base_note
     )
     if best is not None:

@@ -101,3 +101,14 @@ def pct_interval(interval: tuple[float, float], digits: int = 1) -> str:
     """An interval of fractions as "[93.1, 96.2]%"."""
     lo, hi = interval
     return f"[{100 * lo:.{digits}f}, {100 * hi:.{digits}f}]%"
+
+
+def pct_ci(accuracy: float, n: int | None, unit: str = "") -> str:
+    """An accuracy with its 95% Wilson interval in the compact form of tables and labels,
+    "97.0 (91.5-99.0)" (`unit` "%": "97.0% (91.5-99.0)"): short enough for a chart label or an
+    option, yet no figure goes without its uncertainty. Unknown n gives the figure alone."""
+    text = f"{100 * accuracy:.1f}{unit}"
+    if not n:
+        return text
+    lo, hi = wilson_acc(accuracy, n)
+    return f"{text} ({100 * lo:.1f}-{100 * hi:.1f})"

@@ -30,7 +30,7 @@ from gruq.genome import (
     size_cap,
 )
 from gruq.ops import DESCRIPTION, LINEAR, N_OPS, OPS, gene_names, layer_names, weight_genes
-from gruq.stats import wilson_acc
+from gruq.stats import pct_ci, wilson_acc
 
 KB = 1000.0  # sizes are shown in kB = 1000 bytes, as the command line prints them
 
@@ -268,8 +268,7 @@ def front_table(
     for a, sz, ops, g in zip(front["accuracy"], front["size_bytes"], front["bops"], front["genome"]):
         saving = 1 - (ops / bops8 if w["cost"] == "bops" else sz / size8)
         if sequences:
-            lo, hi = wilson_acc(float(a), sequences)
-            accuracy = {"acc. % (95% CI)": f"{100 * float(a):.1f} ({100 * lo:.1f}-{100 * hi:.1f})"}
+            accuracy = {"acc. % (95% CI)": pct_ci(float(a), sequences)}
         else:
             accuracy = {"accuracy %": round(100 * float(a), 2)}
         rows.append(

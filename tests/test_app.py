@@ -10,6 +10,7 @@ tests/test_browser.py covers them.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 from gruq import views
 from gruq.genome import fixed_bytes, homogeneous, size_bytes
 from gruq.ops import OPS
+from gruq.stats import wilson_acc
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -419,12 +421,19 @@ def test_a_cancelled_run_is_said_in_plain_words(fake_db) -> None:
     assert "SIGTERM" not in texts(at) + " ".join(str(p.proto) for p in at.get("progress"))
 
 
+ACC_CI = r"\d+\.\d% \(\d+\.\d-\d+\.\d\)"  # an accuracy with its 95% interval, "97.0% (91.5-99.0)"
+
+
 def test_live_page_and_explorer_show_the_same_front(filled_db) -> None:
     live = open_page(LIVE, run="1")
     rows = len(live.dataframe[0].value)
+    callout = [a["text"] for a in plotly_specs(live)[0]["layout"]["annotations"] if "best under" in a.get("text", "")]
+    assert callout and re.search(rf"accuracy {ACC_CI}<br>", callout[0]), callout  # the star's label: its interval
+    assert "The star's accuracy is on 100 validation sequences, with its 95% interval." in texts(live)
     explorer = open_page(EXPLORER, run="1")
     starts = [o for o in explorer.selectbox(key="start_vowels_1").options if o.startswith("front:")]
     assert rows == len(starts) > 0
+    assert all(re.match(rf"front: {ACC_CI} validation \(post-training\) at \d+\.\d\d kB$", o) for o in starts), starts
 
 
 def test_the_front_csv_of_both_pages_says_split_n_interval_and_model(filled_db, monkeypatch) -> None:
@@ -615,7 +624,8 @@ def test_explorer_of_a_fine_tuned_front_point_shows_that_model(tuned_run, monkey
     assert "Model: fine-tuned 1 epoch" in text and "(n=100, 95% interval [" in text
     test = evaluate("vowels", tuple(member["bits"]), "test", finetune_epochs=1, seed=0)["accuracy"]
     assert f"**{100 * test:.2f}%**" in text and "n=300" in text  # the same model's test accuracy
-    label = f"front: {100 * member['accuracy']:.1f}% validation (fine-tuned 1 epoch)"
+    lo, hi = wilson_acc(member["accuracy"], 100)
+    label = f"front: {100 * member['accuracy']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}) validation (fine-tuned 1 epoch)"
     assert any(o.startswith(label) for o in at.selectbox(key="start_vowels_1").options)
 
 
@@ -697,6 +707,8 @@ def test_compare_overlays_two_runs_and_clusters_their_fronts(filled_db) -> None:
     assert heatmap["data"][0]["x"] == list(OPS)
     assert "keeps widest" in texts(at)
     assert "on validation data: 100 sequences for vowels" in texts(at)  # the n of the accuracies in row names
+    rows = heatmap["data"][0]["y"]  # "[c1] run 2 · 97.0% (91.5-99.0) · 1.23 kB": each accuracy with its interval
+    assert rows and all(re.fullmatch(rf"\[c\d\] run \d · {ACC_CI} · \d+\.\d\d kB", y) for y in rows), rows
     at.slider(key="compare_k").set_value(2).run()
     assert not at.exception
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gruq.stats import paired_diff, standard_error, unpaired_diff, wilson, wilson_acc, within_noise
+from gruq.stats import paired_diff, pct_ci, standard_error, unpaired_diff, wilson, wilson_acc, within_noise
 
 
 def test_wilson_matches_the_textbook_value():
@@ -51,3 +51,11 @@ def test_a_clear_difference_is_not_within_noise():
     b = np.arange(400) % 5 != 0  # 20 points worse
     assert not within_noise(paired_diff(a, b))
     assert not within_noise(unpaired_diff(1.0, 400, 0.8, 400))
+
+
+def test_pct_ci_is_the_compact_accuracy_of_tables_and_labels():
+    lo, hi = wilson_acc(0.97, 100)
+    assert pct_ci(0.97, 100) == f"97.0 ({100 * lo:.1f}-{100 * hi:.1f})" == "97.0 (91.5-99.0)"
+    assert pct_ci(0.97, 100, "%") == "97.0% (91.5-99.0)"
+    assert pct_ci(1.0, 9, "%") == "100.0% (70.1-100.0)"  # the exact end, not past it
+    assert pct_ci(0.97, None, "%") == pct_ci(0.97, 0, "%") == "97.0%"  # unknown n: the figure alone
