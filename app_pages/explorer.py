@@ -332,7 +332,7 @@ record = {
 d[0].download_button(
     "This scheme (JSON)",
     json.dumps(record, indent=1),
-    file_name="gruq-genome.json",
+    file_name=views.scheme_file_name(genome, "json", run_id, task),
     mime="application/json",
     key="dl_genome",
     on_click="ignore",
@@ -370,7 +370,7 @@ if has_export:
                 slot.download_button(
                     "Download the export (zip)",
                     data,
-                    file_name="gruq-export.zip",
+                    file_name=views.scheme_file_name(genome, "zip", run_id, task),
                     mime="application/zip",
                     key="dl_export",
                     on_click="ignore",

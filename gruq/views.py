@@ -513,6 +513,27 @@ def sigmoid_lut(in_bits: int, out_bits: int, in_exponent: int = 3) -> dict:
     }
 
 
+def scheme_file_name(genome: Sequence[int], ext: str, run_id: int | None = None, task: str | None = None) -> str:
+    """A download's file name after the run and the scheme, "gruq-run3-88765432887654328.json":
+    downloads of several schemes neither overwrite nor shadow each other, and the name says
+    which is which. The bits are one digit per operator (layers joined by "-"), "all8" when
+    every operator has the same width; without a run, the task's name (a file's stem) stands
+    for it. Only letters, digits, "-", "_" and ".": safe on every file system."""
+    import re
+    from pathlib import Path
+
+    bits = [int(b) for b in genome]
+    if len(set(bits)) == 1:
+        scheme = f"all{bits[0]}"
+    else:
+        scheme = "-".join("".join(map(str, bits[i : i + N_OPS])) for i in range(0, len(bits), N_OPS))
+    if run_id is not None:
+        origin = f"run{int(run_id)}"
+    else:
+        origin = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(task or "scheme").stem).strip("_")[:40] or "scheme"
+    return f"gruq-{origin}-{scheme}.{re.sub(r'[^A-Za-z0-9]', '', ext)}"
+
+
 def genome_from(value: object) -> Genome:
     """A genome from a list, tuple, JSON text or comma-separated text (the Explorer's address):
     one width (for every operator) or 17 per layer. Text that is no list of integers is a

@@ -569,16 +569,35 @@ def test_explorer_says_whether_a_scored_scheme_is_on_the_front(filled_db) -> Non
     assert "front's" not in said
 
 
-def test_explorer_without_runs_starts_from_homogeneous_genomes(empty_db) -> None:
+def test_explorer_without_runs_starts_from_homogeneous_genomes(empty_db, file_names) -> None:
     if not (ROOT / "assets" / "vowels.pt").is_file():
         pytest.fail("assets/vowels.pt is missing")
     at = open_page(EXPLORER)
     assert tuple(at.dataframe[0].value["bits"]) == homogeneous(8)
     at.selectbox(key="start_vowels_").set_value("all 3-bit").run()
     assert tuple(at.dataframe[0].value["bits"]) == homogeneous(3)
+    assert file_names["dl_genome"] == "gruq-vowels-all3.json"  # no run: the task names the scheme's file
 
 
-def test_explorer_offers_the_downloads(filled_db) -> None:
+@pytest.fixture()
+def file_names(monkeypatch) -> dict[str, str]:
+    """The file name each download button (by key) offers, as the pages last drew them."""
+    from streamlit.delta_generator import DeltaGenerator
+
+    names: dict[str, str] = {}
+    real = DeltaGenerator.download_button
+
+    def recording(self, label, data, file_name=None, *args, **kwargs):
+        names[kwargs.get("key")] = file_name
+        return real(self, label, data, file_name, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", recording)
+    return names
+
+
+def test_explorer_offers_the_downloads(filled_db, file_names) -> None:
+    """Each download is named after its run and scheme, so downloads of two schemes neither
+    overwrite nor shadow each other."""
     at = open_page(EXPLORER, run="1", bits="4")
     labels = [el.proto.label for el in at.get("download_button")]
     assert "This scheme (JSON)" in labels and "The run's front (CSV)" in labels
@@ -586,6 +605,13 @@ def test_explorer_offers_the_downloads(filled_db) -> None:
     assert not at.exception and not at.error
     assert "Download the export (zip)" in [el.proto.label for el in at.get("download_button")]
     assert "build_export" not in [b.key for b in at.button]  # the download replaces the build button
+    assert file_names == {
+        "dl_genome": "gruq-run1-all4.json",
+        "dl_front": "gruq-run1-front.csv",
+        "dl_export": "gruq-run1-all4.zip",
+    }
+    at.slider(key="wi_lin_xr").set_value(8).run()  # another scheme, another name
+    assert file_names["dl_genome"] == "gruq-run1-8" + "4" * 16 + ".json"
 
 
 def test_explorer_measures_the_scheme_on_a_cortex_m4(filled_db) -> None:

@@ -376,3 +376,17 @@ def test_the_cell_diagram_draws_one_titled_cell_per_layer() -> None:
     assert len(one) == 1 and one[0].layout.title.text is None  # one layer: the diagram as before
     labels = [a.text for a in figs[1].layout.annotations if a.text and "bits" in a.text and "<b>" in a.text]
     assert labels[0] == f"<b>lin_xr</b><br>{TWO[17]} bits"
+
+
+def test_a_download_is_named_after_its_run_and_scheme() -> None:
+    """Downloads of two schemes never share a name; the name is safe on any file system."""
+    import re
+
+    mixed = [8, 7, 6, 5, 4, 3, 2] + [8] * 10
+    assert views.scheme_file_name(mixed, "json", 3) == "gruq-run3-87654328888888888.json"
+    assert views.scheme_file_name([4] * 17, "zip", 3) == "gruq-run3-all4.zip"
+    assert views.scheme_file_name(mixed + [4] * 17, "json", 3) == "gruq-run3-87654328888888888-44444444444444444.json"
+    assert views.scheme_file_name([8] * 17, "json", None, "vowels") == "gruq-vowels-all8.json"
+    own = views.scheme_file_name([8] * 17, "json", None, "runs/uploads/my data (v2)!.npz")
+    assert re.fullmatch(r"gruq-[A-Za-z0-9_-]+-all8\.json", own) and "my_data" in own
+    assert views.scheme_file_name(mixed, "json", 3) != views.scheme_file_name([2] + mixed[1:], "json", 3)
