@@ -78,7 +78,7 @@ for task, t in summary["tasks"].items():
                 "8-bit % (95% CI)": with_ci(f"{p['test_acc8'] * 100:.2f}", acc8_ci),
                 "Δ pp (paired CI)": with_ci(f"{p['test_delta_pp']:+.2f}", delta_ci),
                 "hv mixed/homog.": f"{s['hv_mixed']:.3f} / {s['hv_homogeneous']:.3f}",
-                "search fitness": FITNESS_NAMES.get(s.get("fitness", {}).get("used", "ptq"), "post-training"),
+                "search fitness": FITNESS_NAMES.get((s.get("fitness") or {}).get("used") or "ptq", "post-training"),
             }
         )
 HELP = {

@@ -791,7 +791,7 @@ _TEXT: _Kind = (lambda v: isinstance(v, str), "text")
 _PAIR: _Kind = (lambda v: isinstance(v, list) and len(v) == 2 and all(_NUMBER[0](x) for x in v), "two numbers")
 _PICK = {k: _NUMBER for k in ("test_accuracy", "test_acc8", "test_delta_pp", "size_bytes", "reduction")}
 _PICK |= {"bits": {"[]": _NUMBER}, "test_ci95": _PAIR, "check": _TEXT}
-_SEED = {"seed": _NUMBER, "hv_mixed": _NUMBER, "hv_homogeneous": _NUMBER, "pick": _PICK, "fitness?": {}}
+_SEED = {"seed": _NUMBER, "hv_mixed": _NUMBER, "hv_homogeneous": _NUMBER, "pick": _PICK, "fitness?": {"used?": _TEXT}}
 _TASK = {"seeds": {"[]": _SEED}, "reduction_mean": _NUMBER, "test_delta_pp_mean": _NUMBER}
 _BUDGET = {k: _NUMBER for k in ("pop", "gens", "finetune_epochs", "seed", "workers", "front_size")}
 _FINETUNED_SEARCH = {"search_finetune_samples": _NUMBER, "finetuned_pop": _NUMBER}  # when "fitness" is not "ptq"

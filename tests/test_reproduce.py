@@ -423,3 +423,14 @@ def test_app_page_gives_every_holdout_figure_its_n_and_interval(monkeypatch):
     assert means.count("..") == 2 * len(summary["tasks"])  # a range beside each mean
     seeds = [m.value for m in at.markdown if m.value.startswith("**Seed")]
     assert seeds and all("paired 95% CI" in s and "n=" in s for s in seeds)
+
+
+def test_a_report_whose_fitness_used_is_not_text_is_refused_by_name(tmp_path, monkeypatch):
+    """The page names the fitness a seed used from a table: a list there is refused, not a TypeError."""
+    shipped = json.loads((ROOT / "reports" / "summary.json").read_text())
+    shipped["tasks"]["ecg"]["seeds"][0]["fitness"] = {"used": ["ptq"]}
+    (tmp_path / "summary.json").write_text(json.dumps(shipped))
+    with pytest.raises(GruqError, match=r"tasks\.ecg\.seeds\[0\]\.fitness\.used is not text"):
+        load_summary(tmp_path)
+    at = _page(monkeypatch, tmp_path)
+    assert "fitness.used is not text" in at.info[0].value
