@@ -488,8 +488,16 @@ def test_result(db: str, run_id: int | None, task: str, genome: tuple[int, ...],
 
 
 @st.cache_data(show_spinner="Writing the integer model and its C kernel...", max_entries=16)
-def export_zip(db: str, run_id: int | None, task: str, genome: tuple[int, ...], checkpoint: str | None = None) -> bytes:
-    """The export (zip) of a scheme's model: the same model the page's numbers belong to."""
+def export_zip(
+    db: str,
+    run_id: int | None,
+    task: str,
+    genome: tuple[int, ...],
+    checkpoint: str | None = None,
+    folder: str = "gruq_export",
+) -> bytes:
+    """The export (zip) of a scheme's model: the same model the page's numbers belong to,
+    its files inside `folder` (the download's file name without ".zip")."""
     import tempfile
 
     from gruq.export import archive, export
@@ -497,7 +505,7 @@ def export_zip(db: str, run_id: int | None, task: str, genome: tuple[int, ...], 
     recipe, ckpt = scheme_model(db, run_id, task, genome, checkpoint)
     with tempfile.TemporaryDirectory(prefix="gruq-export-") as tmp:
         export(task, genome, Path(tmp) / "out", model=recipe, built=ckpt)
-        return archive(Path(tmp) / "out")
+        return archive(Path(tmp) / "out", folder)
 
 
 @st.cache_data(show_spinner="Cross-compiling for a Cortex-M4 and running it under QEMU...", max_entries=16)

@@ -342,7 +342,7 @@ if front is not None and len(front):
         "The run's front (CSV)",
         # the Live page's CSV: the reported models' numbers, their split, n, interval and model
         views.front_csv(views.reported_front(front), n.get("val"), views.front_models(front, run["config"], task)),
-        file_name=f"gruq-run{run['run_id']}-front.csv",
+        file_name=views.front_file_name(run["run_id"], run["generations_done"]),
         mime="text/csv",
         key="dl_front",
         on_click="ignore",
@@ -366,11 +366,12 @@ if has_export:
             want = True
         if want:
             with ui.explained():
-                data = ui.export_zip(str(db), source, task, genome, checkpoint)
+                zip_name = views.scheme_file_name(genome, "zip", run_id, task)
+                data = ui.export_zip(str(db), source, task, genome, checkpoint, zip_name.removesuffix(".zip"))
                 slot.download_button(
                     "Download the export (zip)",
                     data,
-                    file_name=views.scheme_file_name(genome, "zip", run_id, task),
+                    file_name=zip_name,
                     mime="application/zip",
                     key="dl_export",
                     on_click="ignore",

@@ -301,7 +301,7 @@ def live() -> None:
             st.download_button(
                 "Download the front (CSV)",
                 views.front_csv(front, n_val, views.front_models(front, cfg, task)),
-                file_name=f"gruq-run{run_id}-front.csv",
+                file_name=views.front_file_name(run_id, r["generations_done"]),
                 mime="text/csv",
                 key=f"csv_{run_id}",
                 on_click="ignore",

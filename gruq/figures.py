@@ -333,6 +333,17 @@ def fronts_overlay(fronts: Mapping[str, pd.DataFrame], cost: str = "size_bytes")
     return fig
 
 
+def _distinct(names: Sequence[str]) -> list[str]:
+    """The names with each repeat numbered ("x", "x (2)", ...): Plotly draws rows of one
+    name as a single row, so two front members of equal accuracy and size would merge."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
+
+
 def bits_heatmap(genomes: np.ndarray, row_names: Sequence[str], labels: Sequence[int] | None = None) -> go.Figure:
     """Bits per operator (columns) for each genome (rows), coloured like the cell diagram."""
     width = np.asarray(genomes).shape[-1] if np.asarray(genomes).size else len(OPS)
@@ -340,6 +351,7 @@ def bits_heatmap(genomes: np.ndarray, row_names: Sequence[str], labels: Sequence
     names = list(row_names)
     if labels is not None:
         names = [f"[c{c}] {n}" for c, n in zip(labels, names)]
+    names = _distinct(names)
     scale = [[(b - MIN_BITS) / (MAX_BITS - MIN_BITS), BIT_COLORS[b]] for b in range(MIN_BITS, MAX_BITS + 1)]
     fig = go.Figure(
         go.Heatmap(

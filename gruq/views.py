@@ -534,6 +534,13 @@ def scheme_file_name(genome: Sequence[int], ext: str, run_id: int | None = None,
     return f"gruq-{origin}-{scheme}.{re.sub(r'[^A-Za-z0-9]', '', ext)}"
 
 
+def front_file_name(run_id: int, generations_done: int) -> str:
+    """The front CSV's file name, "gruq-run3-gen7-front.csv": the front grows while the run
+    goes, so a download after 7 finished generations and one after 9 neither overwrite nor
+    shadow each other, and the name says how far the run had come."""
+    return f"gruq-run{int(run_id)}-gen{int(generations_done)}-front.csv"
+
+
 def genome_from(value: object) -> Genome:
     """A genome from a list, tuple, JSON text or comma-separated text (the Explorer's address):
     one width (for every operator) or 17 per layer. Text that is no list of integers is a

@@ -459,6 +459,19 @@ def test_the_front_csv_of_both_pages_says_split_n_interval_and_model(filled_db, 
     ).all()
 
 
+def test_both_pages_name_the_front_csv_after_the_run_and_its_generation(filled_db, monkeypatch) -> None:
+    """A front downloaded at generation 7 and one at generation 9 of the same run keep both files."""
+    from gruq import store
+
+    made: list[str] = []
+    real = views.front_file_name
+    monkeypatch.setattr(views, "front_file_name", lambda *a: made.append(real(*a)) or made[-1])
+    open_page(LIVE, run="1")
+    open_page(EXPLORER, run="1")
+    done = store.run_detail(filled_db, 1)["generations_done"]
+    assert set(made) == {f"gruq-run1-gen{done}-front.csv"} and len(made) >= 2
+
+
 def test_cancel_stops_a_running_search(fake_db, monkeypatch) -> None:
     from gruq.search import launch
 
@@ -595,9 +608,18 @@ def file_names(monkeypatch) -> dict[str, str]:
     return names
 
 
-def test_explorer_offers_the_downloads(filled_db, file_names) -> None:
+def test_explorer_offers_the_downloads(filled_db, file_names, monkeypatch) -> None:
     """Each download is named after its run and scheme, so downloads of two schemes neither
-    overwrite nor shadow each other."""
+    overwrite nor shadow each other; the C zip unpacks to a folder of its own name."""
+    import io
+    import zipfile
+
+    import ui
+    from gruq import store
+
+    zips: list[bytes] = []
+    real = ui.export_zip
+    monkeypatch.setattr(ui, "export_zip", lambda *a, **k: zips.append(real(*a, **k)) or zips[-1])
     at = open_page(EXPLORER, run="1", bits="4")
     labels = [el.proto.label for el in at.get("download_button")]
     assert "This scheme (JSON)" in labels and "The run's front (CSV)" in labels
@@ -607,9 +629,11 @@ def test_explorer_offers_the_downloads(filled_db, file_names) -> None:
     assert "build_export" not in [b.key for b in at.button]  # the download replaces the build button
     assert file_names == {
         "dl_genome": "gruq-run1-all4.json",
-        "dl_front": "gruq-run1-front.csv",
+        "dl_front": views.front_file_name(1, store.run_detail(filled_db, 1)["generations_done"]),
         "dl_export": "gruq-run1-all4.zip",
     }
+    with zipfile.ZipFile(io.BytesIO(zips[-1])) as zf:
+        assert {n.split("/")[0] for n in zf.namelist()} == {"gruq-run1-all4"}
     at.slider(key="wi_lin_xr").set_value(8).run()  # another scheme, another name
     assert file_names["dl_genome"] == "gruq-run1-8" + "4" * 16 + ".json"
 
@@ -766,6 +790,8 @@ def test_compare_draws_bit_operation_runs_against_bit_operations(fake_db) -> Non
     at = open_page(COMPARE)
     assert at.multiselect(key="compare_runs").value == [1]
     assert at.radio(key="compare_axis").value == "bops_pct"
+    rows = plotly_specs(at)[1]["data"][0]["y"]  # one row name per member, even for equal accuracy and size
+    assert len(set(rows)) == len(rows) >= 2, rows
 
 
 # ---------------------------------------------------------------- learn

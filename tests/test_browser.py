@@ -255,11 +255,11 @@ def _explorer_shows_the_front_model_and_exports_it(page, db: Path) -> None:
     out = ARTIFACTS / "export"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    zip_path = out / "gruq-export.zip"
+    zip_path = out / info.value.suggested_filename  # gruq-run<id>-<bits>.zip
     info.value.save_as(zip_path)
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(out)
-    src = out / "gruq_export"
+    src = out / zip_path.stem  # the zip unpacks to a folder of its own name
     subprocess.run(
         ["cc", "-std=c99", "-O2", *sorted(str(p) for p in src.glob("*.c")), "-o", str(src / "check")],
         check=True,

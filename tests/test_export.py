@@ -245,6 +245,8 @@ def test_memory_report(random_model, tmp_path):
     assert all(Path(p).is_file() for p in record["files"].values())
     names = set(__import__("zipfile").ZipFile(__import__("io").BytesIO(archive(tmp_path))).namelist())
     assert {f"gruq_export/{n}" for n in FILES} == names
+    named = __import__("zipfile").ZipFile(__import__("io").BytesIO(archive(tmp_path, "gruq-run3-all4"))).namelist()
+    assert {f"gruq-run3-all4/{n}" for n in FILES} == set(named)  # the folder a download unpacks to: its own name
 
 
 def test_padding_is_reported_when_matrices_do_not_fill_bytes(tmp_path):

@@ -270,6 +270,15 @@ def test_clusters_group_similar_genomes_widest_first() -> None:
     assert views.wide_operators([(2,) * 16 + (8,)], top=1) == [("add_h", 8.0)]
 
 
+def test_heatmap_rows_of_the_same_name_stay_apart() -> None:
+    """Two front members of equal accuracy and size (bit-operation runs) get one row each."""
+    genomes = np.array([homogeneous(4), homogeneous(6), homogeneous(8)])
+    fig = figures.bits_heatmap(genomes, ["run 1 · 90% · 1.00 kB"] * 2 + ["run 1 · 95% · 2.00 kB"], [1, 1, 2])
+    rows = list(fig.data[0].y)
+    assert len(set(rows)) == 3 and rows[0] == "[c1] run 1 · 90% · 1.00 kB" and rows[2] == "[c2] run 1 · 95% · 2.00 kB"
+    assert "run 1 · 90% · 1.00 kB" in rows[1]  # the repeat still says what it is
+
+
 def test_learning_helpers_use_the_fixed_point_arithmetic_of_record() -> None:
     _, x = views.demo_signal()
     q = views.quantize_signal(x, 4)
@@ -390,3 +399,9 @@ def test_a_download_is_named_after_its_run_and_scheme() -> None:
     own = views.scheme_file_name([8] * 17, "json", None, "runs/uploads/my data (v2)!.npz")
     assert re.fullmatch(r"gruq-[A-Za-z0-9_-]+-all8\.json", own) and "my_data" in own
     assert views.scheme_file_name(mixed, "json", 3) != views.scheme_file_name([2] + mixed[1:], "json", 3)
+
+
+def test_the_front_csv_is_named_after_its_run_and_how_many_generations_it_holds() -> None:
+    """The front grows while a run goes: two downloads at different generations never share a name."""
+    assert views.front_file_name(3, 7) == "gruq-run3-gen7-front.csv"
+    assert views.front_file_name(3, 7) != views.front_file_name(3, 9) != views.front_file_name(4, 9)

@@ -5,7 +5,7 @@
     run_check(out_dir)              compile and run the exported check program
     (target="cortex-m4": also a bare-metal build run under QEMU, and its measured costs;
      gruq.export.targets)
-    archive(out_dir)                the export as zip bytes
+    archive(out_dir, folder)        the export as zip bytes, its files inside `folder`/
     export_archive(task, genome)    export into a temporary directory -> (zip bytes, report),
                                     for the app's download button
     read_model(path)                a model file back into an IntegerModel
@@ -270,14 +270,16 @@ def run_check(out_dir: str | Path, cc: str = "cc", timeout: float = 300) -> dict
     }
 
 
-def archive(out_dir: str | Path) -> bytes:
-    """The export's files as a zip (in memory), e.g. for a download button."""
+def archive(out_dir: str | Path, folder: str = "gruq_export") -> bytes:
+    """The export's files as a zip (in memory), e.g. for a download button, inside one
+    `folder`: name it after the zip's file name, so two exports unpacked in one place
+    land in two folders instead of overwriting each other."""
     out = Path(out_dir)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in FILES + TARGET_FILES:
             if (out / name).is_file():
-                zf.write(out / name, arcname=f"gruq_export/{name}")
+                zf.write(out / name, arcname=f"{folder}/{name}")
     return buf.getvalue()
 
 
