@@ -11,7 +11,6 @@ from gruq import figures, store, views
 from gruq.errors import GruqError
 from gruq.genome import MAX_BITS, MIN_BITS, bops, expand, homogeneous, size_bytes
 from gruq.ops import DESCRIPTION, LINEAR, N_OPS, OPS, layer_names
-from gruq.scheme_model import for_run
 from gruq.stats import pct_ci, pct_interval, wilson_acc
 from gruq.views import KB
 
@@ -75,20 +74,14 @@ elif clicked is not None:
     st.warning(f"Ignoring the bits in the address: {len(clicked)} widths, but this model has {N_OPS * layers}.")
 
 
-def reported(row: dict) -> float:
-    """The accuracy the run reported for a scheme's model: after the final fine-tuning if it had one."""
-    ft = row.get("finetuned_accuracy")
-    return float(ft) if ft is not None and ft == ft else float(row["accuracy"])
-
-
 n = ui.split_sizes(task)  # the validation sequences behind every accuracy below
-if front is not None:
-    for row in front.to_dict("records"):
-        g = tuple(row["genome"])
-        ft_done = row.get("finetuned_accuracy") is not None and row["finetuned_accuracy"] == row["finetuned_accuracy"]
-        label = for_run(run["config"], task, g, ft_done).label
-        accuracy = pct_ci(reported(row), n.get("val"), "%")  # with its 95% interval, as every accuracy
-        options.append((f"front: {accuracy} validation ({label}) at {views.format_cost(row[cost], cost)}", g))
+if front is not None:  # each member's reported model (after the final fine-tuning if it had one), as Live shows it
+    models = views.front_models(front, run["config"], task)
+    for row, label in zip(views.reported_front(front).to_dict("records"), models):
+        accuracy = pct_ci(float(row["accuracy"]), n.get("val"), "%")  # with its 95% interval, as every accuracy
+        options.append(
+            (f"front: {accuracy} validation ({label}) at {views.format_cost(row[cost], cost)}", tuple(row["genome"]))
+        )
 for b in range(MAX_BITS, MIN_BITS - 1, -1):
     options.append((f"all {b}-bit", homogeneous(b, layers)))
 with c2:
@@ -341,7 +334,7 @@ if front is not None and len(front):
     d[1].download_button(
         "The run's front (CSV)",
         # the Live page's CSV: the reported models' numbers, their split, n, interval and model
-        views.front_csv(views.reported_front(front), n.get("val"), views.front_models(front, run["config"], task)),
+        views.front_csv(views.reported_front(front), n.get("val"), models),
         file_name=views.front_file_name(run["run_id"], run["generations_done"]),
         mime="text/csv",
         key="dl_front",

@@ -36,12 +36,17 @@ st.markdown(
 )
 
 
+unreadable: dict[str, str] = {}  # task -> why its result.json was not read: said once, under the table
+
+
 def task_records(task: str) -> list[dict]:
     """A task's per-seed records (result.json): the holdout n and the paired interval of
-    the difference to all-8-bit, which summary.json does not carry."""
+    the difference to all-8-bit, which summary.json does not carry. A damaged file costs
+    those extras, not the page."""
     try:
         return load_task(REPORTS, task)
-    except GruqError:
+    except GruqError as exc:
+        unreadable[task] = str(exc)
         return []
 
 
@@ -102,6 +107,8 @@ st.caption(
     "(the same sequences), and the hypervolumes of the mixed and homogeneous fronts. Means are over seeds, with "
     "their range (min..max)."
 )
+for why in unreadable.values():
+    st.info(f"Shown without its holdout n and paired intervals: {why}")
 
 
 def spread(values: list[float], fmt: str) -> str:

@@ -771,9 +771,8 @@ def load_summary(out: str | Path) -> dict:
     if not path.is_file():
         raise GruqError(f"no {SUMMARY} in {out}; run: python -m gruq reproduce --out {out}")
     summary = _read_json(path, out)
-    if not isinstance(summary.get("tasks"), dict) or any(not isinstance(t, dict) for t in summary["tasks"].values()):
-        raise GruqError(f"{path} is not a gruq report; run: python -m gruq reproduce --out {out}")
-    if any("seeds" not in t for t in summary.get("tasks", {}).values()):
+    tasks = summary.get("tasks")
+    if isinstance(tasks, dict) and any(isinstance(t, dict) and "seeds" not in t for t in tasks.values()):
         raise GruqError(f"{path} was written by an older gruq; run: python -m gruq reproduce --out {out}")
     budget = summary.get("budget")
     searched_finetuned = isinstance(budget, dict) and budget.get("fitness", "ptq") != "ptq"
@@ -784,7 +783,8 @@ def load_summary(out: str | Path) -> dict:
 # What the Reproduce page reads of a report, key by key: a hand-edited file that lacks one (or
 # holds text where a number belongs) is refused in one line here, not met as a KeyError there.
 # A kind is (test, words); in a dict, "key?" may be absent (or null), "[]" describes each item
-# of a list and "{}" each value of an object.
+# of a list and "{}" each value of an object; such a list or object may not be empty (a report
+# has tasks, a task seeds, a pick bits).
 _Kind = tuple[Callable[[Any], bool], str]
 _NUMBER: _Kind = (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number")
 _TEXT: _Kind = (lambda v: isinstance(v, str), "text")
@@ -795,7 +795,12 @@ _SEED = {"seed": _NUMBER, "hv_mixed": _NUMBER, "hv_homogeneous": _NUMBER, "pick"
 _TASK = {"seeds": {"[]": _SEED}, "reduction_mean": _NUMBER, "test_delta_pp_mean": _NUMBER}
 _BUDGET = {k: _NUMBER for k in ("pop", "gens", "finetune_epochs", "seed", "workers", "front_size")}
 _FINETUNED_SEARCH = {"search_finetune_samples": _NUMBER, "finetuned_pop": _NUMBER}  # when "fitness" is not "ptq"
-_SUMMARY = {"budget": _BUDGET, "wall_seconds": _NUMBER, "tasks": {"{}": _TASK}, "source?": {"task": _TEXT}}
+_SUMMARY = {
+    "budget": _BUDGET,
+    "wall_seconds": _NUMBER,
+    "tasks": {"{}": _TASK},
+    "source?": {"task": _TEXT, "checkpoint?": _TEXT},
+}
 _RECORD = {
     "seed": _NUMBER,
     "sequences?": {"holdout": _NUMBER},
@@ -819,10 +824,14 @@ def _wrong(value: Any, spec: Any, where: str) -> str | None:
     if "[]" in spec:
         if not isinstance(value, list):
             return f"{where} is not a list"
+        if not value:
+            return f"{where} is empty"
         return next((w for i, v in enumerate(value) if (w := _wrong(v, spec["[]"], f"{where}[{i}]"))), None)
     if not isinstance(value, dict):
         return f"{where} is not an object"
     if "{}" in spec:
+        if not value:
+            return f"{where} is empty"
         return next((w for k, v in value.items() if (w := _wrong(v, spec["{}"], _at(where, k)))), None)
     for key, kind in spec.items():
         name = key.removesuffix("?")

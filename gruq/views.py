@@ -8,9 +8,11 @@ name says otherwise.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,6 +32,7 @@ from gruq.genome import (
     size_cap,
 )
 from gruq.ops import DESCRIPTION, LINEAR, N_OPS, OPS, gene_names, layer_names, weight_genes
+from gruq.scheme_model import for_run
 from gruq.stats import pct_ci, wilson_acc
 
 KB = 1000.0  # sizes are shown in kB = 1000 bytes, as the command line prints them
@@ -227,10 +230,9 @@ def front_csv(front: pd.DataFrame, sequences: int | None = None, models: Sequenc
 
 def front_models(front: pd.DataFrame, config: dict, task: str) -> list[str]:
     """Which model each front row's accuracy belongs to ("post-training", "fine-tuned 1
-    epoch", ...): the final front's fine-tuning for a member that had it, else what the
-    search scored it with (`gruq.scheme_model.for_run`)."""
-    from gruq.scheme_model import for_run
-
+    epoch", ...): a downloaded front keeps no caption, and a fine-tuned member's accuracy
+    is not its post-training one, so each row names its model (`gruq.scheme_model.for_run`:
+    the final front's fine-tuning where a member had it, else what the search scored)."""
     tuned = front["finetuned_accuracy"] if "finetuned_accuracy" in front else pd.Series([None] * len(front))
     return [
         for_run(config, task, tuple(int(b) for b in g), bool(pd.notna(t))).label for g, t in zip(front["genome"], tuned)
@@ -519,9 +521,6 @@ def scheme_file_name(genome: Sequence[int], ext: str, run_id: int | None = None,
     which is which. The bits are one digit per operator (layers joined by "-"), "all8" when
     every operator has the same width; without a run, the task's name (a file's stem) stands
     for it. Only letters, digits, "-", "_" and ".": safe on every file system."""
-    import re
-    from pathlib import Path
-
     bits = [int(b) for b in genome]
     if len(set(bits)) == 1:
         scheme = f"all{bits[0]}"
@@ -766,8 +765,6 @@ def config_summary(config: dict) -> list[str]:
     if config.get("finetune_epochs"):
         parts.append(f"{config['finetune_epochs']} fine-tuning epochs per scheme")
     if config.get("checkpoint"):
-        from pathlib import Path
-
         parts.append(f"float model {Path(config['checkpoint']).name}")
     for op, (lo, hi) in (config.get("bits_ranges") or {}).items():
         parts.append(f"{op} {lo}-{hi} bits")

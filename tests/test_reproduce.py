@@ -398,9 +398,28 @@ def test_a_task_record_without_a_key_the_page_reads_is_refused_and_the_page_goes
     (tmp_path / "tasks" / "vowels" / "result.json").write_text(_drop(shipped, "seeds.0.widths"))
     with pytest.raises(GruqError, match=r"result\.json is not a gruq report \(seeds\[0\]\.widths is missing\)"):
         load_task(tmp_path, "vowels")
-    at = _page(monkeypatch, tmp_path)  # the summary's table, without the per-seed extras
+    at = _page(monkeypatch, tmp_path)  # the summary's table, without the per-seed extras, and why
+    assert any("seeds[0].widths is missing" in i.value for i in at.info)
     at.selectbox(key="reproduce_task").set_value("vowels").run()
     assert not at.exception and "vowels" in at.dataframe[0].value["task"].tolist()
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (lambda s: s["tasks"]["ecg"].update(seeds=[]), r"tasks\.ecg\.seeds is empty"),
+        (lambda s: s.update(tasks={}), r"tasks is empty"),
+        (lambda s: s.update(source={"task": "/d.npz", "checkpoint": 7}), r"source\.checkpoint is not text"),
+    ],
+)
+def test_a_report_with_nothing_to_show_or_a_number_for_a_path_is_refused_by_name(tmp_path, monkeypatch, edit, said):
+    """An empty task list or seed list, or a checkpoint that is no path, would fail on the page."""
+    shipped = json.loads((ROOT / "reports" / "summary.json").read_text())
+    edit(shipped)
+    (tmp_path / "summary.json").write_text(json.dumps(shipped))
+    with pytest.raises(GruqError, match=said):
+        load_summary(tmp_path)
+    assert "is not a gruq report" in _page(monkeypatch, tmp_path).info[0].value
 
 
 def test_app_page_gives_every_holdout_figure_its_n_and_interval(monkeypatch):
