@@ -269,13 +269,12 @@ def front_table(
     rows = []
     for a, sz, ops, g in zip(front["accuracy"], front["size_bytes"], front["bops"], front["genome"]):
         saving = 1 - (ops / bops8 if w["cost"] == "bops" else sz / size8)
-        if sequences:
-            accuracy = {"acc. % (95% CI)": pct_ci(float(a), sequences)}
-        else:
-            accuracy = {"accuracy %": round(100 * float(a), 2)}
+        column, accuracy = (
+            ("acc. % (95% CI)", pct_ci(float(a), sequences)) if sequences else ("accuracy %", round(100 * float(a), 2))
+        )
         rows.append(
             {
-                **accuracy,
+                column: accuracy,
                 "size kB": round(float(sz) / KB, 3),
                 "M BOPs": round(float(ops) / 1e6, 3),
                 f"{w['saving_short']} than 8-bit": f"{100 * saving:.0f}%",  # short: the bits stay in view
