@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from gruq.errors import GruqError
 from gruq.genome import Genome
-from gruq.search import checkpoint, nsga2
+from gruq.search import checkpoint, guided, nsga2
 from gruq.search.backend import Backend, default_backend
 from gruq.search.config import SearchConfig
 from gruq.search.constraints import Constraints, resolve
@@ -267,13 +267,29 @@ class Search:
         if self.stop.requested:
             raise nsga2.StopRequested
         started = time.perf_counter()
-        offspring = nsga2.propose(self.toolbox, self.cons, population, front, self.cache, self.cfg.pop, self.cfg.cxpb)
-        offspring = self._within_budget(offspring)
-        scored = self._evaluate(offspring, gen)
+        scored: list = []
+        walked = self._walk(gen, scored)
+        k = max(0, self.cfg.pop - len(walked))
+        offspring = nsga2.propose(self.toolbox, self.cons, population, front, self.cache, k, self.cfg.cxpb)
+        offspring = walked + self._within_budget(offspring)
+        scored += self._evaluate(offspring, gen)
         population = nsga2.survivors(self.toolbox, population, offspring, self.cfg.pop)
         front.update(nsga2.feasible(offspring, self.cons))
         self._commit(gen, population, front, logbook, scored, started)
         return population
+
+    def _walk(self, gen: int, scored: list) -> list:
+        """The generation's measured greedy-walk steps (from EXPLORE_UNTIL scorings on), within the
+        budget; their records are added to `scored`."""
+        if len(self.cache) < guided.EXPLORE_UNTIL:
+            return []
+
+        def score(individuals: list) -> list:
+            kept = self._within_budget(individuals)
+            scored.extend(self._evaluate(kept, gen))
+            return kept
+
+        return nsga2.walk(self.cons, self.cache, score, guided.WALK_STEPS)
 
     def _evaluate(self, individuals: list, gen: int) -> list:
         with self.stop.interruptible():
