@@ -75,6 +75,11 @@ def additive(g) -> float:
     return float(guided.expit(2.5 - sum(0.02 * (8 - b) * (1 + i % 3) for i, b in enumerate(g))))
 
 
+def lowered(m):
+    """The one-bit reductions of a weight gene: the steps of greedy bit reduction under size."""
+    return [m[:i] + (m[i] - 1,) + m[i + 1 :] for i in LINEAR if m[i] > 2]
+
+
 def test_the_surrogate_fits_an_accuracy_additive_in_logit_and_plans_a_non_dominated_front() -> None:
     cons = constraints()
     cache = {g: additive(g) for g in [homogeneous(b) for b in range(2, 9)] + guided.probes(cons)}
@@ -134,10 +139,6 @@ def test_each_front_member_takes_the_one_bit_reduction_predicted_to_lose_least_p
 
 def test_the_greedy_walk_takes_measured_steps_and_scores_only_those_predicted_to_beat_them() -> None:
     cons = constraints()
-
-    def lowered(m):
-        return [m[:i] + (m[i] - 1,) + m[i + 1 :] for i in LINEAR if m[i] > 2]
-
     cache = {g: additive(g) for g in [homogeneous(b) for b in range(2, 9)] + lowered(guided.top(cons))}
     model = guided.Surrogate(cons, cache)
 
@@ -153,6 +154,38 @@ def test_the_greedy_walk_takes_measured_steps_and_scores_only_those_predicted_to
     free = lowered(second)[0]
     cache[free] = cache[second]  # measured to lose nothing: no prediction beats it, the walk takes it
     assert sorted(guided.greedy_walk(cache, model, cons)) == sorted(lowered(free))
+
+
+def test_the_walk_takes_several_measured_steps_each_chosen_after_the_one_before_is_scored() -> None:
+    cons = constraints()
+    cache = {g: additive(g) for g in [homogeneous(b) for b in range(2, 9)]}
+    rounds: list[list] = []
+
+    def score(individuals: list) -> list:
+        rounds.append([tuple(ind) for ind in individuals])
+        cache.update({tuple(ind): additive(tuple(ind)) for ind in individuals})
+        return individuals
+
+    walked = nsga2.walk(cons, cache, score, steps=3)
+    assert [tuple(ind) for ind in walked] == [g for r in rounds for g in r] and len(rounds) == 3
+    m = guided.top(cons)
+    for r in rounds:  # each round: the reductions of the best measured genome of the round before
+        assert set(r) <= set(lowered(m))
+        m = min(r, key=lambda g: ((cache[m] - cache[g]) / (cons.cost(m) - cons.cost(g)), g))
+
+
+def test_the_walk_stops_where_the_budget_does() -> None:
+    cons = constraints()
+    cache = {g: additive(g) for g in [homogeneous(b) for b in range(2, 9)]}
+    calls = []
+
+    def two_left(individuals: list) -> list:
+        calls.append(len(individuals))
+        kept = individuals[: max(0, 2 - sum(calls[:-1]))]
+        cache.update({tuple(ind): additive(tuple(ind)) for ind in kept})
+        return kept
+
+    assert len(nsga2.walk(cons, cache, two_left, steps=5)) == 2 and len(calls) <= 2
 
 
 def test_settling_puts_free_genes_at_the_width_the_surrogate_finds_most_accurate() -> None:
@@ -209,6 +242,26 @@ def test_a_budget_run_scores_exactly_the_budget_homogeneous_included(tmp_path: P
     res = search(tmp_path / "s.db", ev, pop=12, gens=None, budget=50, chunk_size=5)
     assert len(ev.scored) == len(set(ev.scored)) == res["evaluations"] == 50
     assert {homogeneous(b) for b in range(2, 9)} <= set(ev.scored)
+
+
+@pytest.fixture
+def early_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The measured walk from 30 scorings on, so that short runs take its steps too."""
+    monkeypatch.setattr(guided, "EXPLORE_UNTIL", 30)
+
+
+def test_a_generation_carries_the_walk_several_measured_steps(tmp_path: Path, early_walk: None) -> None:
+    ev = FakeEvaluator()
+    search(tmp_path / "s.db", ev, pop=12, gens=None, budget=120, chunk_size=64)
+    rounds = [c for c in ev.calls if len(c) > 1 and _reductions_of_one_genome(c)]
+    assert len(rounds) >= 3  # each step in its own call: scored before the next is chosen
+
+
+def _reductions_of_one_genome(genomes: list) -> bool:
+    """Whether every genome is one weight gene one bit below their common elementwise maximum."""
+    m = [max(bits) for bits in zip(*genomes)]
+    diffs = [[i for i, (b, t) in enumerate(zip(g, m)) if b != t] for g in genomes]
+    return all(len(d) == 1 and d[0] in LINEAR and m[d[0]] - g[d[0]] == 1 for d, g in zip(diffs, genomes))
 
 
 def test_a_shorter_budget_is_the_start_of_a_longer_one(tmp_path: Path) -> None:
