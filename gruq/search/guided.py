@@ -34,11 +34,12 @@ holds them (the generational loop and the DEAP operators stay in
   least accuracy per byte, greedy bit reduction from every front member),
   after the next steps of the measured greedy walk from the all-high genome
   (`greedy_walk`), and they take one pick in EXPLORE_SHARE_LATE. From then
-  on each generation also begins with up to WALK_STEPS steps of that walk,
-  each step scored before the next is chosen (`gruq.search.nsga2.walk`):
-  one step a generation left the walk 6-7 of greedy reduction's 36 steps
-  deep at 400 scorings on smnist, where greedy's mid-size genomes were
-  better than gruq's.
+  on the walk also goes first in each generation: its steps take the
+  generation's slots, each step scored before the next is chosen
+  (`gruq.search.nsga2.walk`), until the walk has reached the lowest widths.
+  One step a generation left it 6-7 of greedy reduction's 36 steps deep at
+  400 scorings on smnist, where greedy's mid-size genomes were better than
+  gruq's.
 
 Everything here is a function of the constraints, the scored genomes (read
 in sorted order) and the `random` module's state, so a run stays
@@ -62,7 +63,6 @@ CLIP = 0.005  # accuracies are clipped into [CLIP, 1 - CLIP] before the logit: 0
 EXPLORE_SHARE = 4  # one pick in EXPLORE_SHARE goes to NSGA-II offspring, predicted best first
 EXPLORE_UNTIL = 200  # ... until this many genomes are scored; then those picks go to the front's greedy steps
 EXPLORE_SHARE_LATE = 2  # ... and from then on one pick in EXPLORE_SHARE_LATE
-WALK_STEPS = 10  # ... and each generation first takes up to this many measured steps of the greedy walk
 
 
 def top(cons: Constraints) -> Genome:

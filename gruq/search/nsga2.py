@@ -161,22 +161,22 @@ def propose(
     return [Individual(g) for g in chosen]
 
 
-def walk(cons: Constraints, cache: dict[Genome, float], score: Callable[[list], list], steps: int) -> list:
-    """Up to `steps` steps of the measured greedy walk (`guided.greedy_walk`), each step's genomes
-    scored by `score` (which returns the individuals it scored, fewer at the end of a budget)
-    before the next step is chosen from the new measurements. The individuals scored, in order.
+def walk(cons: Constraints, cache: dict[Genome, float], score: Callable[[list], list], room: int) -> list:
+    """Steps of the measured greedy walk (`guided.greedy_walk`), up to `room` genomes in all (the
+    last step cut to fit), each step's genomes scored by `score` (which returns the individuals
+    it scored, fewer at the end of a budget) before the next step is chosen from the new
+    measurements. The individuals scored, in order.
 
     Each step waits for the one before, so these are scored in small rounds
-    inside the generation: what the generation's other genomes are chosen
-    from then includes them. Deterministic: the walk reads only `cache`.
+    inside the generation. Deterministic: the walk reads only `cache`.
     """
     walked: list = []
-    for _ in range(steps):
-        step = [Individual(g) for g in guided.greedy_walk(cache, guided.Surrogate(cons, cache), cons)]
-        kept = score(step) if step else []
-        walked += kept
+    while len(walked) < room:
+        step = guided.greedy_walk(cache, guided.Surrogate(cons, cache), cons)[: room - len(walked)]
+        kept = score([Individual(g) for g in step]) if step else []
         if not kept:
             break
+        walked += kept
     return walked
 
 

@@ -269,7 +269,7 @@ class Search:
         started = time.perf_counter()
         scored: list = []
         walked = self._walk(gen, scored)
-        k = max(0, self.cfg.pop - len(walked))
+        k = self.cfg.pop - len(walked)
         offspring = nsga2.propose(self.toolbox, self.cons, population, front, self.cache, k, self.cfg.cxpb)
         offspring = walked + self._within_budget(offspring)
         scored += self._evaluate(offspring, gen)
@@ -279,8 +279,8 @@ class Search:
         return population
 
     def _walk(self, gen: int, scored: list) -> list:
-        """The generation's measured greedy-walk steps (from EXPLORE_UNTIL scorings on), within the
-        budget; their records are added to `scored`."""
+        """The generation's measured greedy-walk steps (from EXPLORE_UNTIL scorings on): the first of
+        its `pop` slots, within the budget; their records are added to `scored`."""
         if len(self.cache) < guided.EXPLORE_UNTIL:
             return []
 
@@ -289,7 +289,7 @@ class Search:
             scored.extend(self._evaluate(kept, gen))
             return kept
 
-        return nsga2.walk(self.cons, self.cache, score, guided.WALK_STEPS)
+        return nsga2.walk(self.cons, self.cache, score, self.cfg.pop)
 
     def _evaluate(self, individuals: list, gen: int) -> list:
         with self.stop.interruptible():
