@@ -372,8 +372,8 @@ def search_quality(
         on_compute=lambda n: bar.set_postfix(computed=len(scorer.computed), refresh=False),
     )
     tester = None
+    test_path = cache_path.with_suffix(".test.json") if cache_path else None
     if held_out or test_evaluator is not None:
-        test_path = cache_path.with_suffix(".test.json") if cache_path else None
         tev = test_evaluator if test_evaluator is not None else evaluator_for(task, "test")
         tester = SharedScorer(tev, batch=pop, cache=load_cache(test_path, key))
     started = time.perf_counter()
@@ -395,13 +395,14 @@ def search_quality(
     finally:
         bar.close()
     if set(methods) != set(METHODS):  # some methods only: their hypervolumes, nothing compared
-        return {
+        out = {
             "task": task,
             "budgets": budgets,
             "seeds": seed_list,
             "by_budget": {str(b): _figures(scorer, {m: asked[m][b] for m in methods}) for b in budgets},
             "scorings_computed": len(scorer.computed),
         }
+        return _with_held_out(out, scorer, tester, test_path, key, {m: asked[m] for m in methods}, budgets)
     by_budget = {b: _figures(scorer, {m: asked[m][b] for m in METHODS}) for b in budgets}
     out: dict[str, Any] = {
         "task": task,
@@ -421,14 +422,28 @@ def search_quality(
         "scorings_from_file": scorer.loaded,
         "reference": {"accuracy": 0.0, "size_bytes": size_bytes(homogeneous(MAX_BITS), scorer.shape)},
     }
+    _with_held_out(out, scorer, tester, test_path, key, asked, budgets)
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def _with_held_out(
+    out: dict[str, Any],
+    scorer: SharedScorer,
+    tester: SharedScorer | None,
+    test_path: Path | None,
+    key: str,
+    asked: dict[str, dict[int, list[list[Genome]]]],
+    budgets: Sequence[int],
+) -> dict[str, Any]:
+    """`out` with the test hypervolume of each method's validation front, when a tester is given."""
     if tester is not None:
         out["held_out"] = {
             "split": "test",
             "measure": "test hypervolume of each method's validation front (the genomes it would report)",
-            "by_budget": {str(b): _held_out(scorer, tester, {m: asked[m][b] for m in METHODS}) for b in budgets},
+            "by_budget": {str(b): _held_out(scorer, tester, {m: a[b] for m, a in asked.items()}) for b in budgets},
         }
         save_cache(test_path, key, tester.cache)
-    out["seconds"] = time.perf_counter() - started
     return out
 
 

@@ -73,6 +73,22 @@ def test_the_shared_cache_scores_each_genome_once(quality) -> None:
     assert all(ev.counts.get(homogeneous(b)) == 1 for b in range(2, 9))
 
 
+def test_a_run_of_some_methods_reports_their_test_figures_when_asked() -> None:
+    out = sq.search_quality(
+        "fake",
+        seeds=1,
+        budget=BUDGET,
+        pop=POP,
+        evaluator=FakeEvaluator(),
+        progress=False,
+        test_evaluator=FakeEvaluator(split="test"),
+        methods=["gruq", "greedy"],
+    )
+    test = out["held_out"]["by_budget"][str(BUDGET)]["hypervolume"]
+    assert set(test) == set(out["by_budget"][str(BUDGET)]["hypervolume"]) == {"gruq", "greedy"}
+    assert all(0.0 < v <= 1.0 for v in test.values())
+
+
 def test_the_hypervolume_is_the_one_gruq_reports() -> None:
     from gruq.search.hypervolume import hypervolume
 
