@@ -3,11 +3,12 @@
 Specification: the probes lower one cost gene at a time and respect every
 constraint; the surrogate fits an additive accuracy exactly and its planned
 front is non-dominated under its own predictions; picks go to the largest
-predicted hypervolume gain and spread along the front; offspring are new,
-in bounds and within the size limit; a budget run scores exactly N distinct
-genomes, is a prefix of a longer budget run, stops at whichever of --gens and
---budget comes first, and resumes after a crash (or kill -9) to the
-uninterrupted run's front.
+predicted hypervolume gain and spread along the front; the measured greedy
+walk scores each step before choosing the next, several steps a generation;
+offspring are new, in bounds and within the size limit; a budget run scores
+exactly N distinct genomes, is a prefix of a longer budget run, stops at
+whichever of --gens and --budget comes first, and resumes after a crash (or
+kill -9) to the uninterrupted run's front (the walk included).
 """
 
 from __future__ import annotations
