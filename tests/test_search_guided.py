@@ -300,7 +300,10 @@ def test_the_budget_is_stored_with_the_run(tmp_path: Path) -> None:
     assert config["budget"] == 30 and config["gens"] is None
 
 
-def test_search_budget_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("budget", "killed_after"), [(60, 2), (300, 18)])  # 300: killed during the walk
+def test_search_budget_kill_9_then_resume_gives_the_uninterrupted_result(
+    tmp_path: Path, budget: int, killed_after: int
+) -> None:
     db = tmp_path / "s.db"
     env = {
         **os.environ,
@@ -308,7 +311,7 @@ def test_search_budget_kill_9_then_resume_gives_the_uninterrupted_result(tmp_pat
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
         "GRUQ_FAKE_DELAY": "0.1",
     }
-    args = ["search", "--task", "fake", "--pop", "12", "--budget", "60", "--seed", "2", "--chunk-size", "4"]
+    args = ["search", "--task", "fake", "--pop", "12", "--budget", str(budget), "--seed", "2", "--chunk-size", "4"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "gruq", *args, "--db", str(db), "--json"],
         env=env,
@@ -316,17 +319,17 @@ def test_search_budget_kill_9_then_resume_gives_the_uninterrupted_result(tmp_pat
         stderr=subprocess.DEVNULL,
     )
 
-    def two_generations_stored() -> bool:
-        """What the kill needs: the run past its second generation and its process still going."""
+    def far_enough() -> bool:
+        """What the kill needs: the run past `killed_after` generations and its process still going."""
         assert proc.poll() is None, f"the search exited ({proc.returncode}) before it could be killed"
         runs = list_runs(db) if db.exists() else []
-        return bool(runs) and runs[0]["generations_done"] >= 2
+        return bool(runs) and runs[0]["generations_done"] >= killed_after
 
     # generous: on a loaded machine the child takes long to import gruq; idle, this is about a second
-    wait_for(two_generations_stored, timeout=180)
+    wait_for(far_enough, timeout=180)
     proc.kill()
     proc.wait()
-    assert run_detail(db, 1)["evaluations"] < 60
+    assert run_detail(db, 1)["evaluations"] < budget
     env.pop("GRUQ_FAKE_DELAY")
     resumed = subprocess.run(
         [sys.executable, "-m", "gruq", "search", "--resume", "1", "--db", str(db), "--json"],
@@ -336,9 +339,9 @@ def test_search_budget_kill_9_then_resume_gives_the_uninterrupted_result(tmp_pat
         timeout=120,
     )
     assert resumed.returncode == 0, resumed.stderr
-    expected = in_process(tmp_path / "ref.db", pop=12, gens=None, budget=60, seed=2, chunk_size=4)
+    expected = in_process(tmp_path / "ref.db", pop=12, gens=None, budget=budget, seed=2, chunk_size=4)
     assert json.loads(resumed.stdout) == {**expected, "run_id": 1}
-    assert expected["evaluations"] == 60
+    assert expected["evaluations"] == budget
 
 
 @pytest.mark.parametrize(
