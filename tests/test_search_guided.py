@@ -266,7 +266,7 @@ def _reductions_of_one_genome(genomes: list) -> bool:
     return all(len(d) == 1 and d[0] in LINEAR and m[d[0]] - g[d[0]] == 1 for d, g in zip(diffs, genomes))
 
 
-def test_a_shorter_budget_is_the_start_of_a_longer_one(tmp_path: Path) -> None:
+def test_a_shorter_budget_is_the_start_of_a_longer_one(tmp_path: Path, early_walk: None) -> None:
     short, long = FakeEvaluator(), FakeEvaluator()
     search(tmp_path / "a.db", short, pop=12, gens=None, budget=41)
     search(tmp_path / "b.db", long, pop=12, gens=None, budget=90)
@@ -280,13 +280,13 @@ def test_budget_and_gens_stop_at_whichever_comes_first(tmp_path: Path) -> None:
     assert by_budget["evaluations"] == 30 and len(by_budget["hypervolume"]) == 3
 
 
-def test_a_budget_run_is_deterministic_and_does_not_depend_on_workers(tmp_path: Path) -> None:
+def test_a_budget_run_is_deterministic_and_does_not_depend_on_workers(tmp_path: Path, early_walk: None) -> None:
     one = search(tmp_path / "one.db", pop=8, gens=None, budget=40, seed=4, chunk_size=4)
     two = search(tmp_path / "two.db", pop=8, gens=None, budget=40, seed=4, chunk_size=4, workers=2)
     assert one == two
 
 
-def test_a_crashed_budget_run_resumes_to_the_uninterrupted_front(tmp_path: Path) -> None:
+def test_a_crashed_budget_run_resumes_to_the_uninterrupted_front(tmp_path: Path, early_walk: None) -> None:
     whole = search(tmp_path / "whole.db", pop=12, gens=None, budget=70, chunk_size=4)
     with pytest.raises(RuntimeError, match="synthetic crash"):
         search(tmp_path / "s.db", FakeEvaluator(fail_at_call=8), pop=12, gens=None, budget=70, chunk_size=4)
