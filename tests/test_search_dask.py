@@ -38,7 +38,7 @@ import pytest
 from test_search_fake import FakeEvaluator, make
 
 from gruq.errors import GruqError
-from gruq.search import dask_map, launch, nsga2, run
+from gruq.search import dask_map, guided, launch, nsga2, run
 from gruq.search.backend import ENV_HOOK, Backend
 from gruq.search.config import SearchConfig
 from gruq.store import list_runs, run_detail
@@ -257,7 +257,8 @@ def test_a_changed_checkpoint_changes_the_fingerprint(tmp_path: Path) -> None:
 # -- identical fronts ----------------------------------------------------------------------
 
 
-def test_a_dask_cluster_gives_the_serial_front(tmp_path: Path, shared: Cluster) -> None:
+def test_a_dask_cluster_gives_the_serial_front(tmp_path: Path, shared: Cluster, monkeypatch) -> None:
+    monkeypatch.setattr(guided, "EXPLORE_UNTIL", 30)  # the measured walk's rounds of scoring go through Dask too
     ref = serial(tmp_path, **SETTINGS)
     cfg = SearchConfig(task="fake", scheduler=shared.address, **SETTINGS)
     got = run.start(tmp_path / "d.db", cfg, backend_factory=lambda c: Backend(make("fake"), None), progress=False)
