@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from gruq.search import guided, nsga2
 from gruq.search.backend import ENV_HOOK
 from gruq.search.config import SearchConfig
 from gruq.search.constraints import resolve
-from gruq.store import list_runs, run_detail
+from gruq.store import individuals, list_runs, run_detail
 
 SIZE8 = size_bytes(homogeneous(8), SHAPE)
 
@@ -190,6 +191,23 @@ def test_the_walk_stops_where_the_budget_does() -> None:
     assert len(nsga2.walk(cons, cache, two_left, room=20)) == 2 and len(calls) <= 2
 
 
+def test_under_a_size_limit_the_walk_starts_from_the_most_accurate_genome_that_fits() -> None:
+    cons = constraints(max_size_pct=60)
+    assert not cons.size_ok(guided.top(cons))  # never scored: the walk cannot start there
+    cache = {g: additive(g) for g in [homogeneous(b) for b in range(2, 9)] if cons.size_ok(g)}
+    start = max(cache, key=cache.get)
+    walk = guided.greedy_walk(cache, guided.Surrogate(cons, cache), cons)
+    assert walk and set(walk) <= set(lowered(start)) and all(cons.size_ok(g) for g in walk)
+
+
+def test_the_walk_stops_below_the_accuracy_floor() -> None:
+    cache = {g: additive(g) for g in [homogeneous(b) for b in range(2, 9)]}
+    floor = constraints(min_accuracy=cache[guided.top(constraints())] + 0.01)
+    assert guided.greedy_walk(cache, guided.Surrogate(floor, cache), floor) == []
+    below = constraints(min_accuracy=cache[guided.top(constraints())] - 0.01)
+    assert guided.greedy_walk(cache, guided.Surrogate(below, cache), below)
+
+
 def test_settling_puts_free_genes_at_the_width_the_surrogate_finds_most_accurate() -> None:
     cons = constraints()
     peak = homogeneous(8)[:2] + (5,) + homogeneous(8)[3:]  # add_r at 5 bits is best here
@@ -255,8 +273,10 @@ def early_walk(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_generation_carries_the_walk_several_measured_steps(tmp_path: Path, early_walk: None) -> None:
     ev = FakeEvaluator()
     search(tmp_path / "s.db", ev, pop=12, gens=None, budget=120, chunk_size=64)
+    generation = {tuple(ind["bits"]): ind["generation"] for ind in individuals(tmp_path / "s.db", 1)}
     rounds = [c for c in ev.calls if len(c) > 1 and _reductions_of_one_genome(c)]
-    assert len(rounds) >= 3  # each step in its own call: scored before the next is chosen
+    per_generation = Counter(generation[c[0]] for c in rounds)
+    assert max(per_generation.values()) >= 2  # each step in its own call: scored before the next is chosen
 
 
 def _reductions_of_one_genome(genomes: list) -> bool:
@@ -289,7 +309,8 @@ def test_a_budget_run_is_deterministic_and_does_not_depend_on_workers(tmp_path: 
 def test_a_crashed_budget_run_resumes_to_the_uninterrupted_front(tmp_path: Path, early_walk: None) -> None:
     whole = search(tmp_path / "whole.db", pop=12, gens=None, budget=70, chunk_size=4)
     with pytest.raises(RuntimeError, match="synthetic crash"):
-        search(tmp_path / "s.db", FakeEvaluator(fail_at_call=8), pop=12, gens=None, budget=70, chunk_size=4)
+        # call 12: generation 3's second walk round (calls 10-11 scored its first)
+        search(tmp_path / "s.db", FakeEvaluator(fail_at_call=12), pop=12, gens=None, budget=70, chunk_size=4)
     assert 0 < run_detail(tmp_path / "s.db", 1)["generations_done"]
     assert resume(tmp_path / "s.db", 1, FakeEvaluator()) == whole
 

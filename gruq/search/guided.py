@@ -29,17 +29,15 @@ holds them (the generational loop and the DEAP operators stay in
   a time as if each pick's prediction were true (so picks spread along the
   front instead of piling into one gap). Besides one-bit moves, front
   members get size-neutral swaps (a bit from one cost gene to another); once
-  EXPLORE_UNTIL genomes are scored, the exploring picks go to each member's
-  greedy step instead (`descents`: the one-bit reduction predicted to lose
-  least accuracy per byte, greedy bit reduction from every front member),
-  after the next steps of the measured greedy walk from the all-high genome
-  (`greedy_walk`), and they take one pick in EXPLORE_SHARE_LATE. From then
-  on the walk also goes first in each generation: its steps take the
-  generation's slots, each step scored before the next is chosen
-  (`gruq.search.nsga2.walk`), until the walk has reached the lowest widths.
-  One step a generation left it 6-7 of greedy reduction's 36 steps deep at
-  400 scorings on smnist, where greedy's mid-size genomes were better than
-  gruq's.
+  EXPLORE_UNTIL genomes are scored, each generation first takes steps of a
+  measured greedy walk from the all-high genome (`greedy_walk`), each step
+  scored before the next is chosen (`gruq.search.nsga2.walk`), until they
+  fill the generation or the walk has reached the lowest widths (one step a
+  generation left it 6-7 of greedy reduction's 36 steps deep at 400
+  scorings on smnist, where greedy's mid-size genomes were better than
+  gruq's); the slots it leaves go, one in EXPLORE_SHARE_LATE, to each front
+  member's greedy step (`descents`: the one-bit reduction predicted to lose
+  least accuracy per byte, greedy bit reduction from every front member).
 
 Everything here is a function of the constraints, the scored genomes (read
 in sorted order) and the `random` module's state, so a run stays
@@ -291,10 +289,13 @@ def greedy_walk(cache: dict[Genome, float], model: Surrogate, cons: Constraints)
     lose more than a measured one, so the walk goes deeper per scoring than
     greedy reduction (which scores every reduction at every step). Why measured
     steps: on smnist (tuning seeds) greedy reduction's mid-size genomes were
-    more accurate than those the surrogate's predictions led to.
+    more accurate than those the surrogate's predictions led to. Under a size
+    limit the all-high genome may not fit (it is then never scored): the walk
+    starts from the most accurate scored genome that fits. It stops at a
+    genome below the accuracy floor: every step from there is infeasible too.
     """
-    m = top(cons)
-    while m in cache:
+    m = _walk_start(cache, cons)
+    while m in cache and (cons.min_accuracy is None or cache[m] >= cons.min_accuracy):
         cost = _cost(cons, m)
         moves = _reductions(m, cons)
         scored = [g for g in moves if g in cache]
@@ -310,6 +311,16 @@ def greedy_walk(cache: dict[Genome, float], model: Surrogate, cons: Constraints)
             return []
         m = best[1]
     return []
+
+
+def _walk_start(cache: dict[Genome, float], cons: Constraints) -> Genome | None:
+    """The all-high genome, or under a size limit it does not fit, the most accurate scored genome
+    that fits (the cheaper on a tie); None before any is scored."""
+    t = top(cons)
+    if cons.size_ok(t):
+        return t
+    fits = [g for g in cache if cons.size_ok(g)]
+    return max(fits, key=lambda g: (cache[g], -_cost(cons, g), g), default=None)
 
 
 def _reductions(genome: Genome, cons: Constraints) -> list[Genome]:

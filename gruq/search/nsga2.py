@@ -121,9 +121,9 @@ def propose(
     predicted hypervolume gain take all but one slot in EXPLORE_SHARE; the
     remaining slots go to offspring in DEAP's order, so the search keeps
     exploring where the surrogate is wrong, until EXPLORE_UNTIL genomes are
-    scored; from then on one slot in EXPLORE_SHARE_LATE goes to the measured
-    greedy walk's next steps and the front members' greedy steps
-    (`guided.greedy_walk`, `guided.descents`). The switch depends on the
+    scored; from then on one slot in EXPLORE_SHARE_LATE goes to the front
+    members' greedy steps (`guided.descents`), after the measured greedy walk
+    (`walk`) has taken the generation's first slots. The switch depends on the
     scored genomes only, never on the budget, so a shorter budget run stays
     the start of a longer one.
     Fewer than `k` when the space has no more new genomes.
@@ -151,8 +151,7 @@ def propose(
         explore = [g for g in children if g in taken and g not in first]
         share = guided.EXPLORE_SHARE
     else:
-        late = guided.greedy_walk(cache, model, cons) + guided.descents(members, cache, model, cons)
-        explore = [g for g in dict.fromkeys(late) if g not in first]
+        explore = [g for g in dict.fromkeys(guided.descents(members, cache, model, cons)) if g not in first]
         share = guided.EXPLORE_SHARE_LATE
     n_explore = min(len(explore), k // share)
     pool = [g for g in taken if g not in first]
