@@ -402,7 +402,8 @@ def search_quality(
             "by_budget": {str(b): _figures(scorer, {m: asked[m][b] for m in methods}) for b in budgets},
             "scorings_computed": len(scorer.computed),
         }
-        return _with_held_out(out, scorer, tester, test_path, key, {m: asked[m] for m in methods}, budgets)
+        _with_held_out(out, scorer, tester, test_path, key, {m: asked[m] for m in methods}, budgets)
+        return out
     by_budget = {b: _figures(scorer, {m: asked[m][b] for m in METHODS}) for b in budgets}
     out: dict[str, Any] = {
         "task": task,
@@ -435,8 +436,8 @@ def _with_held_out(
     key: str,
     asked: dict[str, dict[int, list[list[Genome]]]],
     budgets: Sequence[int],
-) -> dict[str, Any]:
-    """`out` with the test hypervolume of each method's validation front, when a tester is given."""
+) -> None:
+    """Add to `out` the test hypervolume of each method's validation front, when a tester is given."""
     if tester is not None:
         out["held_out"] = {
             "split": "test",
@@ -444,7 +445,6 @@ def _with_held_out(
             "by_budget": {str(b): _held_out(scorer, tester, {m: a[b] for m, a in asked.items()}) for b in budgets},
         }
         save_cache(test_path, key, tester.cache)
-    return out
 
 
 def _run(method: str, view: MethodView, task: str, seed: int, budget: int, pop: int) -> dict[str, Any]:

@@ -267,8 +267,7 @@ class Search:
         if self.stop.requested:
             raise nsga2.StopRequested
         started = time.perf_counter()
-        scored: list = []
-        walked = self._walk(gen, scored)
+        walked, scored = self._walk(gen)
         k = self.cfg.pop - len(walked)
         offspring = nsga2.propose(self.toolbox, self.cons, population, front, self.cache, k, self.cfg.cxpb)
         offspring = walked + self._within_budget(offspring)
@@ -278,18 +277,19 @@ class Search:
         self._commit(gen, population, front, logbook, scored, started)
         return population
 
-    def _walk(self, gen: int, scored: list) -> list:
-        """The generation's measured greedy-walk steps (from EXPLORE_UNTIL scorings on): the first of
-        its `pop` slots, within the budget; their records are added to `scored`."""
+    def _walk(self, gen: int) -> tuple[list, list]:
+        """The generation's measured greedy-walk steps (from EXPLORE_UNTIL scorings on), the first of
+        its `pop` slots, within the budget: the individuals and their records for the store."""
+        scored: list = []
         if len(self.cache) < guided.EXPLORE_UNTIL:
-            return []
+            return [], scored
 
         def score(individuals: list) -> list:
             kept = self._within_budget(individuals)
             scored.extend(self._evaluate(kept, gen))
             return kept
 
-        return nsga2.walk(self.cons, self.cache, score, self.cfg.pop)
+        return nsga2.walk(self.cons, self.cache, score, self.cfg.pop), scored
 
     def _evaluate(self, individuals: list, gen: int) -> list:
         with self.stop.interruptible():
